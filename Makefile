@@ -1,0 +1,37 @@
+# Set-up and the everyday jobs. `make demo` and `make test` work from a fresh clone.
+# GPU users: `make setup TORCH=torch` (or a CUDA wheel spec) instead of the pinned CPU build.
+PYTHON ?= python3
+TORCH ?= torch==2.13.0
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+XVFB := $(shell command -v xvfb-run 2>/dev/null)
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test lint bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[napari,distributed,dev]"
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/segnet-domains demo --out demo_out
+
+test: setup
+	$(BIN)/ruff check .
+	$(if $(XVFB),$(XVFB) -a -s "-screen 0 1280x1024x24") $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: setup
+	$(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) demo_out .pytest_cache .ruff_cache

@@ -1,0 +1,231 @@
+"""Adapters between user arrays and network tensors.
+
+* :class:`ImageAdapter` — any 2D image (``H×W``, ``H×W×C`` or ``C×H×W``, any
+  numeric dtype) → normalised ``1×C×H'×W'`` float tensor padded to a multiple
+  of the network's total stride; :func:`crop` undoes the padding.
+* :class:`VolumeSliceAdapter` — a 3D volume → batches of 2D slices along any
+  axis, optionally with ``context`` neighbours on each side stacked as extra
+  channels (2.5D), and the slice results back into the volume's own shape and
+  axis order.
+
+Normalisation follows the checkpoint's ``normalization`` spec and uses MONAI's
+intensity transforms, the same ones the training pipelines use, so a model
+sees the same numbers at training and at inference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from monai.transforms import NormalizeIntensity, ScaleIntensityRangePercentiles
+
+from segnet_domains.errors import InputError
+
+#: Smallest image edge we accept; a 1-pixel image carries nothing to segment.
+MIN_SIDE = 2
+
+
+def check_pixels(array: np.ndarray, source: str, valid: np.ndarray | None = None) -> None:
+    """Refuse empty, non-numeric and non-finite input with one clear message.
+
+    Args:
+        array: the raw pixels.
+        source: file name (or description) used in the message.
+        valid: optional mask of pixels that matter (nodata excluded).
+
+    Raises:
+        InputError: empty, non-numeric, or NaN/Inf among the valid pixels.
+    """
+    if array.size == 0:
+        raise InputError(source, f"empty image (shape {array.shape})")
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
+        raise InputError(source, f"pixels are {array.dtype}, not numbers")
+    if np.issubdtype(array.dtype, np.floating):
+        finite = np.isfinite(array)
+        if valid is not None:
+            finite |= ~np.broadcast_to(valid, array.shape)
+        if not finite.all():
+            n = int((~finite).sum())
+            raise InputError(source, f"contains {n} NaN/Inf value(s)")
+
+
+def to_channel_first(image: np.ndarray, channels: int, source: str = "image") -> np.ndarray:
+    """Return ``image`` as ``C×H×W`` whatever its layout.
+
+    ``H×W`` is one channel. For 3D input the axis whose length equals
+    ``channels`` is the channel axis (the last one wins a tie, as in
+    ``H×W×C`` images from PNG/TIFF readers).
+
+    Raises:
+        InputError: wrong dimensionality, a channel count that differs from
+            ``channels`` (both counts named), or an image smaller than 2×2.
+    """
+    image = np.asarray(image)
+    check_pixels(image, source)
+    if image.ndim == 2:
+        chw = image[None]
+    elif image.ndim == 3:
+        if image.shape[-1] == channels:
+            chw = np.moveaxis(image, -1, 0)
+        elif image.shape[0] == channels:
+            chw = image
+        else:
+            found = image.shape[-1] if image.shape[-1] <= image.shape[0] else image.shape[0]
+            raise InputError(
+                source,
+                f"image has {found} channels but the checkpoint expects {channels} (shape {image.shape})",
+            )
+    else:
+        raise InputError(source, f"expected a 2D image (H×W, H×W×C or C×H×W), got shape {image.shape}")
+    if chw.shape[0] != channels:
+        raise InputError(source, f"image has {chw.shape[0]} channel(s) but the checkpoint expects {channels}")
+    if min(chw.shape[1:]) < MIN_SIDE:
+        raise InputError(
+            source, f"image is {chw.shape[1]}×{chw.shape[2]} pixels; need at least {MIN_SIDE}×{MIN_SIDE}"
+        )
+    return chw
+
+
+class Normalizer:
+    """Channel-first array → float32 network input, as a checkpoint's ``normalization`` says.
+
+    Modes (``spec["mode"]``):
+
+    * ``"percentile"`` — per channel, ``lower``/``upper`` percentiles → [0, 1],
+      clipped (MONAI ``ScaleIntensityRangePercentiles``); statistics of the
+      whole array given (the whole volume for volumes, not each slice).
+    * ``"zscore"`` — per channel ``(x - mean) / std`` with the checkpoint's
+      ``mean``/``std`` lists, or the array's own statistics if absent
+      (MONAI ``NormalizeIntensity``).
+    * ``"scale"`` — ``x / scale`` (e.g. 255 for 8-bit, 10000 for reflectance).
+    * ``"none"`` — cast only.
+    """
+
+    def __init__(self, spec: Mapping[str, Any] | None) -> None:
+        self.spec = dict(spec or {"mode": "none"})
+        mode = self.spec.get("mode", "none")
+        if mode not in ("percentile", "zscore", "scale", "none"):
+            raise ValueError(f"unknown normalization mode {mode!r}")
+        self.mode = mode
+
+    @property
+    def is_global(self) -> bool:
+        """True if the result of a pixel does not depend on the rest of the array."""
+        return self.mode in ("scale", "none") or (
+            self.mode == "zscore" and "mean" in self.spec and "std" in self.spec
+        )
+
+    def __call__(self, chw: np.ndarray) -> np.ndarray:
+        x = np.asarray(chw, dtype=np.float32)
+        if self.mode == "percentile":
+            t = ScaleIntensityRangePercentiles(
+                lower=float(self.spec.get("lower", 0.5)),
+                upper=float(self.spec.get("upper", 99.5)),
+                b_min=0.0,
+                b_max=1.0,
+                clip=True,
+                channel_wise=True,
+            )
+            return np.asarray(t(x), dtype=np.float32)
+        if self.mode == "zscore":
+            mean, std = self.spec.get("mean"), self.spec.get("std")
+            if mean is not None and std is not None:
+                shape = (-1,) + (1,) * (x.ndim - 1)
+                m = np.asarray(mean, np.float32).reshape(shape)
+                s = np.asarray(std, np.float32).reshape(shape)
+                return (x - m) / np.where(s == 0, 1.0, s)
+            return np.asarray(NormalizeIntensity(channel_wise=True)(x), dtype=np.float32)
+        if self.mode == "scale":
+            return x / np.float32(self.spec.get("scale", 1.0))
+        return x
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Pad ``N×C×H×W`` at the bottom/right to multiples of ``multiple`` (reflect, or replicate when tiny).
+
+    Returns:
+        The padded tensor and the original ``(H, W)`` for :func:`crop`.
+    """
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph == 0 and pw == 0:
+        return x, (h, w)
+    mode = "reflect" if ph < h and pw < w else "replicate"
+    return F.pad(x, (0, pw, 0, ph), mode=mode), (h, w)
+
+
+def crop(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Undo :func:`pad_to_multiple`."""
+    return x[..., : size[0], : size[1]]
+
+
+class ImageAdapter:
+    """2D image → normalised channel-first float32 array of the checkpoint's channel count.
+
+    Args:
+        channels: input channels the network expects.
+        normalization: the checkpoint's normalisation spec.
+    """
+
+    def __init__(self, channels: int, normalization: Mapping[str, Any] | None) -> None:
+        self.channels = channels
+        self.normalize = Normalizer(normalization)
+
+    def __call__(self, image: np.ndarray, source: str = "image") -> np.ndarray:
+        """Return ``C×H×W`` float32, ready to batch."""
+        return self.normalize(to_channel_first(image, self.channels, source))
+
+
+class VolumeSliceAdapter:
+    """Run a 2D network over a 3D volume slice by slice along ``axis``.
+
+    With ``context=k`` each slice is stacked with its ``k`` neighbours on each
+    side (edge slices repeat the border slice), giving ``2k+1`` channels:
+    the 2.5D input of the checkpoint. Normalisation statistics are those of
+    the whole volume.
+
+    Args:
+        axis: the slicing axis of the input volume (negative allowed).
+        context: neighbours on each side.
+        normalization: the checkpoint's normalisation spec.
+    """
+
+    def __init__(self, axis: int, context: int, normalization: Mapping[str, Any] | None) -> None:
+        self.axis = axis
+        self.context = context
+        self.normalize = Normalizer(normalization)
+
+    def prepare(self, volume: np.ndarray, source: str = "volume") -> np.ndarray:
+        """Validate and normalise; return ``S×H×W`` float32 with the slice axis first."""
+        volume = np.asarray(volume)
+        if volume.ndim == 4 and 1 in (volume.shape[0], volume.shape[-1]):
+            volume = volume.squeeze(0 if volume.shape[0] == 1 else -1)
+        if volume.ndim != 3:
+            raise InputError(source, f"expected a 3D volume, got {volume.ndim}D with shape {volume.shape}")
+        check_pixels(volume, source)
+        if not -3 <= self.axis < 3:
+            raise InputError(source, f"axis {self.axis} is out of range for a 3D volume")
+        moved = np.moveaxis(volume, self.axis, 0)
+        if min(moved.shape[1:]) < MIN_SIDE:
+            raise InputError(
+                source, f"slices are {moved.shape[1]}×{moved.shape[2]}; need at least {MIN_SIDE}×{MIN_SIDE}"
+            )
+        return self.normalize(moved[None])[0]
+
+    def batches(self, slices: np.ndarray, batch_size: int) -> Iterator[tuple[slice, np.ndarray]]:
+        """Yield ``(slice range, B×(2k+1)×H×W)`` batches from :meth:`prepare`'s output."""
+        n, k = slices.shape[0], self.context
+        for start in range(0, n, batch_size):
+            stop = min(start + batch_size, n)
+            idx = np.arange(start, stop)[:, None] + np.arange(-k, k + 1)[None, :]
+            yield slice(start, stop), slices[np.clip(idx, 0, n - 1)]
+
+    def restore(self, per_slice: np.ndarray) -> np.ndarray:
+        """Move the slice axis of ``S×H×W`` (or ``S×K×H×W`` → ``K×…``) results back."""
+        if per_slice.ndim == 4:
+            return np.moveaxis(np.moveaxis(per_slice, 1, 0), 1, self.axis % 3 + 1)
+        return np.moveaxis(per_slice, 0, self.axis)

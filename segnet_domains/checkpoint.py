@@ -1,0 +1,352 @@
+"""Self-describing, safely loaded checkpoints: the contract between training and every front end.
+
+A checkpoint is a `safetensors <https://huggingface.co/docs/safetensors>`_ file:
+tensors only, plus a JSON header. Loading it never unpickles anything, so a
+file cannot run code; a ``torch.save``/pickle file is refused with a clear
+error. The header (:class:`ModelInfo`) holds the architecture and its
+arguments and everything a front end needs to use the model without asking
+the user: bands, normalisation, class names and colours, domain, slice axis
+and 2.5D context, tile size, provenance.
+
+Training state (optimizer, scheduler, epoch, RNG) can ride along in the same
+file through ``state=``: nested dicts/lists of tensors and JSON values are
+flattened into tensors + header and restored with their int keys intact.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+from torch import nn
+
+from segnet_domains.errors import CheckpointError
+from segnet_domains.io.atomic import atomic_output
+from segnet_domains.model.segnet import build_model
+
+FORMAT = "segnet-domains/1"
+_HEADER_KEY = "segnet_domains"
+_MAX_HEADER = 100 * 1024 * 1024
+
+DOMAINS = ("mri", "fundus", "aerial")
+
+#: Default class colours (RGB): background transparent-black, then a qualitative palette.
+DEFAULT_COLORS = [
+    [0, 0, 0],
+    [230, 25, 75],
+    [60, 180, 75],
+    [255, 225, 25],
+    [0, 130, 200],
+    [245, 130, 48],
+    [145, 30, 180],
+    [70, 240, 240],
+    [240, 50, 230],
+    [210, 245, 60],
+    [250, 190, 212],
+    [0, 128, 128],
+    [220, 190, 255],
+    [170, 110, 40],
+    [255, 250, 200],
+    [128, 0, 0],
+]
+
+
+@dataclass
+class ModelInfo:
+    """What a checkpoint says about its model (its JSON header).
+
+    Attributes:
+        architecture: registered model name (``"SegNet"``, ``"SegNetBasic"``).
+        args: the constructor's arguments.
+        in_channels: network input channels (bands × (2·context + 1)).
+        out_channels: classes.
+        band_names: names of the input bands, one per band.
+        normalization: how raw pixels become network input; ``{"mode": ...}``
+            with mode ``"percentile"`` (per image/volume and channel, ``lower``/
+            ``upper`` percentiles → [0, 1]), ``"zscore"`` (per channel ``mean``/
+            ``std`` lists, or per image if absent), ``"scale"`` (divide by
+            ``scale``) or ``"none"``.
+        class_names: one name per class.
+        class_colors: one RGB triple per class.
+        domain: ``"mri"``, ``"fundus"``, ``"aerial"`` or ``None``.
+        slice_axis: default axis for slice-wise volume inference.
+        context: 2.5D neighbours stacked on each side of a slice (0 = 2D).
+        tile_size: tile edge that suits the model for big images.
+        tile_overlap: overlap between tiles.
+        provenance: training config, metrics, date, library version.
+        extra: anything else passed to :func:`save_checkpoint`.
+    """
+
+    architecture: str
+    args: dict[str, Any]
+    in_channels: int
+    out_channels: int
+    band_names: list[str] | None = None
+    normalization: dict[str, Any] = field(
+        default_factory=lambda: {"mode": "percentile", "lower": 0.5, "upper": 99.5}
+    )
+    class_names: list[str] = field(default_factory=list)
+    class_colors: list[list[int]] = field(default_factory=list)
+    domain: str | None = None
+    slice_axis: int | None = None
+    context: int = 0
+    tile_size: int | None = None
+    tile_overlap: int | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def bands(self) -> int:
+        """Bands of the raw image (``in_channels`` without the 2.5D neighbours)."""
+        return self.in_channels // (2 * self.context + 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (what ``segnet-domains info`` prints)."""
+        return {"format": FORMAT, **dataclasses.asdict(self)}
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: the model (eval mode), its info and any training state."""
+
+    model: nn.Module
+    info: ModelInfo
+    state: dict[str, Any] | None = None
+
+
+_INFO_FIELDS = {f.name for f in dataclasses.fields(ModelInfo)}
+
+
+def make_info(model: nn.Module, **metadata: Any) -> ModelInfo:
+    """Build a :class:`ModelInfo` for ``model``, filling defaults and checking consistency."""
+    config = _model_config(model)
+    args = config["args"]
+    unknown = {k: v for k, v in metadata.items() if k not in _INFO_FIELDS}
+    known = {k: v for k, v in metadata.items() if k in _INFO_FIELDS and v is not None}
+    known.setdefault("extra", {}).update(unknown)
+    info = ModelInfo(
+        architecture=config["architecture"],
+        args=args,
+        in_channels=int(args["in_channels"]),
+        out_channels=int(args["out_channels"]),
+        **{
+            k: v for k, v in known.items() if k not in ("architecture", "args", "in_channels", "out_channels")
+        },
+    )
+    k = info.out_channels
+    if not info.class_names:
+        info.class_names = ["background"] + [f"class_{i}" for i in range(1, k)]
+    if len(info.class_names) != k:
+        raise ValueError(f"{len(info.class_names)} class_names for a model with {k} classes")
+    if not info.class_colors:
+        info.class_colors = [DEFAULT_COLORS[i % len(DEFAULT_COLORS)] for i in range(k)]
+    info.class_colors = [[int(c) for c in rgb[:3]] for rgb in info.class_colors]
+    if len(info.class_colors) != k:
+        raise ValueError(f"{len(info.class_colors)} class_colors for a model with {k} classes")
+    if info.domain is not None and info.domain not in DOMAINS:
+        raise ValueError(f"domain must be one of {DOMAINS}, not {info.domain!r}")
+    if info.in_channels % (2 * info.context + 1):
+        raise ValueError(
+            f"in_channels={info.in_channels} is not a multiple of 2*context+1={2 * info.context + 1}"
+        )
+    if info.band_names is not None and len(info.band_names) != info.bands:
+        raise ValueError(f"{len(info.band_names)} band_names for {info.bands} bands")
+    info.provenance = {
+        "library": _version(),
+        "saved": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        **info.provenance,
+    }
+    return info
+
+
+def save_checkpoint(
+    path: str | Path, model: nn.Module, *, state: Mapping[str, Any] | None = None, **metadata: Any
+) -> Path:
+    """Write ``model`` and its metadata to ``path`` (atomically).
+
+    Args:
+        path: destination (any suffix; ``.pt`` by convention).
+        model: a registered architecture (``SegNet``, ``SegNetBasic``), possibly
+            wrapped in DDP / ``torch.compile``.
+        state: optional training state (optimizer/scheduler state dicts, epoch,
+            RNG…): nested dicts/lists of tensors and JSON values.
+        **metadata: :class:`ModelInfo` fields (``class_names``, ``domain``,
+            ``normalization``, ``band_names``, ``context``, ``slice_axis``,
+            ``tile_size``, ``provenance`` …); unknown keys go to ``extra``.
+
+    Returns:
+        The path written.
+
+    Example:
+        >>> save_checkpoint("m.pt", SegNet(1, 2), class_names=["background", "lesion"])  # doctest: +SKIP
+    """
+    model = _unwrap(model)
+    info = make_info(model, **metadata)
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    header: dict[str, Any] = {"info": info.to_dict()}
+    if state is not None:
+        header["state"] = _flatten(state, tensors)
+    blob = st_save(tensors, metadata={_HEADER_KEY: json.dumps(header)})
+    path = Path(path)
+    with atomic_output(path) as tmp:
+        tmp.write_bytes(blob)
+    return path
+
+
+def read_info(path: str | Path) -> ModelInfo:
+    """Read only the header of a checkpoint (fast: no weights are loaded).
+
+    Raises:
+        CheckpointError: missing, pickle-based, corrupt or foreign file.
+    """
+    header, _ = _read_header(Path(path))
+    return _parse_info(Path(path), header)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint:
+    """Load a checkpoint written by :func:`save_checkpoint`; never executes code from the file.
+
+    Args:
+        path: the checkpoint.
+        map_location: device for the weights.
+
+    Returns:
+        :class:`Checkpoint` with the model in eval mode.
+
+    Raises:
+        CheckpointError: missing, pickle-based, truncated/corrupt, not a
+            segnet-domains checkpoint, or weights that don't fit the architecture.
+    """
+    path = Path(path)
+    header, data = _read_header(path, with_data=True)
+    info = _parse_info(path, header)
+    try:
+        tensors = st_load(data)
+    except (SafetensorError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(path, f"corrupt checkpoint ({exc})") from None
+    try:
+        model = build_model(info.architecture, info.args)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(path, f"cannot build {info.architecture}: {exc}") from None
+    weights = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+    try:
+        model.load_state_dict(weights, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise CheckpointError(path, f"weights do not match {info.architecture}: {first}") from None
+    model.to(map_location).eval()
+    state = None
+    if "state" in header:
+        state = _unflatten(header["state"], tensors, map_location)
+    return Checkpoint(model=model, info=info, state=state)
+
+
+# --------------------------------------------------------------------------- internals
+
+
+def _model_config(model: nn.Module) -> dict[str, Any]:
+    config = getattr(model, "config", None)
+    if not isinstance(config, dict) or "architecture" not in config:
+        raise TypeError(f"{type(model).__name__} is not a segnet-domains architecture")
+    return config
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    model = getattr(model, "_orig_mod", model)  # torch.compile
+    return getattr(model, "module", model)  # DDP / DataParallel
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return f"segnet-domains {version('segnet-domains')}"
+    except Exception:  # noqa: BLE001 - not installed (running from a source tree)
+        return "segnet-domains (source)"
+
+
+def _read_header(path: Path, with_data: bool = False) -> tuple[dict[str, Any], bytes]:
+    if not path.exists():
+        raise CheckpointError(path, "checkpoint not found")
+    if path.is_dir():
+        raise CheckpointError(path, "is a directory, not a checkpoint file")
+    try:
+        data = path.read_bytes() if with_data else _read_prefix(path)
+    except OSError as exc:
+        raise CheckpointError(path, f"cannot read checkpoint ({exc.strerror})") from None
+    if data[:2] == b"PK" or data[:1] == b"\x80":
+        raise CheckpointError(
+            path,
+            "carries a pickle payload (torch.save format); refused because unpickling can run code "
+            "— segnet-domains checkpoints are safetensors files written by save_checkpoint",
+        )
+    if len(data) < 8:
+        raise CheckpointError(path, "empty or truncated checkpoint")
+    (n,) = struct.unpack("<Q", data[:8])
+    if n > _MAX_HEADER or (len(data) < 8 + n and with_data):
+        raise CheckpointError(path, "corrupt or truncated checkpoint (bad header length)")
+    if not with_data:
+        try:
+            with path.open("rb") as fh:
+                fh.seek(8)
+                raw = fh.read(n)
+        except OSError as exc:
+            raise CheckpointError(path, f"cannot read checkpoint ({exc.strerror})") from None
+    else:
+        raw = data[8 : 8 + n]
+    try:
+        st_header = json.loads(raw)
+        header = json.loads(st_header["__metadata__"][_HEADER_KEY])
+    except (ValueError, KeyError, TypeError):
+        raise CheckpointError(path, "not a segnet-domains checkpoint (no readable header)") from None
+    return header, data
+
+
+def _read_prefix(path: Path) -> bytes:
+    with path.open("rb") as fh:
+        return fh.read(8)
+
+
+def _parse_info(path: Path, header: dict[str, Any]) -> ModelInfo:
+    raw = dict(header.get("info", {}))
+    if raw.pop("format", None) != FORMAT:
+        raise CheckpointError(path, f"not a {FORMAT} checkpoint")
+    try:
+        return ModelInfo(**{k: v for k, v in raw.items() if k in _INFO_FIELDS})
+    except TypeError as exc:
+        raise CheckpointError(path, f"incomplete checkpoint header ({exc})") from None
+
+
+def _flatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(obj, torch.Tensor):
+        key = f"state.{len(tensors)}"
+        tensors[key] = obj.detach().cpu().contiguous()
+        return {"__tensor__": key}
+    if isinstance(obj, Mapping):
+        return {"__dict__": [[k, _flatten(v, tensors)] for k, v in obj.items()]}
+    if isinstance(obj, list | tuple):
+        return [_flatten(v, tensors) for v in obj]
+    if obj is None or isinstance(obj, bool | int | float | str):
+        return obj
+    raise TypeError(f"cannot store {type(obj).__name__} in checkpoint state")
+
+
+def _unflatten(obj: Any, tensors: dict[str, torch.Tensor], device: str | torch.device) -> Any:
+    if isinstance(obj, dict) and "__tensor__" in obj:
+        t = tensors[obj["__tensor__"]]
+        return t if t.dtype == torch.uint8 else t.to(device)
+    if isinstance(obj, dict) and "__dict__" in obj:
+        return {k: _unflatten(v, tensors, device) for k, v in obj["__dict__"]}
+    if isinstance(obj, list):
+        return [_unflatten(v, tensors, device) for v in obj]
+    return obj

@@ -1,0 +1,55 @@
+"""``predict-image`` and ``predict-volume``: one file in, one aligned label file out."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from segnet_domains.cli.common import add_model_args, check_output, load_segmenter
+from segnet_domains.predict_files import predict_image_file, predict_volume_file
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict-image", help="segment a PNG/JPEG/TIFF image into a label image")
+    p.add_argument("image", help="input image")
+    p.add_argument("--out", "-o", required=True, help="label image (.png or .tif)")
+    p.add_argument("--overlay", help="also write a PNG of the mask drawn over the image")
+    add_model_args(p)
+    p.set_defaults(func=run_image)
+
+    p = sub.add_parser("predict-volume", help="segment a NIfTI volume slice by slice")
+    p.add_argument("volume", help="input .nii or .nii.gz")
+    p.add_argument("--out", "-o", required=True, help="mask .nii.gz (same shape, affine and header)")
+    p.add_argument(
+        "--axis",
+        type=int,
+        choices=[0, 1, 2],
+        help="anatomical slicing axis in RAS: 0 sagittal, 1 coronal, 2 axial",
+    )
+    add_model_args(p)
+    p.set_defaults(func=run_volume)
+
+
+def run_image(args: argparse.Namespace) -> int:
+    check_output(args.out)
+    if args.overlay:
+        check_output(args.overlay)
+    seg = load_segmenter(args)
+    labels = predict_image_file(seg, args.image, args.out, args.overlay)
+    _report(args.out, labels, seg.info.class_names)
+    return 0
+
+
+def run_volume(args: argparse.Namespace) -> int:
+    check_output(args.out)
+    seg = load_segmenter(args)
+    labels = predict_volume_file(seg, args.volume, args.out, axis=args.axis)
+    _report(args.out, labels, seg.info.class_names)
+    return 0
+
+
+def _report(out: str, labels: np.ndarray, names: list[str]) -> None:
+    counts = np.bincount(labels.ravel(), minlength=len(names))
+    parts = ", ".join(f"{n}={c}" for n, c in zip(names, counts) if c)
+    print(f"wrote {out} {labels.shape} ({parts})")

@@ -1,0 +1,273 @@
+"""The one inference path every front end uses: :class:`Segmenter`.
+
+It owns device and precision choice, batching, padding, test-time flips and
+Monte Carlo dropout. The fast paths:
+
+* CPU with bf16 (AVX512-BF16/AMX): BatchNorm folded into the convs, weights
+  and activations in bf16, channels-last memory — about 2.4× fp32 eager here.
+* CUDA: folded BN, channels-last, autocast (bf16 where supported, else fp16).
+* elsewhere: folded BN, fp32.
+
+Softmax is always taken in fp32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Callable, Generator, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from segnet_domains.adapters import ImageAdapter, VolumeSliceAdapter, crop, pad_to_multiple
+from segnet_domains.checkpoint import ModelInfo, load_checkpoint, make_info
+from segnet_domains.devices import resolve_device, resolve_precision
+from segnet_domains.errors import InputError
+
+ProgressCallback = Callable[[int, int], None]
+
+
+class Segmenter:
+    """Run a SegNet on images and volumes.
+
+    Args:
+        model: a segnet-domains model (weights are copied; the caller's model
+            is not modified).
+        device: ``"auto"`` (CUDA → MPS → CPU), ``"cpu"``, ``"cuda:1"`` …
+        info: the checkpoint's :class:`~segnet_domains.checkpoint.ModelInfo`;
+            defaults describe ``model`` with percentile normalisation.
+        precision: ``"auto"`` (fastest safe for the device), ``"fp32"``,
+            ``"bf16"`` or ``"fp16"``.
+        batch_size: slices/tiles per forward pass.
+        tta: average the softmax over horizontal and vertical flips.
+
+    Example:
+        >>> seg = Segmenter(SegNet(1, 2), device="cpu")
+        >>> seg.predict(np.zeros((64, 64), np.float32)).shape
+        (64, 64)
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        device: str | torch.device = "auto",
+        info: ModelInfo | None = None,
+        precision: str = "auto",
+        batch_size: int = 8,
+        tta: bool = False,
+    ) -> None:
+        self.info = info if info is not None else make_info(model)
+        self.device = resolve_device(device)
+        self.dtype = resolve_precision(self.device, precision)
+        self.batch_size = max(1, int(batch_size))
+        self.tta = tta
+        net = copy.deepcopy(getattr(model, "module", model)).eval()
+        net.fuse_bn()
+        net = net.to(self.device)
+        if self.device.type in ("cpu", "cuda"):
+            net = net.to(memory_format=torch.channels_last)
+        if self.device.type == "cpu" and self.dtype != torch.float32:
+            net = net.to(self.dtype)
+        self.model = net
+        self.multiple = 2 ** len(net.encoder.stages)
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def from_checkpoint(
+        cls, path: str | Path, device: str | torch.device = "auto", **kwargs: Any
+    ) -> Segmenter:
+        """Load a checkpoint (safely) and configure the segmenter from its metadata."""
+        ckpt = load_checkpoint(path)
+        return cls(ckpt.model, device=device, info=ckpt.info, **kwargs)
+
+    @property
+    def num_classes(self) -> int:
+        return self.info.out_channels
+
+    @property
+    def has_dropout(self) -> bool:
+        """True if the model has Bayesian dropout to sample (Monte Carlo uncertainty)."""
+        return getattr(self.model, "dropout", None) is not None
+
+    # ------------------------------------------------------------------ core
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.device.type == "cuda" and self.dtype != torch.float32:
+            return torch.autocast("cuda", dtype=self.dtype)
+        return contextlib.nullcontext()
+
+    @torch.inference_mode()
+    def forward(self, batch: torch.Tensor | np.ndarray, mc_dropout: bool = False) -> torch.Tensor:
+        """Softmax probabilities for a normalised ``B×C×H×W`` batch (any H, W).
+
+        Pads to the network's stride, applies test-time flips if enabled and
+        returns ``B×K×H×W`` float32 on the CPU.
+        """
+        x = torch.as_tensor(batch, dtype=torch.float32)
+        x, size = pad_to_multiple(x, self.multiple)
+        cpu_low = self.device.type == "cpu" and self.dtype != torch.float32
+        x = x.to(self.device, dtype=self.dtype if cpu_low else torch.float32)
+        if self.device.type in ("cpu", "cuda"):
+            x = x.contiguous(memory_format=torch.channels_last)
+        flips: list[tuple[int, ...]] = [()] + ([(-1,), (-2,)] if self.tta else [])
+        if mc_dropout and self.has_dropout:
+            self.model.enable_mc_dropout(True)
+        try:
+            total = None
+            with self._autocast():
+                for dims in flips:
+                    xi = x.flip(dims) if dims else x
+                    p = torch.softmax(self.model(xi).float(), dim=1)
+                    p = p.flip(dims) if dims else p
+                    total = p if total is None else total + p
+        finally:
+            if mc_dropout and self.has_dropout:
+                self.model.enable_mc_dropout(False)
+        assert total is not None
+        return crop(total / len(flips), size).cpu().contiguous()
+
+    def forward_batches(
+        self, batches: Iterable[np.ndarray], mc_dropout: bool = False
+    ) -> Generator[torch.Tensor, None, None]:
+        """:meth:`forward` over an iterable of batches, one result per batch."""
+        for b in batches:
+            yield self.forward(b, mc_dropout=mc_dropout)
+
+    # ------------------------------------------------------------------ 2D images
+
+    def _image(self, image: np.ndarray, source: str) -> np.ndarray:
+        return ImageAdapter(self.info.in_channels, self.info.normalization)(image, source)
+
+    def predict_proba(self, image: np.ndarray, source: str = "image") -> np.ndarray:
+        """Class probabilities ``K×H×W`` float32 (sum to 1 over K) for a 2D image.
+
+        Args:
+            image: ``H×W``, ``H×W×C`` or ``C×H×W``, any numeric dtype.
+            source: name used in error messages (the file name).
+        """
+        return self.forward(self._image(image, source)[None])[0].numpy()
+
+    def predict(self, image: np.ndarray, source: str = "image") -> np.ndarray:
+        """Labels ``H×W`` (uint8 when K ≤ 256) for a 2D image."""
+        return _labels(self.predict_proba(image, source))
+
+    def predict_uncertainty(
+        self, image: np.ndarray, samples: int = 10, source: str = "image"
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Monte Carlo dropout (Bayesian SegNet): mean and variance of the softmax over ``samples`` passes.
+
+        Returns:
+            ``(mean, variance)``, each ``K×H×W`` float32.
+
+        Raises:
+            ValueError: the model has no dropout to sample.
+        """
+        if not self.has_dropout:
+            raise ValueError("the model has no dropout (train with dropout>0 for Monte Carlo uncertainty)")
+        x = self._image(image, source)[None]
+        draws = torch.stack([self.forward(x, mc_dropout=True)[0] for _ in range(samples)])
+        return draws.mean(0).numpy(), draws.var(0, unbiased=False).numpy()
+
+    # ------------------------------------------------------------------ volumes
+
+    def iter_volume(
+        self,
+        volume: np.ndarray,
+        axis: int | None = None,
+        return_proba: bool = False,
+        source: str = "volume",
+        mc_samples: int = 0,
+        batch_size: int | None = None,
+    ) -> Generator[tuple[int, int], None, Any]:
+        """Generator form of :meth:`predict_volume`: yields ``(slices done, total)``, returns the result.
+
+        Front ends that need progress or cancellation (napari's thread worker)
+        drive this directly; stopping the generator stops the work.
+        """
+        axis = self.info.slice_axis if axis is None else axis
+        axis = 2 if axis is None else axis
+        adapter = VolumeSliceAdapter(axis, self.info.context, self.info.normalization)
+        if self.info.bands != 1:
+            raise InputError(
+                source,
+                f"a volume has 1 channel but the checkpoint expects {self.info.bands} "
+                f"(in_channels={self.info.in_channels}, context={self.info.context})",
+            )
+        slices = adapter.prepare(volume, source)
+        n, k = slices.shape[0], self.num_classes
+        out_labels = np.empty(slices.shape, dtype=np.uint8 if k <= 256 else np.int32)
+        proba = np.empty((n, k, *slices.shape[1:]), np.float32) if return_proba or mc_samples else None
+        var = np.empty_like(proba) if mc_samples else None
+        bs = batch_size or self.batch_size
+        yield 0, n
+        for sl, batch in adapter.batches(slices, bs):
+            if mc_samples:
+                draws = torch.stack([self.forward(batch, mc_dropout=True) for _ in range(mc_samples)])
+                p = draws.mean(0)
+                var[sl] = draws.var(0, unbiased=False).numpy()  # type: ignore[index]
+            else:
+                p = self.forward(batch)
+            out_labels[sl] = p.argmax(1).numpy()
+            if proba is not None:
+                proba[sl] = p.numpy()
+            yield sl.stop, n
+        labels = adapter.restore(out_labels)
+        if mc_samples:
+            return labels, adapter.restore(proba), adapter.restore(var)  # type: ignore[arg-type]
+        if return_proba:
+            return labels, adapter.restore(proba)  # type: ignore[arg-type]
+        return labels
+
+    def predict_volume(
+        self,
+        volume: np.ndarray,
+        axis: int | None = None,
+        return_proba: bool = False,
+        progress: bool | ProgressCallback = False,
+        source: str = "volume",
+        batch_size: int | None = None,
+    ) -> Any:
+        """Segment a 3D volume slice by slice along ``axis`` (default: the checkpoint's, else 2).
+
+        Args:
+            volume: 3D array (a singleton 4th dimension is dropped).
+            axis: slicing axis of ``volume``.
+            return_proba: also return ``K×(volume shape)`` probabilities.
+            progress: ``True`` for a tqdm bar, or a ``callback(done, total)``.
+            source: name used in error messages.
+            batch_size: slices per forward pass (default: the segmenter's).
+
+        Returns:
+            Labels with ``volume``'s shape, or ``(labels, proba)``.
+        """
+        gen = self.iter_volume(volume, axis, return_proba, source, batch_size=batch_size)
+        return _drive(gen, progress, desc=f"segmenting {Path(source).name}")
+
+
+def _labels(proba: np.ndarray) -> np.ndarray:
+    labels = proba.argmax(0)
+    return labels.astype(np.uint8 if proba.shape[0] <= 256 else np.int32)
+
+
+def _drive(gen: Generator[tuple[int, int], None, Any], progress: bool | ProgressCallback, desc: str) -> Any:
+    bar = None
+    try:
+        while True:
+            done, total = next(gen)
+            if callable(progress):
+                progress(done, total)
+            elif progress:
+                if bar is None:
+                    bar = tqdm(total=total, desc=desc, unit="slice")
+                bar.update(done - bar.n)
+    except StopIteration as stop:
+        return stop.value
+    finally:
+        if bar is not None:
+            bar.close()

@@ -1,0 +1,53 @@
+"""Write outputs under a temporary name and rename them when complete."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+
+def temporary_path(path: str | Path) -> Path:
+    """The temporary sibling of ``path`` used while it is being written.
+
+    It keeps the final suffix(es) so format-sniffing writers (GDAL, nibabel,
+    imageio) still see ``.tif`` / ``.nii.gz`` / ``.png``.
+    """
+    path = Path(path)
+    return path.with_name(f".{path.name}.partial{''.join(path.suffixes)}")
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path; on success rename it to ``path``, on failure delete it.
+
+    Nothing half-written is ever visible under the final name. Works for files
+    and directories (a directory is replaced whole).
+
+    Example:
+        >>> with atomic_output("mask.nii.gz") as tmp:  # doctest: +SKIP
+        ...     nib.save(img, tmp)
+    """
+    path = Path(path)
+    tmp = temporary_path(path)
+    _remove(tmp)
+    try:
+        yield tmp
+        if not tmp.exists():
+            raise FileNotFoundError(f"{tmp} was not written")
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+def _remove(p: Path) -> None:
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()

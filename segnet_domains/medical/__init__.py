@@ -1,0 +1,1 @@
+"""Medical imaging: NIfTI IO and orientation, ATLAS and RITE dataset indexes."""

@@ -1,0 +1,76 @@
+"""Index-based max unpooling, SegNet's one novelty, kept in one small module.
+
+SegNet's decoder upsamples by writing each value back at the position its
+encoder max-pooling layer took it from (Badrinarayanan et al., TPAMI 2017,
+https://arxiv.org/abs/1511.00561, Fig. 3). Nothing is learned; every other
+position of the 2×2 window is zero.
+
+The encoder pools with ``ceil_mode=True`` so odd sizes survive: a 97-pixel edge
+pools to 49, and unpooling with ``output_size`` restores exactly 97.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class IndexPool(nn.Module):
+    """2×2 max pooling that returns ``(pooled, indices, input_size)``.
+
+    Pooling rounds up (``ceil_mode``) so that an odd-sized map keeps its last
+    row/column; the input size is returned so the matching unpooling can
+    restore it exactly.
+    """
+
+    def __init__(self, kernel_size: int = 2, stride: int = 2) -> None:
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Size]:
+        size = x.shape[-2:]
+        pooled, indices = F.max_pool2d(x, self.kernel_size, self.stride, ceil_mode=True, return_indices=True)
+        return pooled, indices, size
+
+
+class IndexUnpool(nn.Module):
+    """Inverse of :class:`IndexPool`: scatter values back to their pooling indices."""
+
+    def __init__(self, kernel_size: int = 2, stride: int = 2) -> None:
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.stride = stride
+
+    def forward(
+        self, x: torch.Tensor, indices: torch.Tensor, output_size: torch.Size | tuple[int, int]
+    ) -> torch.Tensor:
+        return max_unpool(x, indices, output_size)
+
+
+def max_unpool(
+    x: torch.Tensor, indices: torch.Tensor, output_size: torch.Size | tuple[int, int]
+) -> torch.Tensor:
+    """Place ``x`` at ``indices`` (flat positions within each H×W plane) of a zero map.
+
+    Written as a ``scatter`` rather than ``F.max_unpool2d`` because it keeps the
+    input's memory format (channels-last stays channels-last, which the CPU and
+    CUDA fast paths need) and runs under bf16/fp16 autocast without a cast.
+
+    Args:
+        x: pooled values, ``(N, C, h, w)``.
+        indices: flat indices into each ``H*W`` plane, same shape as ``x``.
+        output_size: ``(H, W)`` of the map before pooling.
+
+    Returns:
+        ``(N, C, H, W)`` tensor, zero except at ``indices``.
+    """
+    n, c = x.shape[:2]
+    h, w = int(output_size[-2]), int(output_size[-1])
+    out = x.new_zeros((n, c, h * w))
+    out.scatter_(2, indices.reshape(n, c, -1), x.reshape(n, c, -1))
+    out = out.view(n, c, h, w)
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        out = out.contiguous(memory_format=torch.channels_last)
+    return out
