@@ -1,0 +1,89 @@
+"""DistributedDataParallel under ``torchrun``: process group, device, rank-0 duties.
+
+``torchrun --nproc_per_node N -m segnet_domains.cli train CONFIG`` sets
+``WORLD_SIZE``/``RANK``/``LOCAL_RANK``; :func:`setup` then joins the group
+(NCCL on CUDA, gloo on CPU), pins each process to ``cuda:LOCAL_RANK`` and the
+engine uses a :class:`~torch.utils.data.DistributedSampler`, wraps the model
+in DDP and lets rank 0 alone validate, log and write checkpoints. Without
+``torchrun`` everything is a single process.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as torch_dist
+from torch import nn
+
+
+@dataclass
+class Context:
+    """The process's place in the job.
+
+    Attributes:
+        rank: global rank (0 when not distributed).
+        world_size: number of processes.
+        device: the device this rank must use, or ``None`` to follow the config.
+        initialized: this module started the process group (and will end it).
+    """
+
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device | None = None
+    initialized: bool = False
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        """DDP-wrap ``model`` when distributed (identity otherwise)."""
+        if self.world_size == 1:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [self.device.index] if self.device is not None and self.device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=ids)
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            torch_dist.barrier()
+
+    def mean(self, value: float) -> float:
+        """Average a float over ranks."""
+        if self.world_size == 1:
+            return value
+        t = torch.tensor([value], dtype=torch.float64)
+        if torch_dist.get_backend() == "nccl":
+            t = t.cuda()
+        torch_dist.all_reduce(t)
+        return float(t.item()) / self.world_size
+
+
+def setup() -> Context:
+    """Join the ``torchrun`` process group if there is one."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Context()
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    device = None
+    if torch.cuda.is_available():
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+        backend = "nccl"
+    else:
+        device = torch.device("cpu")
+        backend = "gloo"
+    started = False
+    if not torch_dist.is_initialized():
+        torch_dist.init_process_group(backend=backend)
+        started = True
+    return Context(rank=rank, world_size=world, device=device, initialized=started)
+
+
+def teardown(ctx: Context) -> None:
+    """End the process group this module started."""
+    if ctx.initialized and torch_dist.is_initialized():
+        torch_dist.destroy_process_group()
