@@ -18,6 +18,10 @@ class InputError(Exception):
 
     def __init__(self, path: str | Path | None, problem: str) -> None:
         self.path = None if path is None else str(path)
+        lines = [ln.strip() for ln in str(problem).strip().splitlines() if ln.strip()]
+        problem = lines[0] if lines else "unknown problem"  # always one line
+        if problem.count("(") > problem.count(")"):
+            problem += ")"
         self.problem = problem
         super().__init__(problem if path is None else f"{path}: {problem}")
 

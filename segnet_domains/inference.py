@@ -110,27 +110,26 @@ class Segmenter:
         returns ``B×K×H×W`` float32 on the CPU.
         """
         x = torch.as_tensor(batch, dtype=torch.float32)
-        x, size = pad_to_multiple(x, self.multiple)
         cpu_low = self.device.type == "cpu" and self.dtype != torch.float32
-        x = x.to(self.device, dtype=self.dtype if cpu_low else torch.float32)
-        if self.device.type in ("cpu", "cuda"):
-            x = x.contiguous(memory_format=torch.channels_last)
         flips: list[tuple[int, ...]] = [()] + ([(-1,), (-2,)] if self.tta else [])
         if mc_dropout and self.has_dropout:
             self.model.enable_mc_dropout(True)
         try:
             total = None
             with self._autocast():
-                for dims in flips:
-                    xi = x.flip(dims) if dims else x
-                    p = torch.softmax(self.model(xi).float(), dim=1)
+                for dims in flips:  # flip the image itself, then pad: padding stays bottom/right
+                    xi, size = pad_to_multiple(x.flip(dims) if dims else x, self.multiple)
+                    xi = xi.to(self.device, dtype=self.dtype if cpu_low else torch.float32)
+                    if self.device.type in ("cpu", "cuda"):
+                        xi = xi.contiguous(memory_format=torch.channels_last)
+                    p = crop(torch.softmax(self.model(xi).float(), dim=1), size)
                     p = p.flip(dims) if dims else p
                     total = p if total is None else total + p
         finally:
             if mc_dropout and self.has_dropout:
                 self.model.enable_mc_dropout(False)
         assert total is not None
-        return crop(total / len(flips), size).cpu().contiguous()
+        return (total / len(flips)).cpu().contiguous()
 
     def forward_batches(
         self, batches: Iterable[np.ndarray], mc_dropout: bool = False

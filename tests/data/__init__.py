@@ -1,0 +1,1 @@
+"""Generators of small test data in real formats (committed code, not files)."""

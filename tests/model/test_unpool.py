@@ -1,0 +1,44 @@
+"""Index unpooling puts every value back exactly where pooling took it from."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from segnet_domains.model.unpool import IndexPool, IndexUnpool
+
+
+@settings(max_examples=40, deadline=None)
+@given(h=st.integers(2, 40), w=st.integers(2, 40), c=st.integers(1, 4), seed=st.integers(0, 2**16))
+def test_unpool_restores_values_at_pooling_indices(h: int, w: int, c: int, seed: int) -> None:
+    x = torch.randn(2, c, h, w, generator=torch.Generator().manual_seed(seed))
+    pooled, idx, size = IndexPool()(x)
+    assert pooled.shape[-2:] == ((h + 1) // 2, (w + 1) // 2)  # rounds up
+    up = IndexUnpool()(pooled, idx, size)
+    assert up.shape == x.shape  # exact size back, odd sizes included
+    flat_up, flat_x = up.flatten(2), x.flatten(2)
+    # at each index: the original value; everywhere else: zero
+    assert torch.equal(flat_up.gather(2, idx.flatten(2)), flat_x.gather(2, idx.flatten(2)))
+    mask = torch.zeros_like(flat_up, dtype=torch.bool).scatter_(2, idx.flatten(2), True)
+    assert torch.count_nonzero(flat_up[~mask]) == 0
+    # each kept value is its window's maximum
+    assert torch.equal(pooled, F.max_pool2d(x, 2, 2, ceil_mode=True))
+
+
+def test_unpool_matches_torch_max_unpool() -> None:
+    x = torch.randn(1, 3, 17, 23)
+    pooled, idx, size = IndexPool()(x)
+    ours = IndexUnpool()(pooled, idx, size)
+    ref = F.max_unpool2d(pooled, idx, 2, 2, output_size=size)
+    assert torch.equal(ours, ref)
+
+
+def test_unpool_keeps_channels_last() -> None:
+    x = torch.randn(2, 8, 20, 30).contiguous(memory_format=torch.channels_last)
+    pooled, idx, size = IndexPool()(x)
+    up = IndexUnpool()(pooled, idx, size)
+    assert up.is_contiguous(memory_format=torch.channels_last)
+    ref = F.max_unpool2d(pooled.contiguous(), idx.contiguous(), 2, 2, output_size=size)
+    assert torch.equal(up.contiguous(), ref)
