@@ -1,0 +1,407 @@
+"""Tiles for images too big for one forward pass: a pure window grid, blending weights, a blender.
+
+Three small pieces, no file IO:
+
+* :class:`TileGrid` — windows of ``tile_size`` that cover an ``H×W`` image
+  with ``overlap`` pixels shared between neighbours; the last tile of a row or
+  column is flush with the image edge and an image smaller than one tile gets
+  one tile of its own size.
+* :func:`blend_weights` — a smooth (raised-cosine or Gaussian) weight window
+  that fades a tile's edges, where its predictions lack context, but never
+  reaches zero, so every pixel stays covered.
+* :class:`RowBandBlender` — streaming stitcher: it holds one band of tile rows
+  (``tile height × width``), accumulates weighted tile probabilities and hands
+  back rows as soon as no later tile touches them. The raster tiler
+  (:mod:`segnet_domains.geo`) streams scenes of any height with it.
+
+:func:`predict_proba_tiled` runs a :class:`~segnet_domains.inference.Segmenter`
+over a big in-memory 2D image with them (the napari helper uses it).
+
+The overlap should cover the network's receptive field — the pixels near a
+tile edge see zero padding instead of their neighbours — as torchgeo's
+``GridGeoSampler`` documentation advises. SegNet's effective receptive field
+is much smaller than its theoretical one; ``tile_size // 4`` (128 for 512
+tiles) gives tiled results equal to whole-image inference on ≥ 99.5 % of
+pixels for trained models (``tests/test_tiling.py``).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Generator, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from segnet_domains.adapters import ImageAdapter
+
+if TYPE_CHECKING:
+    from segnet_domains.inference import Segmenter
+
+#: Tile edge used when neither the caller nor the checkpoint names one.
+DEFAULT_TILE = 512
+
+#: Smallest blending weight: tile edges fade towards it but never to zero.
+WEIGHT_FLOOR = 1e-3
+
+
+def default_overlap(tile_size: int) -> int:
+    """Overlap used when none is given: a quarter of the tile (128 for 512-pixel tiles)."""
+    return max(0, int(tile_size) // 4)
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One window of a :class:`TileGrid` (pixel offsets and size).
+
+    Attributes:
+        row: first row.
+        col: first column.
+        height: rows.
+        width: columns.
+        index: ``(tile row, tile column)`` position in the grid.
+    """
+
+    row: int
+    col: int
+    height: int
+    width: int
+    index: tuple[int, int] = (0, 0)
+
+    @property
+    def slices(self) -> tuple[slice, slice]:
+        """``(row slice, column slice)`` for indexing ``…×H×W`` arrays."""
+        return slice(self.row, self.row + self.height), slice(self.col, self.col + self.width)
+
+
+def tile_starts(length: int, tile: int, overlap: int, align: int = 1) -> list[int]:
+    """Start offsets of tiles of (at most) ``tile`` pixels covering ``length`` pixels with ``overlap``.
+
+    Starts step by ``tile - overlap`` (rounded down to a multiple of
+    ``align``); the last tile ends exactly at ``length``. With ``align=1`` it
+    is a full tile starting at ``length - tile``; with ``align > 1`` every
+    start is a multiple of ``align`` and the last tile, starting at the first
+    multiple of ``align`` at or after ``length - tile``, may be up to
+    ``align - 1`` pixels shorter. Aligning starts to the network's total
+    stride (32 for SegNet) keeps every tile on the same pooling grid as the
+    whole image, so a pixel's prediction does not depend on which tile it
+    came from. ``length <= tile`` gives ``[0]``.
+
+    Raises:
+        ValueError: ``length``, ``tile`` or ``align`` below 1, or ``overlap``
+            not in ``[0, tile)``.
+    """
+    if length < 1 or tile < 1 or align < 1:
+        raise ValueError(f"length, tile and align must be positive (got {length}, {tile}, {align})")
+    if not 0 <= overlap < tile:
+        raise ValueError(f"overlap must be in [0, {tile}) for {tile}-pixel tiles, got {overlap}")
+    if length <= tile:
+        return [0]
+    stride = tile - overlap
+    if stride < align:  # tiles too small to step on the grid: plain flush tiling
+        align = 1
+    stride -= stride % align
+    starts = list(range(0, length - tile, stride))
+    starts.append(-(-(length - tile) // align) * align)
+    return starts
+
+
+@dataclass(frozen=True)
+class TileGrid:
+    """Windows covering an ``height×width`` image, in row-major order.
+
+    Build with :meth:`create`. Tiles are at most ``tile_height×tile_width``
+    (``tile_size`` clipped to the image); with ``align > 1`` the last row and
+    column of tiles may be a little shorter (see :func:`tile_starts`), so a
+    grid has at most four tile shapes.
+
+    Example:
+        >>> grid = TileGrid.create(1000, 700, tile_size=512, overlap=128)
+        >>> grid.row_starts, grid.col_starts
+        ((0, 384, 488), (0, 188))
+        >>> TileGrid.create(1000, 700, 512, 128, align=32).row_starts
+        (0, 384, 512)
+    """
+
+    height: int
+    width: int
+    tile_height: int
+    tile_width: int
+    overlap: int
+    row_starts: tuple[int, ...]
+    col_starts: tuple[int, ...]
+
+    @classmethod
+    def create(
+        cls, height: int, width: int, tile_size: int, overlap: int | None = None, align: int = 1
+    ) -> TileGrid:
+        """Grid for an image of ``height×width`` pixels.
+
+        Args:
+            height: image rows.
+            width: image columns.
+            tile_size: tile edge (clipped to the image).
+            overlap: pixels shared by neighbouring tiles (default
+                :func:`default_overlap`); it should cover the receptive field.
+            align: tile starts are multiples of this (the network's total
+                stride keeps tiles on the whole image's pooling grid).
+        """
+        overlap = default_overlap(tile_size) if overlap is None else int(overlap)
+        return cls(
+            height=int(height),
+            width=int(width),
+            tile_height=min(int(tile_size), int(height)),
+            tile_width=min(int(tile_size), int(width)),
+            overlap=overlap,
+            row_starts=tuple(tile_starts(height, tile_size, overlap, align)),
+            col_starts=tuple(tile_starts(width, tile_size, overlap, align)),
+        )
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(tile rows, tile columns)``."""
+        return len(self.row_starts), len(self.col_starts)
+
+    def __len__(self) -> int:
+        return len(self.row_starts) * len(self.col_starts)
+
+    def row(self, i: int) -> list[Tile]:
+        """The tiles of tile row ``i``, left to right."""
+        r = self.row_starts[i]
+        h = min(self.tile_height, self.height - r)
+        return [
+            Tile(r, c, h, min(self.tile_width, self.width - c), (i, j)) for j, c in enumerate(self.col_starts)
+        ]
+
+    def __iter__(self) -> Iterator[Tile]:
+        for i in range(len(self.row_starts)):
+            yield from self.row(i)
+
+    def rows_done_after(self, i: int) -> int:
+        """Image rows ``[0, n)`` that no tile after tile row ``i`` touches: ``n``."""
+        return self.row_starts[i + 1] if i + 1 < len(self.row_starts) else self.height
+
+    def seam_distance(self) -> np.ndarray:
+        """``H×W`` distance (pixels, Chebyshev) to the nearest inner tile edge; for diagnostics and tests."""
+        ys = _edge_distance(self.height, self.row_starts, self.tile_height)
+        xs = _edge_distance(self.width, self.col_starts, self.tile_width)
+        return np.minimum(ys[:, None], xs[None, :])
+
+
+def _edge_distance(length: int, starts: Sequence[int], tile: int) -> np.ndarray:
+    edges = sorted({e for s in starts for e in (s, min(s + tile, length))} - {0, length})
+    pos = np.arange(length)
+    if not edges:
+        return np.full(length, length, np.int64)
+    e = np.asarray(edges)
+    return np.abs(pos[:, None] - e[None, :] + 0.5).min(1).astype(np.int64)
+
+
+def _ramp(n: int, overlap: int, kind: str, floor: float) -> np.ndarray:
+    pos = np.arange(n, dtype=np.float64)
+    if kind == "cosine":
+        if overlap <= 0:
+            return np.ones(n, np.float64)
+        d = np.minimum(pos, n - 1 - pos) + 0.5  # distance of the pixel centre from the nearer edge
+        w = 0.5 - 0.5 * np.cos(np.pi * np.clip(d / overlap, 0.0, 1.0))
+    elif kind == "gaussian":
+        sigma = 0.125 * n  # MONAI's sliding-window default sigma_scale
+        w = np.exp(-0.5 * ((pos - (n - 1) / 2) / max(sigma, 1e-6)) ** 2)
+    else:
+        raise ValueError(f"unknown blending kind {kind!r} (cosine or gaussian)")
+    return floor + (1.0 - floor) * w
+
+
+def blend_weights(
+    height: int, width: int, overlap: int, kind: str = "cosine", floor: float = WEIGHT_FLOOR
+) -> np.ndarray:
+    """Smooth ``height×width`` float32 weights for blending overlapping tiles.
+
+    ``"cosine"`` is 1 in the tile's core and falls with a raised cosine over
+    the ``overlap`` pixels next to each edge, so a pixel covered by one tile
+    keeps that tile's prediction unchanged and the hand-over between two tiles
+    is seamless. ``"gaussian"`` is MONAI's importance map (sigma = size/8).
+    Both are bounded below by ``floor`` (> 0): the weighted average is defined
+    at every pixel, image corners included.
+
+    Args:
+        height: tile rows.
+        width: tile columns.
+        overlap: pixels shared with the neighbouring tile (``"cosine"`` ramp length).
+        kind: ``"cosine"`` or ``"gaussian"``.
+        floor: smallest weight.
+    """
+    if not 0.0 < floor <= 1.0:
+        raise ValueError(f"floor must be in (0, 1], got {floor}")
+    wy = _ramp(height, overlap, kind, floor)
+    wx = _ramp(width, overlap, kind, floor)
+    return np.outer(wy, wx).astype(np.float32)
+
+
+class RowBandBlender:
+    """Stitch the tiles of a :class:`TileGrid` row by row with bounded memory.
+
+    It keeps a ``channels × tile_height × width`` float32 band (plus its
+    weight sum), never the whole image. Feed the values of every tile of tile
+    row ``i`` with :meth:`add`, then call :meth:`finish_row`; it returns the
+    blended rows that are complete (those no later tile touches) and slides
+    the band down to the next tile row.
+
+    Args:
+        grid: the tile grid.
+        channels: channels per pixel (classes; more for extra statistics).
+        kind: blending window (see :func:`blend_weights`).
+    """
+
+    def __init__(self, grid: TileGrid, channels: int, kind: str = "cosine") -> None:
+        self.grid = grid
+        self.kind = kind
+        self.acc = np.zeros((channels, grid.tile_height, grid.width), np.float32)
+        self.wsum = np.zeros((grid.tile_height, grid.width), np.float32)
+        self.row_index = 0
+
+    def weights(self, tile: Tile) -> np.ndarray:
+        """The blending window of ``tile``'s shape."""
+        return _weights(tile.height, tile.width, self.grid.overlap, self.kind)
+
+    def add(self, tile: Tile, values: np.ndarray) -> None:
+        """Accumulate ``channels × tile.height × tile.width`` values of a tile of the current row."""
+        if tile.index[0] != self.row_index:
+            raise ValueError(f"tile of row {tile.index[0]} added while blending row {self.row_index}")
+        w = self.weights(tile)
+        cols = slice(tile.col, tile.col + tile.width)
+        self.acc[:, : tile.height, cols] += values * w
+        self.wsum[: tile.height, cols] += w
+
+    def finish_row(self) -> tuple[int, np.ndarray]:
+        """Close the current tile row.
+
+        Returns:
+            ``(first image row, channels × n × width)``: the completed rows,
+            blended (weighted mean). ``n`` is 0 when the next tile row starts
+            at the same place.
+        """
+        i, grid = self.row_index, self.grid
+        start = grid.row_starts[i]
+        n = grid.rows_done_after(i) - start
+        done = self.acc[:, :n] / self.wsum[None, :n]
+        keep = grid.tile_height - n
+        if keep > 0:
+            self.acc[:, :keep] = self.acc[:, n:].copy()
+            self.wsum[:keep] = self.wsum[n:].copy()
+        self.acc[:, keep:] = 0.0
+        self.wsum[keep:] = 0.0
+        self.row_index += 1
+        return start, done
+
+
+@functools.lru_cache(maxsize=16)
+def _weights(height: int, width: int, overlap: int, kind: str) -> np.ndarray:
+    w = blend_weights(height, width, overlap, kind)
+    w.flags.writeable = False
+    return w
+
+
+# --------------------------------------------------------------------------- in-memory prediction
+
+
+def tile_batches(tiles: Sequence[Tile], batch_size: int) -> Iterator[list[Tile]]:
+    """Split ``tiles`` into batches of at most ``batch_size`` tiles of one shape (order kept per shape)."""
+    groups: dict[tuple[int, int], list[Tile]] = {}
+    for t in tiles:
+        groups.setdefault((t.height, t.width), []).append(t)
+    bs = max(1, int(batch_size))
+    for group in groups.values():
+        for start in range(0, len(group), bs):
+            yield group[start : start + bs]
+
+
+def resolve_tiling(segmenter: Segmenter, tile_size: int | None, overlap: int | None) -> tuple[int, int]:
+    """``(tile_size, overlap)`` from the arguments, else the checkpoint, else 512 and ``tile_size // 4``."""
+    info = segmenter.info
+    tile_size = int(tile_size or info.tile_size or DEFAULT_TILE)
+    if overlap is None:
+        overlap = info.tile_overlap if info.tile_overlap is not None else default_overlap(tile_size)
+    if not 0 <= int(overlap) < tile_size:
+        raise ValueError(f"overlap must be in [0, {tile_size}) for {tile_size}-pixel tiles, got {overlap}")
+    return tile_size, int(overlap)
+
+
+def iter_proba_tiled(
+    segmenter: Segmenter,
+    image: np.ndarray,
+    tile_size: int | None = None,
+    overlap: int | None = None,
+    batch_size: int | None = None,
+    source: str = "image",
+    kind: str = "cosine",
+) -> Generator[tuple[int, int], None, np.ndarray]:
+    """Generator form of :func:`predict_proba_tiled`: yields ``(tiles done, total)``, returns ``K×H×W``.
+
+    Front ends that need progress or cancellation drive it directly; closing
+    the generator stops the work.
+    """
+    info = segmenter.info
+    tile_size, overlap = resolve_tiling(segmenter, tile_size, overlap)
+    # Normalise the WHOLE image once: percentile/zscore statistics must not change from tile to tile.
+    x = ImageAdapter(info.in_channels, info.normalization)(image, source)
+    _, h, w = x.shape
+    grid = TileGrid.create(h, w, tile_size, overlap, align=segmenter.multiple)
+    proba = torch.zeros((segmenter.num_classes, h, w), dtype=torch.float32)
+    wsum = torch.zeros((h, w), dtype=torch.float32)
+    done, total = 0, len(grid)
+    yield done, total
+    for chunk in tile_batches(list(grid), batch_size or segmenter.batch_size):
+        batch = np.stack([x[(slice(None), *t.slices)] for t in chunk])
+        p = segmenter.forward(batch)
+        weights = torch.tensor(_weights(chunk[0].height, chunk[0].width, overlap, kind))
+        for t, pt in zip(chunk, p):
+            rows, cols = t.slices
+            proba[:, rows, cols] += pt * weights
+            wsum[rows, cols] += weights
+        done += len(chunk)
+        yield done, total
+    proba /= wsum
+    return proba.numpy()
+
+
+def predict_proba_tiled(
+    segmenter: Segmenter,
+    image: np.ndarray,
+    tile_size: int | None = None,
+    overlap: int | None = None,
+    batch_size: int | None = None,
+    progress: bool | Callable[[int, int], Any] | None = None,
+    source: str = "image",
+) -> np.ndarray:
+    """Class probabilities of a big in-memory 2D image, tile by tile with smooth blending.
+
+    The image is normalised once as a whole with the checkpoint's
+    normaliser (so percentile statistics do not differ between tiles), cut
+    into :class:`TileGrid` windows, run through ``segmenter`` in batches and
+    blended with :func:`blend_weights`. The result matches
+    ``segmenter.predict_proba(image)`` except where a tile edge cuts the
+    receptive field; the overlap should cover it.
+
+    Args:
+        segmenter: the model.
+        image: ``H×W``, ``H×W×C`` or ``C×H×W``, any numeric dtype.
+        tile_size: tile edge (default: the checkpoint's ``tile_size``, else 512).
+        overlap: pixels shared by neighbours (default: the checkpoint's
+            ``tile_overlap``, else ``tile_size // 4``).
+        batch_size: tiles per forward pass (default: the segmenter's).
+        progress: ``True`` for a tqdm bar, or ``callback(tiles done, total)``.
+        source: name used in error messages.
+
+    Returns:
+        ``K×H×W`` float32 probabilities (sum to 1 over K).
+
+    Raises:
+        InputError: an image the checkpoint cannot take (channels, size, NaN).
+    """
+    from segnet_domains.inference import _drive
+
+    gen = iter_proba_tiled(segmenter, image, tile_size, overlap, batch_size, source)
+    return _drive(gen, progress or False, desc="tiles")
