@@ -284,7 +284,10 @@ def _read_header(path: Path, with_data: bool = False) -> tuple[dict[str, Any], b
         data = path.read_bytes() if with_data else _read_prefix(path)
     except OSError as exc:
         raise CheckpointError(path, f"cannot read checkpoint ({exc.strerror})") from None
-    if data[:2] == b"PK" or data[:1] == b"\x80":
+    looks_safetensors = len(data) >= 9 and data[8:9] == b"{"
+    if not looks_safetensors and (
+        data[:2] == b"PK" or (data[:1] == b"\x80" and data[1:2] in b"\x02\x03\x04\x05")
+    ):
         raise CheckpointError(
             path,
             "carries a pickle payload (torch.save format); refused because unpickling can run code "
@@ -314,7 +317,7 @@ def _read_header(path: Path, with_data: bool = False) -> tuple[dict[str, Any], b
 
 def _read_prefix(path: Path) -> bytes:
     with path.open("rb") as fh:
-        return fh.read(8)
+        return fh.read(9)
 
 
 def _parse_info(path: Path, header: dict[str, Any]) -> ModelInfo:
