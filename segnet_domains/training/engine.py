@@ -30,6 +30,7 @@ from torch import nn
 from torch.utils.data import DistributedSampler
 from tqdm.auto import tqdm
 
+from segnet_domains.adapters import crop, pad_to_multiple
 from segnet_domains.checkpoint import load_checkpoint, make_info, save_checkpoint
 from segnet_domains.config import apply_overrides, merge, read_yaml
 from segnet_domains.devices import resolve_device
@@ -70,6 +71,7 @@ DEFAULTS: dict[str, Any] = {
         "device": "auto",
         "val_every": 1,
         "val_precision": "fp32",
+        "bn_stats_batches": 50,
         "max_steps_per_epoch": None,
         "progress": True,
     },
@@ -231,6 +233,41 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return getattr(model, "module", model)
 
 
+@torch.no_grad()
+def recompute_bn_stats(model: nn.Module, batches: Iterable[torch.Tensor]) -> int:
+    """Replace BatchNorm running statistics by population statistics over ``batches``.
+
+    SegNet's inference statistics are computed over the training set after
+    training (``compute_bn_statistics.py`` of the authors' Caffe release);
+    the running averages of a short or fast-moving run lag far behind the
+    weights and make eval-mode predictions collapse. Dropout stays off.
+
+    Returns:
+        The number of batches seen (0: the model has no BatchNorm).
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return 0
+    momenta = [bn.momentum for bn in bns]
+    was_training = model.training
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average over the batches
+    model.eval()
+    for bn in bns:
+        bn.train()
+    n = 0
+    try:
+        for x in batches:
+            model(x)
+            n += 1
+    finally:
+        for bn, mom in zip(bns, momenta):
+            bn.momentum = mom
+        model.train(was_training)
+    return n
+
+
 # --------------------------------------------------------------------------- validation
 
 
@@ -358,6 +395,8 @@ def _train(config: dict[str, Any], resume: bool, ctx: dist.Context) -> TrainResu
     epochs = int(tcfg["epochs"])
     for epoch in range(start_epoch + 1, epochs + 1):
         record = _train_epoch(net, dataset, loss_fn, optimizer, tcfg, epoch, epochs, seed, device, ctx)
+        if ctx.is_main and int(tcfg["bn_stats_batches"] or 0) > 0:
+            record["bn_stats_batches"] = _bn_stats(model, dataset, tcfg, seed, epoch, device)
         if ctx.is_main and (epoch % int(tcfg["val_every"] or 1) == 0 or epoch == epochs):
             t0 = time.perf_counter()
             report = validate(task, model, meta, device, str(tcfg["val_precision"]))
@@ -386,6 +425,44 @@ def _train(config: dict[str, Any], resume: bool, ctx: dist.Context) -> TrainResu
             _print_epoch(record, epochs)
         ctx.barrier()
     return TrainResult(out=out, best=best_path, last=last_path, epochs=epochs, history=history)
+
+
+def _bn_stats(
+    model: nn.Module, dataset: Any, tcfg: dict[str, Any], seed: int, epoch: int, device: torch.device
+) -> int:
+    """Population BN statistics over up to ``train.bn_stats_batches`` training batches (seeded)."""
+    g = _seed_epoch(dataset, seed + 7919, epoch)
+    loader = DataLoader(
+        dataset,
+        batch_size=int(tcfg["batch_size"]),
+        shuffle=True,
+        num_workers=int(tcfg["num_workers"]),
+        generator=g,
+    )
+    limit = int(tcfg["bn_stats_batches"])
+
+    def images() -> Iterable[torch.Tensor]:
+        for i, batch in enumerate(loader):
+            if i >= limit:
+                return
+            x = torch.as_tensor(batch["image"]).as_subclass(torch.Tensor).to(device).float()
+            yield pad_to_multiple(x, _stride(model))[0]
+
+    return recompute_bn_stats(model, images())
+
+
+def _stride(model: nn.Module) -> int:
+    return 2 ** len(_unwrap(model).encoder.stages)
+
+
+def _forward(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Logits for ``x`` padded exactly as :class:`Segmenter` pads at inference, cropped back.
+
+    Training on the same padded frames the inference path feeds keeps the
+    two consistent (it matters when slices are not multiples of 32).
+    """
+    xp, size = pad_to_multiple(x, _stride(net))
+    return crop(net(xp), size)
 
 
 def _train_epoch(
@@ -436,7 +513,7 @@ def _train_epoch(
         m = batch.get("mask")
         m = None if m is None else torch.as_tensor(m).as_subclass(torch.Tensor).to(device)
         wait += time.perf_counter() - t_fetch
-        loss = loss_fn(net(x), y, m)
+        loss = loss_fn(_forward(net, x), y, m)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -1,9 +1,8 @@
 """Loss: MONAI's Dice + cross-entropy, with class weights and ignored pixels.
 
-* No mask: :class:`monai.losses.DiceCELoss` (softmax, one-hot target).
-* A valid mask (field of view, nodata) or an ``ignore_index``:
-  :class:`monai.losses.MaskedDiceLoss` on the one-hot target plus a
-  cross-entropy averaged over the valid pixels only.
+MONAI's Dice (:class:`monai.losses.MaskedDiceLoss`, softmax, one-hot target)
+plus a cross-entropy averaged over the valid pixels; pixels outside a valid
+mask (field of view, nodata) or labelled ``ignore_index`` count in neither.
 
 Class weights: median-frequency balancing as in SegNet §3.4 (Eigen & Fergus):
 ``w_c = median(f) / f_c`` with ``f_c`` = pixels of class c / total pixels of
@@ -17,7 +16,7 @@ from collections.abc import Iterable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from monai.losses import DiceCELoss, MaskedDiceLoss
+from monai.losses import DiceLoss, MaskedDiceLoss
 from torch import nn
 
 
@@ -51,9 +50,15 @@ def median_frequency_weights(
 class SegmentationLoss(nn.Module):
     """``lambda_dice · Dice + lambda_ce · CE`` over ``B×K×H×W`` logits and ``B×1×H×W`` labels.
 
+    The terms of MONAI's :class:`~monai.losses.DiceCELoss` (softmax Dice on the
+    one-hot target + cross-entropy), built from :class:`~monai.losses.MaskedDiceLoss`
+    so that pixels outside ``mask`` or labelled ``ignore_index`` count in
+    neither term. Class weights (median-frequency balancing) apply to the
+    cross-entropy, as in SegNet; the Dice term is already class-balanced.
+
     Args:
         num_classes: K.
-        weight: optional per-class weights (K), used by both terms.
+        weight: optional per-class weights (K) of the cross-entropy.
         ignore_index: label value excluded from the loss.
         lambda_dice: weight of the Dice term.
         lambda_ce: weight of the cross-entropy term.
@@ -73,10 +78,8 @@ class SegmentationLoss(nn.Module):
         self.lambda_dice, self.lambda_ce = float(lambda_dice), float(lambda_ce)
         w = None if weight is None else torch.as_tensor(np.asarray(weight), dtype=torch.float32)
         self.register_buffer("weight", w)
-        self.dice_ce = DiceCELoss(
-            to_onehot_y=True, softmax=True, weight=w, lambda_dice=lambda_dice, lambda_ce=lambda_ce
-        )
-        self.masked_dice = MaskedDiceLoss(softmax=True, weight=w)
+        self.dice = DiceLoss(softmax=True)
+        self.masked_dice = MaskedDiceLoss(softmax=True)
 
     def forward(
         self, logits: torch.Tensor, label: torch.Tensor, mask: torch.Tensor | None = None
@@ -87,14 +90,13 @@ class SegmentationLoss(nn.Module):
             keep = label != self.ignore_index
             mask = keep if mask is None else (mask.bool() & keep)
             label = torch.where(keep, label, torch.zeros_like(label))
-        if mask is None:
-            return self.dice_ce(logits, label)
-        mask = mask.to(logits.dtype)
+        logits = logits.float()
         onehot = F.one_hot(label[:, 0], self.num_classes).permute(0, 3, 1, 2).to(logits.dtype)
-        dice = self.masked_dice(logits, onehot, mask=mask)
-        ce_map = F.cross_entropy(logits.float(), label[:, 0], weight=self.weight, reduction="none")
-        m = mask[:, 0].float()
-        # weighted mean over valid pixels, as F.cross_entropy's "mean" does over all pixels
-        w_pix = m if self.weight is None else m * self.weight[label[:, 0]]
-        ce = (ce_map * m).sum() / w_pix.sum().clamp_min(1e-6)
+        m = None if mask is None else mask.to(logits.dtype)
+        dice = self.dice(logits, onehot) if m is None else self.masked_dice(logits, onehot, mask=m)
+        ce_map = F.cross_entropy(logits, label[:, 0], weight=self.weight, reduction="none")
+        valid = torch.ones_like(ce_map) if m is None else m[:, 0]
+        # weighted mean over the valid pixels, as F.cross_entropy's "mean" over all pixels
+        w_pix = valid if self.weight is None else valid * self.weight[label[:, 0]]
+        ce = (ce_map * valid).sum() / w_pix.sum().clamp_min(1e-6)
         return self.lambda_dice * dice + self.lambda_ce * ce

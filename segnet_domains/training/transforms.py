@@ -52,20 +52,26 @@ class ToSlice2Dd(MapTransform):
             depth position, every channel — matching
             :class:`~segnet_domains.adapters.VolumeSliceAdapter` for one band).
         label_keys: keys reduced to their centre slice ``C×H×W``.
+        axis: the spatial axis (0, 1, 2) that is the slice axis; the other two,
+            in order, become H and W, as in the adapter's ``moveaxis``.
     """
 
-    def __init__(self, image_keys: KeysCollection, label_keys: KeysCollection = ()) -> None:
+    def __init__(self, image_keys: KeysCollection, label_keys: KeysCollection = (), axis: int = 2) -> None:
         super().__init__(image_keys, allow_missing_keys=True)
         self.label_keys = [label_keys] if isinstance(label_keys, str) else list(label_keys)
+        self.axis = axis % 3
+
+    def _last(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.as_tensor(x).as_subclass(torch.Tensor).movedim(1 + self.axis, -1)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         for key in self.key_iterator(d):
-            x = torch.as_tensor(d[key])
+            x = self._last(d[key])
             c, h, w, depth = x.shape
-            d[key] = x.permute(3, 0, 1, 2).reshape(depth * c, h, w).as_subclass(torch.Tensor).contiguous()
+            d[key] = x.permute(3, 0, 1, 2).reshape(depth * c, h, w).contiguous()
         for key in self.label_keys:
             if key in d:
-                y = torch.as_tensor(d[key])
-                d[key] = y[..., y.shape[-1] // 2].as_subclass(torch.Tensor).contiguous()
+                y = self._last(d[key])
+                d[key] = y[..., y.shape[-1] // 2].contiguous()
         return d

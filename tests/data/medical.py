@@ -43,7 +43,7 @@ def atlas_volume(
     mask = np.zeros(shape, np.uint8)
     for _ in range(lesions):
         c = centre + rng.uniform(-0.45, 0.45, 3) * radii
-        r = rng.uniform(2.5, 4.5)
+        r = rng.uniform(4.0, 6.5)
         mask[(((grid - c[:, None, None, None]) / r) ** 2).sum(0) < 1] = 1
     mask &= brain
     vol = np.where(brain, 600.0, 40.0) - 380.0 * mask + rng.normal(0, 25, shape)

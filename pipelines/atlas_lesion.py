@@ -1,0 +1,22 @@
+"""ATLAS R2.0 stroke-lesion training with SegNet and MONAI.
+
+    python pipelines/atlas_lesion.py [CONFIG] [--data-root DIR] [--out DIR] [--resume] [--set k=v ...]
+
+CONFIG defaults to ``pipelines/configs/atlas_lesion.yaml``. Same as
+``segnet-domains train CONFIG …``: the training engine is ``segnet_domains.training``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from segnet_domains.cli import main
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "atlas_lesion.yaml"
+
+if __name__ == "__main__":
+    argv = sys.argv[1:]
+    if not argv or argv[0].startswith("-"):
+        argv = [str(DEFAULT_CONFIG), *argv]
+    sys.exit(main(["train", *argv]))
