@@ -1,0 +1,26 @@
+"""``segnet-domains export-bundle CKPT OUT_DIR``: a MONAI bundle of a checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export-bundle",
+        help="write a MONAI bundle (configs/, models/model.pt, docs/) for a checkpoint",
+        description="Run the result with: python -m monai.bundle run --config_file OUT_DIR/configs/"
+        "inference.json --bundle_root OUT_DIR --input_dir IN --output_dir OUT",
+    )
+    p.add_argument("checkpoint", help="segnet-domains checkpoint")
+    p.add_argument("out_dir", help="bundle folder (replaced if it exists)")
+    p.add_argument("--device", default="auto", help="device written into the inference config")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from segnet_domains.bundle import export_bundle
+
+    out = export_bundle(args.checkpoint, args.out_dir, device=args.device)
+    print(f"wrote MONAI bundle {out}")
+    return 0
