@@ -1,0 +1,229 @@
+"""napari readers: NIfTI volumes (nibabel) and GeoTIFF scenes (rasterio).
+
+NIfTI volumes are shown **reoriented to RAS+**, the orientation the network
+sees (see :mod:`segnet_domains.medical.nifti`), so the slicing axis of the
+widget means the same anatomical axis as ``segnet-domains predict-volume
+--axis`` and as the checkpoint's ``slice_axis``. The layer scale is the voxel
+spacing along those axes and the translate the RAS origin. The stored
+affine, shape and the full header go into ``layer.metadata["nifti"]``; the
+writer maps a mask back to the stored orientation and writes it with that
+header, so it overlays the source voxel for voxel.
+
+GeoTIFF scenes keep their bands as channels (``H×W`` for one band, ``H×W×3/4``
+shown as colour for 8-bit RGB(A), ``C×H×W`` otherwise) and their CRS,
+transform and nodata in ``layer.metadata["geotiff"]``. Scenes above
+:data:`LAZY_PIXELS` are opened lazily as a multiscale pyramid of dask arrays
+read window by window through rasterio (GDAL uses the file's overviews for the
+reduced levels), so a 20000² scene is never loaded whole just to be shown.
+
+Each ``get_*_reader`` returns ``None`` for paths it cannot read, so napari
+tries other readers.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segnet_domains.medical.nifti import is_nifti, read_volume
+
+PathLike = str | os.PathLike[str]
+LayerData = tuple[Any, dict[str, Any], str]
+ReaderFunction = Callable[[PathLike | Sequence[PathLike]], list[LayerData]]
+
+#: Rasters with more pixels than this (per band) open lazily as a multiscale pyramid.
+LAZY_PIXELS = 4096 * 4096
+#: Edge of the dask chunks (and of the smallest pyramid level).
+CHUNK = 1024
+_TIFF_SUFFIXES = (".tif", ".tiff")
+
+
+def _paths(path: PathLike | Sequence[PathLike]) -> list[str]:
+    if isinstance(path, str | os.PathLike):
+        return [os.fspath(path)]
+    return [os.fspath(p) for p in path]
+
+
+def _stem(path: str) -> str:
+    name = Path(path).name
+    for suffix in (".nii.gz", ".nii", ".tiff", ".tif"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(path).stem
+
+
+# --------------------------------------------------------------------------- NIfTI
+
+
+def get_nifti_reader(path: PathLike | Sequence[PathLike]) -> ReaderFunction | None:
+    """Return :func:`read_nifti` if every path is a readable NIfTI file, else ``None``."""
+    import nibabel as nib
+
+    paths = _paths(path)
+    if not paths or not all(is_nifti(p) and os.path.isfile(p) for p in paths):
+        return None
+    for p in paths:
+        try:
+            nib.load(p)  # header only: cheap
+        except Exception:  # noqa: BLE001 - any failure means "not ours", napari tries other readers
+            return None
+    return read_nifti
+
+
+def read_nifti(path: PathLike | Sequence[PathLike]) -> list[LayerData]:
+    """Read NIfTI volumes as Image layers in RAS+ orientation with spacing as scale.
+
+    Raises:
+        InputError: a file that turns out unreadable (truncated data, not 3D, NaN).
+    """
+    layers = []
+    for p in _paths(path):
+        vol = read_volume(p)
+        ras = np.ascontiguousarray(vol.to_ras())
+        ras_affine = vol.ras_affine()
+        spacing = np.linalg.norm(ras_affine[:3, :3], axis=0)
+        lo, hi = np.percentile(ras, [0.5, 99.5]) if ras.size else (0.0, 1.0)
+        header = vol.image.header
+        meta = {
+            "nifti": {
+                "path": os.path.abspath(p),
+                "header": bytes(header.binaryblock),
+                "header_class": type(header).__name__,
+                "affine": vol.affine.tolist(),
+                "stored_shape": list(vol.data.shape),
+                "stored_axcodes": list(vol.axcodes),
+                "stored_spacing": list(vol.spacing),
+                "ras_affine": ras_affine.tolist(),
+                "orientation": "RAS",
+            }
+        }
+        kwargs = {
+            "name": _stem(p),
+            "scale": tuple(float(s) for s in spacing),
+            "translate": tuple(float(t) for t in ras_affine[:3, 3]),
+            "metadata": meta,
+            "colormap": "gray",
+            "contrast_limits": (float(lo), float(hi) if hi > lo else float(lo) + 1.0),
+        }
+        layers.append((ras, kwargs, "image"))
+    return layers
+
+
+# --------------------------------------------------------------------------- GeoTIFF
+
+
+def get_geotiff_reader(path: PathLike | Sequence[PathLike]) -> ReaderFunction | None:
+    """Return :func:`read_geotiff` for georeferenced TIFFs, else ``None`` (plain TIFFs go elsewhere)."""
+    import rasterio
+    from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+
+    paths = _paths(path)
+    if not paths or not all(p.lower().endswith(_TIFF_SUFFIXES) and os.path.isfile(p) for p in paths):
+        return None
+    for p in paths:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                with rasterio.open(p) as src:
+                    if src.crs is None and src.transform.is_identity:
+                        return None
+        except (RasterioIOError, OSError):
+            return None
+    return read_geotiff
+
+
+def geotiff_layout(count: int, dtype: str) -> str:
+    """``"hw"`` for one band, ``"hwc"`` (shown as colour) for 8-bit RGB(A), ``"chw"`` otherwise."""
+    if count == 1:
+        return "hw"
+    if count in (3, 4) and dtype == "uint8":
+        return "hwc"
+    return "chw"
+
+
+def read_geotiff(path: PathLike | Sequence[PathLike]) -> list[LayerData]:
+    """Read GeoTIFF scenes as Image layers, lazily (multiscale dask) above :data:`LAZY_PIXELS`."""
+    import rasterio
+
+    layers = []
+    for p in _paths(path):
+        with rasterio.open(p) as src:
+            count, height, width = src.count, src.height, src.width
+            dtype = src.dtypes[0]
+            geo = {
+                "path": os.path.abspath(p),
+                "crs": src.crs.to_wkt() if src.crs is not None else None,
+                "transform": list(src.transform)[:6],
+                "height": height,
+                "width": width,
+                "count": count,
+                "dtype": dtype,
+                "nodata": src.nodata,
+                "band_names": [d or f"band {i + 1}" for i, d in enumerate(src.descriptions)],
+                "layout": geotiff_layout(count, dtype),
+            }
+            a, e = src.transform.a, src.transform.e
+            lazy = height * width > LAZY_PIXELS
+            data: Any = _pyramid(p, count, height, width, dtype, geo["layout"]) if lazy else src.read()
+        layout = geo["layout"]
+        if not lazy:
+            data = data[0] if layout == "hw" else (np.moveaxis(data, 0, -1) if layout == "hwc" else data)
+        scale = (abs(e) or 1.0, abs(a) or 1.0)
+        kwargs: dict[str, Any] = {
+            "name": _stem(p),
+            "metadata": {"geotiff": geo},
+            "rgb": layout == "hwc",
+            "multiscale": lazy,
+            "scale": (1.0, *scale) if layout == "chw" else scale,
+        }
+        layers.append((data, kwargs, "image"))
+    return layers
+
+
+def _pyramid(path: str, count: int, height: int, width: int, dtype: str, layout: str) -> list[Any]:
+    """Dask arrays at full, ½, ¼ … resolution down to one chunk, each chunk one rasterio window read."""
+    import dask.array as da
+
+    levels = []
+    factor = 1
+    while True:
+        h, w = math.ceil(height / factor), math.ceil(width / factor)
+        chunks = ((count,), _chunks(h), _chunks(w))
+        arr = da.map_blocks(
+            _read_block,
+            path=path,
+            factor=factor,
+            size=(height, width),
+            dtype=np.dtype(dtype),
+            chunks=chunks,
+            meta=np.empty((0, 0, 0), dtype),
+        )
+        arr = arr[0] if layout == "hw" else (arr.transpose(1, 2, 0) if layout == "hwc" else arr)
+        levels.append(arr)
+        if max(h, w) <= CHUNK:
+            return levels
+        factor *= 2
+
+
+def _chunks(n: int) -> tuple[int, ...]:
+    return tuple(min(CHUNK, n - s) for s in range(0, n, CHUNK))
+
+
+def _read_block(path: str, factor: int, size: tuple[int, int], block_info: Any = None) -> np.ndarray:
+    """Read one chunk of pyramid level ``factor`` (nearest resampling; GDAL picks overviews)."""
+    import rasterio
+    from rasterio.enums import Resampling
+    from rasterio.windows import Window
+
+    (_, _), (r0, r1), (c0, c1) = block_info[None]["array-location"]
+    height, width = size
+    row, col = r0 * factor, c0 * factor
+    win = Window(col, row, min(c1 * factor, width) - col, min(r1 * factor, height) - row)
+    with rasterio.open(path) as src:
+        return src.read(window=win, out_shape=(src.count, r1 - r0, c1 - c0), resampling=Resampling.nearest)

@@ -1,0 +1,138 @@
+"""Generators of real test files for the napari plugin tests (NIfTI, GeoTIFF, a tiny trained model)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+#: Tiny SegNet widths used throughout these tests.
+FEATURES = (4, 8, 16, 16, 16)
+
+
+#: A stored orientation that is not RAS: axes permuted and flipped (P, L, S), anisotropic voxels.
+NON_RAS_AFFINE = np.array(
+    [
+        [0.0, -0.9, 0.0, 30.5],
+        [-1.1, 0.0, 0.0, 40.25],
+        [0.0, 0.0, 1.3, -20.0],
+        [0.0, 0.0, 0.0, 1.0],
+    ]
+)
+
+
+def write_nifti(path: Path, ras_volume: np.ndarray, affine: np.ndarray = NON_RAS_AFFINE) -> Path:
+    """Store a RAS-ordered array under ``affine`` (reordering the voxels so anatomy is preserved).
+
+    The qform (code 1) and sform (code 2) are both set, a slope/intercept is
+    used and the description is filled, so a round trip that loses header
+    fields shows.
+    """
+    import nibabel as nib
+    from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
+
+    to_stored = ornt_transform(axcodes2ornt(("R", "A", "S")), io_orientation(affine))
+    stored = apply_orientation(ras_volume, to_stored).astype(np.float32)
+    img = nib.Nifti1Image(stored, affine)
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=2)
+    img.header["descrip"] = b"synthetic FLAIR"
+    nib.save(img, path)
+    return path
+
+
+def write_geotiff(path: Path, array: np.ndarray, crs: str = "EPSG:32633", res: float = 0.5) -> Path:
+    """Write a ``C×H×W`` array as a GeoTIFF with a UTM CRS and a north-up transform."""
+    import rasterio
+    from rasterio.transform import Affine
+
+    c, h, w = array.shape
+    profile = {
+        "driver": "GTiff",
+        "height": h,
+        "width": w,
+        "count": c,
+        "dtype": array.dtype.name,
+        "crs": crs,
+        "transform": Affine(res, 0.0, 500123.25, 0.0, -res, 4650987.75),
+    }
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(array)
+    return path
+
+
+def train_lesion_model(path: Path, steps: int = 150, seed: int = 0) -> Path:
+    """Train a tiny SegNet (with dropout) on axial slices of MRI-sample-like volumes (~10 s on 2 cores).
+
+    Uses the checkpoint's own normaliser on each whole volume (as inference
+    does), MONAI's Dice + cross-entropy loss and a one-cycle schedule. It
+    reaches a lesion Dice of about 0.6 on an unseen volume: enough for a
+    sensible screenshot and for tests where a random net's tied logits would
+    prove nothing.
+    """
+    from monai.losses import DiceCELoss
+
+    from napari_plugin._sample_data import make_mri_volume
+    from segnet_domains import SegNet, save_checkpoint
+    from segnet_domains.adapters import Normalizer
+
+    torch.manual_seed(seed)
+    spec = {"mode": "percentile", "lower": 0.5, "upper": 99.5}
+    xs, ys = [], []
+    for s in range(3):
+        vol, mask = make_mri_volume(lesions=6, seed=s)
+        norm = Normalizer(spec)(vol[None])[0]
+        for k in range(vol.shape[2]):
+            if mask[:, :, k].any() or k % 4 == 0:
+                xs.append(norm[:, :, k])
+                ys.append(mask[:, :, k])
+    x_all = torch.from_numpy(np.stack(xs)[:, None])
+    y_all = torch.from_numpy(np.stack(ys)[:, None].astype(np.int64))
+    model = SegNet(1, 2, features=FEATURES, dropout=0.1)
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=True)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-2, total_steps=steps)
+    gen = torch.Generator().manual_seed(seed)
+    model.train()
+    with one_thread():
+        for _ in range(steps):
+            idx = torch.randint(0, len(x_all), (16,), generator=gen)
+            loss = loss_fn(model(x_all[idx]), y_all[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+    return save_checkpoint(
+        path,
+        model,
+        class_names=["background", "lesion"],
+        class_colors=[[0, 0, 0], [255, 40, 40]],
+        normalization=spec,
+        domain="mri",
+        slice_axis=2,
+        provenance={"trained_on": "napari_plugin._sample_data.make_mri_volume", "steps": steps},
+    )
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """One intra-op thread: on a 2-core machine shared with other jobs, two OpenMP threads
+    spin against each other and a tiny model runs ~100× slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def open_in_viewer(layer_data: tuple) -> tuple:
+    """Add one reader ``(data, kwargs, "image")`` tuple to a Qt-free ``ViewerModel``; return both."""
+    from napari.components import ViewerModel
+
+    viewer = ViewerModel()
+    data, kwargs, _ = layer_data
+    return viewer, viewer.add_image(data, **kwargs)
