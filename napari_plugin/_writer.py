@@ -23,7 +23,7 @@ from segnet_domains.errors import InputError
 from segnet_domains.io.atomic import atomic_output
 from segnet_domains.medical.nifti import Volume, write_like
 
-from ._segment import META_KEY
+from ._layers import META_KEY
 
 
 def _labels_dtype(data: np.ndarray) -> type:

@@ -10,8 +10,8 @@ import torch
 from napari.layers import Labels
 
 from napari_plugin import segment_layer
+from napari_plugin._compute import build_request, iter_segmentation, load_segmenter, run_to_end
 from napari_plugin._reader import read_geotiff, read_nifti
-from napari_plugin._segment import build_request, iter_segmentation, load_segmenter, run_to_end
 from segnet_domains import Segmenter
 from segnet_domains.errors import CheckpointError, InputError
 from segnet_domains.tiling import predict_proba_tiled
@@ -175,3 +175,15 @@ def test_segmenter_cache_reloads_changed_checkpoint(untrained_checkpoint) -> Non
     st = ckpt.stat()
     os.utime(ckpt, ns=(st.st_atime_ns, st.st_mtime_ns + 10_000_000))
     assert load_segmenter(ckpt, "cpu") is not a
+
+
+@pytest.mark.gpu
+def test_headless_on_cuda_uses_mixed_precision(mri, lesion_checkpoint: Path) -> None:
+    path, ras, _ = mri
+    viewer, image = open_in_viewer(read_nifti(str(path))[0])
+    seg = load_segmenter(lesion_checkpoint, "cuda:0")
+    assert seg.device.type == "cuda" and seg.dtype in (torch.bfloat16, torch.float16)
+    labels = segment_layer(viewer, image, lesion_checkpoint, device="cuda:0", mode="volume")
+    assert labels.metadata["segnet_domains"]["device"] == "cuda:0"
+    cpu = Segmenter.from_checkpoint(lesion_checkpoint, device="cpu", precision="fp32").predict_volume(ras, axis=2)
+    assert (labels.data == cpu).mean() > 0.995

@@ -1,0 +1,126 @@
+"""Results into napari layers: Labels named after the source, with its classes and the source geometry."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from segnet_domains.checkpoint import ModelInfo
+
+from ._compute import SegmentationResult, put_plane
+
+if TYPE_CHECKING:
+    import napari
+    from napari.layers import Image, Labels
+
+#: Metadata key under which the plugin records what produced a layer.
+META_KEY = "segnet_domains"
+
+
+def label_colormap(info: ModelInfo) -> Any:
+    """A napari ``DirectLabelColormap`` with the checkpoint's class colours (class 0 transparent)."""
+    from napari.utils.colormaps import DirectLabelColormap
+
+    colors: dict[int | None, Any] = {None: np.zeros(4, np.float32), 0: np.zeros(4, np.float32)}
+    for i, rgb in enumerate(info.class_colors):
+        if i == 0:
+            continue
+        colors[i] = np.array([*(c / 255 for c in rgb[:3]), 1.0], np.float32)
+    return DirectLabelColormap(color_dict=colors)
+
+
+def class_features(info: ModelInfo) -> Any:
+    """The Labels features table: one row per class (``index``, ``class_name``)."""
+    import pandas as pd
+
+    return pd.DataFrame({"index": np.arange(info.out_channels), "class_name": info.class_names})
+
+
+def _geometry(layer: Image, ndim: int) -> dict[str, Any]:
+    """The source layer's scale/translate/affine for a result with ``ndim`` spatial dims."""
+    drop = layer.ndim - ndim  # leading channel axis of a C×H×W layer
+    keep = list(range(drop, layer.ndim))
+    aff = np.asarray(layer.affine.affine_matrix)
+    idx = [*keep, layer.ndim]
+    geo: dict[str, Any] = {
+        "scale": np.asarray(layer.scale)[keep],
+        "translate": np.asarray(layer.translate)[keep],
+        "affine": aff[np.ix_(idx, idx)],
+    }
+    if drop == 0:
+        geo["rotate"] = layer.rotate
+        geo["shear"] = layer.shear
+    return geo
+
+
+def add_result(viewer: napari.Viewer, layer: Image, result: SegmentationResult) -> Labels:
+    """Add (or update) ``"<layer> labels"`` and, with uncertainty, ``"<layer> uncertainty"``.
+
+    A Labels layer of the same name and shape is updated in place (in slice
+    mode only the segmented slice changes), so re-running does not pile up
+    layers.
+
+    Returns:
+        The Labels layer.
+    """
+    info = result.info
+    req = result.request
+    labels = result.labels
+    name = f"{layer.name} labels"
+    meta = {
+        **{k: v for k, v in layer.metadata.items() if k != META_KEY},
+        META_KEY: {
+            "checkpoint": result.checkpoint,
+            "class_names": list(info.class_names),
+            "class_colors": [list(c) for c in info.class_colors],
+            "source_layer": layer.name,
+            "mode": req.mode,
+            "axis": req.axis,
+            "index": req.index,
+            "device": result.device,
+        },
+    }
+    existing = next((lyr for lyr in viewer.layers if lyr.name == name), None)
+    from napari.layers import Labels
+
+    if isinstance(existing, Labels) and existing.data.shape == labels.shape:
+        if req.mode == "slice":
+            put_plane(existing.data, req.axis, req.index, np.take(labels, req.index, axis=req.axis))  # type: ignore[arg-type]
+            existing.refresh()
+        else:
+            existing.data = labels.astype(existing.data.dtype, copy=False)
+        old = existing.metadata.get(META_KEY) or {}
+        if (old.get("class_names"), old.get("class_colors")) != (
+            meta[META_KEY]["class_names"],
+            meta[META_KEY]["class_colors"],
+        ):  # another checkpoint: new classes (each setter redraws, so only when needed)
+            existing.colormap = label_colormap(info)
+            existing.features = class_features(info)
+        existing.metadata.update(meta)
+        out = existing
+    else:
+        out = viewer.add_labels(
+            labels,
+            name=name,
+            colormap=label_colormap(info),
+            features=class_features(info),
+            metadata=meta,
+            opacity=0.6,
+            **_geometry(layer, labels.ndim),
+        )
+    if result.uncertainty is not None:
+        uname = f"{layer.name} uncertainty"
+        if uname in viewer.layers and viewer.layers[uname].data.shape == result.uncertainty.shape:
+            viewer.layers[uname].data = result.uncertainty
+        else:
+            viewer.add_image(
+                result.uncertainty,
+                name=uname,
+                colormap="magma",
+                blending="additive",
+                opacity=0.7,
+                metadata={META_KEY: {"checkpoint": result.checkpoint, "samples": "mean softmax variance"}},
+                **_geometry(layer, result.uncertainty.ndim),
+            )
+    return out
