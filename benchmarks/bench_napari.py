@@ -53,17 +53,18 @@ def main() -> dict:
 
     from napari_plugin._sample_data import make_mri_volume
     from napari_plugin._widget import SegNetWidget
-    from segnet_domains import SegNet, Segmenter, save_checkpoint
+    from segnet_domains import Segmenter, SegNet, save_checkpoint
 
     features = tuple(int(f) for f in args.features.split(","))
     volume, _ = make_mri_volume(SHAPE, seed=0)
     tmp = Path(tempfile.mkdtemp())
     torch.manual_seed(0)
-    ckpt = save_checkpoint(tmp / "bench.pt", SegNet(1, 2, features=features), class_names=["background", "lesion"])
+    model = SegNet(1, 2, features=features)
+    ckpt = save_checkpoint(tmp / "bench.pt", model, class_names=["background", "lesion"])
 
     seg = Segmenter.from_checkpoint(ckpt, device=args.device)
     viewer = napari.Viewer(show=True)
-    layer = viewer.add_image(volume, name="volume")
+    viewer.add_image(volume, name="volume")
     widget = SegNetWidget(viewer)
     viewer.window.add_dock_widget(widget, name="SegNet segmentation")
     widget._checkpoint.value = ckpt
@@ -130,11 +131,12 @@ def main() -> dict:
         "baseline_runs_s": [round(x, 3) for x in base],
         "widget_runs_s": [round(x, 3) for x in wid],
     }
-    print(f"volume {figures['volume']}, SegNet features {features}, {figures['device']} {figures['precision']}")
+    dev = f"{figures['device']} {figures['precision']}, {figures['torch_threads']} torch thread(s)"
+    print(f"volume {figures['volume']}, SegNet features {features}, {dev}")
     print(f"  Segmenter.predict_volume  {b:7.3f} s  (median of {args.repeats})")
     print(f"  napari widget (Run→layer) {w:7.3f} s  ratio {w / b:.3f}  (target ≤ 1.15)")
     print(f"  longest Qt event-loop gap {figures['longest_event_loop_gap_ms']:.1f} ms  (target ≤ 100)")
-    print(f"  first run, creating the Labels layer: {cold_widget:.3f} s, longest gap {1000 * cold_gap:.1f} ms")
+    print(f"  first run (creates the Labels layer) {cold_widget:.3f} s, longest gap {1000 * cold_gap:.1f} ms")
     print(f"  labels identical to predict_volume: {same}")
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2))

@@ -185,5 +185,5 @@ def test_headless_on_cuda_uses_mixed_precision(mri, lesion_checkpoint: Path) -> 
     assert seg.device.type == "cuda" and seg.dtype in (torch.bfloat16, torch.float16)
     labels = segment_layer(viewer, image, lesion_checkpoint, device="cuda:0", mode="volume")
     assert labels.metadata["segnet_domains"]["device"] == "cuda:0"
-    cpu = Segmenter.from_checkpoint(lesion_checkpoint, device="cpu", precision="fp32").predict_volume(ras, axis=2)
-    assert (labels.data == cpu).mean() > 0.995
+    fp32 = Segmenter.from_checkpoint(lesion_checkpoint, device="cpu", precision="fp32")
+    assert (labels.data == fp32.predict_volume(ras, axis=2)).mean() > 0.995
