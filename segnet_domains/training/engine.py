@@ -395,10 +395,10 @@ def _train(config: dict[str, Any], resume: bool, ctx: dist.Context) -> TrainResu
     epochs = int(tcfg["epochs"])
     for epoch in range(start_epoch + 1, epochs + 1):
         record = _train_epoch(net, dataset, loss_fn, optimizer, tcfg, epoch, epochs, seed, device, ctx)
-        if ctx.is_main and int(tcfg["bn_stats_batches"] or 0) > 0:
-            record["bn_stats_batches"] = _bn_stats(model, dataset, tcfg, seed, epoch, device)
         if ctx.is_main and (epoch % int(tcfg["val_every"] or 1) == 0 or epoch == epochs):
             t0 = time.perf_counter()
+            if int(tcfg["bn_stats_batches"] or 0) > 0:  # population statistics for eval mode (SegNet)
+                record["bn_stats_batches"] = _bn_stats(model, dataset, tcfg, seed, epoch, device)
             report = validate(task, model, meta, device, str(tcfg["val_precision"]))
             record["val"] = {k_: report[k_] for k_ in ("mean", "pooled", "miou", "n_cases")}
             record["val"]["cases"] = [

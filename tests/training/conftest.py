@@ -1,0 +1,61 @@
+"""Miniature ATLAS/RITE layouts and one short training run shared by the training tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from segnet_domains.training import TrainResult, build_config, train
+from tests.data.medical import make_atlas, make_rite
+
+CONFIGS = Path(__file__).resolve().parents[2] / "pipelines" / "configs"
+
+#: Reduced SegNet and a short schedule: a few seconds per epoch on 2 cores.
+TINY_ATLAS = [
+    "model.features=[8,16,32,64,64]",
+    "train.optimizer=adam",
+    "train.lr=0.005",
+    "train.class_weights=none",
+    "train.batch_size=1",
+    "train.num_workers=0",
+    "train.progress=false",
+    "data.samples_per_volume=8",
+]
+TINY_RITE = [
+    "model.features=[8,16,32,32,32]",
+    "train.optimizer=adam",
+    "train.lr=0.005",
+    "train.batch_size=2",
+    "train.num_workers=0",
+    "train.progress=false",
+    "data.patch_size=32",
+    "data.samples_per_image=2",
+    "train.bn_stats_batches=2",
+]
+
+
+@pytest.fixture(scope="session")
+def atlas_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Five labelled subjects and one without a mask (inference only), BIDS names, gzip NIfTI."""
+    root = tmp_path_factory.mktemp("atlas")
+    make_atlas(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def rite_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Four training and two test RITE images (64×72)."""
+    return make_rite(tmp_path_factory.mktemp("rite"))
+
+
+@pytest.fixture(scope="session")
+def atlas_run(atlas_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, TrainResult]:
+    """A short ATLAS run (8 epochs × 4 volumes × 8 axial slices): learns the lesions."""
+    config = build_config(
+        CONFIGS / "atlas_lesion.yaml",
+        [*TINY_ATLAS, "train.epochs=8", "train.val_every=4"],
+        data_root=atlas_root,
+        out=tmp_path_factory.mktemp("atlas_run"),
+    )
+    return config, train(config)
