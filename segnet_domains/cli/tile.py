@@ -1,0 +1,111 @@
+"""``tile``: segment satellite/aerial scenes of any size into Cloud-Optimized GeoTIFFs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from segnet_domains.checkpoint import read_info
+from segnet_domains.cli.common import add_model_args
+from segnet_domains.errors import InputError
+from segnet_domains.geo.batch import SegmenterSpec, run_batch
+from segnet_domains.geo.tiler import TileOptions
+
+
+def _bands(text: str) -> list[int]:
+    try:
+        bands = [int(b) for b in text.replace(" ", "").split(",") if b]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bands must be 1-based numbers like 1,2,3 (got {text!r})") from None
+    if not bands or min(bands) < 1:
+        raise argparse.ArgumentTypeError(f"bands must be 1-based numbers like 1,2,3 (got {text!r})")
+    return bands
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "tile",
+        help="segment big rasters window by window into COG label maps (batch, resume, Dask)",
+        description=(
+            "Segment GeoTIFF (any GDAL raster) scenes of any size. Writes DIR/<stem>_labels.tif "
+            "(uint8 COG, same size/CRS/transform, colour table); reruns skip finished scenes and "
+            "continue interrupted ones; DIR/tile-run-<time>.json summarises each run."
+        ),
+    )
+    p.add_argument(
+        "scenes", nargs="+", metavar="SCENE", help="rasters, glob patterns, or .txt lists of paths"
+    )
+    p.add_argument("--out-dir", "-o", required=True, metavar="DIR", help="output folder (created if missing)")
+    p.add_argument(
+        "--tile", type=int, metavar="N", help="tile edge in pixels (default: checkpoint's, else 512)"
+    )
+    p.add_argument(
+        "--overlap", type=int, metavar="N", help="overlap between tiles (default: checkpoint's, else tile/4)"
+    )
+    p.add_argument(
+        "--bands", type=_bands, metavar="1,2,3", help="1-based bands to use (default: from checkpoint)"
+    )
+    p.add_argument(
+        "--nodata", type=float, metavar="V", help="nodata value for scenes that do not declare one"
+    )
+    p.add_argument("--proba", action="store_true", help="also write <stem>_proba.tif (uint8 per class)")
+    p.add_argument("--uncertainty", action="store_true", help="also write Monte Carlo dropout variance")
+    p.add_argument("--samples", type=int, default=8, metavar="N", help="Monte Carlo samples (default 8)")
+    p.add_argument("--summary", metavar="JSON", help="run summary path (default DIR/tile-run-<time>.json)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    dist = p.add_mutually_exclusive_group()
+    dist.add_argument(
+        "--workers", type=int, metavar="N", help="run scenes on a local Dask cluster of N processes"
+    )
+    dist.add_argument("--scheduler", metavar="ADDR", help="run on an existing Dask cluster (tcp://HOST:PORT)")
+    add_model_args(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    info = read_info(args.model)  # a bad checkpoint fails before anything else
+    if args.uncertainty and not info.args.get("dropout"):
+        raise InputError(
+            args.model, "--uncertainty needs a checkpoint trained with dropout (Bayesian SegNet)"
+        )
+    if args.tile is not None and args.tile < 2:
+        raise InputError(None, f"--tile must be at least 2 (got {args.tile})")
+    if args.overlap is not None and args.overlap < 0:
+        raise InputError(None, f"--overlap must be 0 or more (got {args.overlap})")
+    tile = args.tile or info.tile_size
+    if tile and args.overlap is not None and args.overlap >= tile:
+        raise InputError(
+            None, f"--overlap must be in [0, {tile}) for {tile}-pixel tiles (got {args.overlap})"
+        )
+    if args.workers is not None and args.workers < 1:
+        raise InputError(None, f"--workers must be at least 1 (got {args.workers})")
+    spec = SegmenterSpec(args.model, args.device, args.precision, args.batch_size, args.tta)
+    options = TileOptions(
+        tile_size=args.tile,
+        overlap=args.overlap,
+        batch_size=args.batch_size,
+        bands=args.bands,
+        nodata=args.nodata,
+        proba=args.proba,
+        uncertainty=args.uncertainty,
+        samples=args.samples,
+    )
+    try:
+        summary = run_batch(
+            spec,
+            args.scenes,
+            args.out_dir,
+            options,
+            workers=args.workers,
+            scheduler=args.scheduler,
+            progress=not args.no_progress,
+            summary=args.summary,
+        )
+    except ValueError as exc:  # e.g. an overlap not smaller than the tile
+        raise InputError(None, str(exc)) from None
+    for row in summary.scenes:
+        if row.status == "failed":
+            print(f"error: {row.error}", file=sys.stderr)
+    counts = ", ".join(f"{n} {status}" for status, n in summary.counts().items())
+    print(f"{len(summary.scenes)} scene(s): {counts}; summary {summary.path}")
+    return 1 if summary.failed else 0

@@ -1,0 +1,277 @@
+"""Many scenes in one run: inputs from paths, globs or list files; resume; a JSON summary.
+
+:func:`run_batch` tiles every scene with :func:`~segnet_domains.geo.tiler.tile_scene`
+in this process (one model, a bar per scene and one overall) or fans them out
+over a dask.distributed cluster (:mod:`segnet_domains.geo.distributed`).
+Finished scenes are skipped, interrupted ones continue, a broken scene is
+recorded and the others go on; the run ends with
+``DIR/tile-run-<UTC time>.json`` listing every scene, its status and time.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import glob
+import json
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from segnet_domains.errors import InputError
+from segnet_domains.geo.scene import open_scene
+from segnet_domains.geo.tiler import SceneResult, TileOptions, tile_scene
+from segnet_domains.inference import Segmenter
+from segnet_domains.io.atomic import atomic_output
+
+log = logging.getLogger(__name__)
+
+#: Suffixes of text files that list scene paths (one per line, ``#`` comments).
+LIST_SUFFIXES = (".txt", ".lst", ".list")
+
+
+@dataclass
+class SegmenterSpec:
+    """How to build the :class:`Segmenter` (also in each Dask worker)."""
+
+    checkpoint: str
+    device: str = "auto"
+    precision: str = "auto"
+    batch_size: int = 8
+    tta: bool = False
+
+    def build(self) -> Segmenter:
+        try:
+            return Segmenter.from_checkpoint(
+                self.checkpoint,
+                device=self.device,
+                precision=self.precision,
+                batch_size=self.batch_size,
+                tta=self.tta,
+            )
+        except ValueError as exc:  # a device or precision that doesn't exist here
+            raise InputError(None, str(exc)) from None
+
+
+@dataclass
+class RunSummary:
+    """The outcome of a batch run (written as JSON)."""
+
+    started: str
+    model: str
+    out_dir: str
+    options: dict[str, Any]
+    scenes: list[SceneResult] = field(default_factory=list)
+    seconds: float = 0.0
+    path: Path | None = None
+
+    @property
+    def failed(self) -> list[SceneResult]:
+        return [s for s in self.scenes if s.status == "failed"]
+
+    def counts(self) -> dict[str, int]:
+        """Scenes per status, in the order done, resumed, skipped, failed, interrupted."""
+        order = ("done", "resumed", "skipped", "failed", "interrupted")
+        return {k: n for k in order if (n := sum(s.status == k for s in self.scenes))}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "started": self.started,
+            "seconds": round(self.seconds, 3),
+            "model": self.model,
+            "out_dir": self.out_dir,
+            "options": self.options,
+            "counts": self.counts(),
+            "scenes": [s.to_dict() for s in self.scenes],
+        }
+
+
+def expand_scenes(inputs: Sequence[str | Path]) -> list[Path]:
+    """Scene paths from paths, glob patterns and list files (``.txt``: one path per line).
+
+    Relative paths in a list file are relative to the list file. Order is
+    kept and duplicates dropped. A pattern that matches nothing is kept as
+    given, so it is reported as a missing scene.
+    """
+    out: list[Path] = []
+    for item in inputs:
+        text = str(item)
+        p = Path(text)
+        if p.suffix.lower() in LIST_SUFFIXES and p.is_file():
+            for line in p.read_text().splitlines():
+                line = line.split("#", 1)[0].strip()
+                if line:
+                    q = Path(line).expanduser()
+                    out.extend(expand_scenes([q if q.is_absolute() else p.parent / q]))
+        elif glob.has_magic(text) and not p.exists():
+            matches = sorted(glob.glob(os.path.expanduser(text), recursive=True))
+            out.extend(Path(m) for m in matches) if matches else out.append(p)
+        else:
+            out.append(p.expanduser())
+    seen: set[Path] = set()
+    unique = []
+    for p in out:
+        key = p.resolve() if p.exists() else p
+        if key not in seen:
+            seen.add(key)
+            unique.append(p)
+    return unique
+
+
+def prepare_out_dir(out_dir: str | Path) -> Path:
+    """Create the output folder if needed; fail early when it cannot be written.
+
+    Raises:
+        InputError: not a folder, cannot be created, or not writable.
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(out, "output path exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(out, f"cannot create the output folder ({exc.strerror})") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise InputError(out, "output folder is not writable")
+    return out
+
+
+def attempt_scene(
+    segmenter: Segmenter,
+    scene: Path,
+    out_dir: Path,
+    options: TileOptions,
+    progress: bool = False,
+    position: int | None = None,
+) -> SceneResult:
+    """:func:`tile_scene`, with a failure turned into a ``failed`` result instead of an exception."""
+    t0 = time.perf_counter()
+    try:
+        return tile_scene(segmenter, scene, out_dir, options, progress=progress, position=position)
+    except InputError as exc:
+        error = str(exc)
+    except (OSError, RuntimeError, ValueError, MemoryError) as exc:
+        log.debug("scene %s failed", scene, exc_info=True)
+        error = f"{scene}: {type(exc).__name__}: {exc}".splitlines()[0]
+    return SceneResult(
+        scene=str(scene), status="failed", seconds=round(time.perf_counter() - t0, 3), error=error
+    )
+
+
+def _check_names(scenes: Sequence[Path]) -> dict[Path, str]:
+    """Scenes whose output name another scene already takes → the error."""
+    owners: dict[str, Path] = {}
+    clashes: dict[Path, str] = {}
+    for s in scenes:
+        try:
+            stem = open_scene(s).stem
+        except InputError:
+            continue  # reported when it is tiled
+        if stem in owners:
+            clashes[s] = f"{s}: same output name '{stem}' as {owners[stem]}; tile it into another --out-dir"
+        else:
+            owners[stem] = s
+    return clashes
+
+
+def run_batch(
+    spec: SegmenterSpec,
+    inputs: Sequence[str | Path],
+    out_dir: str | Path,
+    options: TileOptions | None = None,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    progress: bool = True,
+    summary: str | Path | None = None,
+) -> RunSummary:
+    """Tile every scene of ``inputs`` into ``out_dir``; write the run's JSON summary.
+
+    Args:
+        spec: the checkpoint and how to run it.
+        inputs: paths, glob patterns and list files.
+        out_dir: output folder (created if missing).
+        options: :class:`~segnet_domains.geo.tiler.TileOptions`.
+        workers: run on a local Dask cluster of this many worker processes.
+        scheduler: run on an existing Dask cluster (``tcp://HOST:PORT``).
+        progress: tqdm bars (overall, and per scene when local).
+        summary: where to write the JSON (default ``out_dir/tile-run-<time>.json``).
+
+    Returns:
+        The :class:`RunSummary` (``.failed`` lists broken scenes).
+
+    Raises:
+        InputError: no scenes, an unusable checkpoint or output folder (before any work).
+    """
+    options = options or TileOptions()
+    out = prepare_out_dir(out_dir)
+    scenes = expand_scenes(inputs)
+    if not scenes:
+        raise InputError(None, "no scenes given")
+    now = _dt.datetime.now(_dt.UTC)
+    result = RunSummary(
+        started=now.isoformat(timespec="seconds"),
+        model=str(spec.checkpoint),
+        out_dir=str(out),
+        options={**asdict(options), "workers": workers, "scheduler": scheduler, **asdict(spec)},
+    )
+    t0 = time.perf_counter()
+    clashes = _check_names(scenes)
+    todo = [s for s in scenes if s not in clashes]
+    failed_early = {s: SceneResult(scene=str(s), status="failed", error=e) for s, e in clashes.items()}
+    done: list[SceneResult] = []  # filled as scenes finish, so an interrupted run still reports them
+    try:
+        if workers or scheduler:
+            from segnet_domains.geo.distributed import run_distributed
+
+            run_distributed(
+                spec, todo, out, options, done, workers=workers, scheduler=scheduler, progress=progress
+            )
+        else:
+            _run_local(spec, todo, out, options, done, progress)
+    finally:
+        by_scene = {r.scene: r for r in done}
+        result.scenes = [
+            failed_early.get(s) or by_scene.get(str(s)) or SceneResult(scene=str(s), status="interrupted")
+            for s in scenes
+        ]
+        result.seconds = time.perf_counter() - t0
+        result.path = _write_summary(result, Path(summary) if summary else out / _summary_name(now))
+    return result
+
+
+def _summary_name(now: _dt.datetime) -> str:
+    return f"tile-run-{now.strftime('%Y%m%dT%H%M%S.%f')}Z.json"
+
+
+def _write_summary(result: RunSummary, path: Path) -> Path:
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(result.to_dict(), indent=2))
+    return path
+
+
+def _run_local(
+    spec: SegmenterSpec,
+    scenes: Sequence[Path],
+    out: Path,
+    options: TileOptions,
+    results: list[SceneResult],
+    progress: bool,
+) -> None:
+    segmenter = spec.build()
+    bar = tqdm(total=len(scenes), desc="scenes", unit="scene", position=0, disable=not progress)
+    try:
+        for scene in scenes:
+            results.append(
+                attempt_scene(
+                    segmenter, scene, out, options, progress=progress, position=1 if progress else None
+                )
+            )
+            bar.set_postfix_str(f"{scene.name}: {results[-1].status}")
+            bar.update(1)
+    finally:
+        bar.close()

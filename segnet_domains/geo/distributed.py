@@ -1,0 +1,124 @@
+"""Fan scenes out over a dask.distributed cluster: one task per scene.
+
+``--workers N`` starts a :class:`~dask.distributed.LocalCluster` of ``N``
+worker processes (one thread each; torch gets ``cores // N`` threads);
+``--scheduler tcp://HOST:PORT`` uses an existing cluster, whose workers must
+see the checkpoint, the scenes and the output folder at the same paths
+(a shared file system). Each worker loads the model once and keeps it for
+the scenes it gets. Results — including failures — come back as
+:class:`~segnet_domains.geo.tiler.SceneResult` rows; resume works per scene
+exactly as in a single process.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from segnet_domains.errors import InputError
+from segnet_domains.geo.tiler import SceneResult, TileOptions
+
+_WORKER_SEGMENTERS: dict[tuple, Any] = {}
+
+
+def _tile_on_worker(
+    spec: dict[str, Any], scene: str, out_dir: str, options: dict[str, Any], threads: int | None
+) -> dict[str, Any]:
+    """Runs in a Dask worker: tile one scene, return its result as a dict (never raises for bad input)."""
+    import torch
+
+    from segnet_domains.geo.batch import SegmenterSpec, attempt_scene
+
+    if threads:
+        torch.set_num_threads(threads)
+    key = tuple(sorted(spec.items()))
+    seg = _WORKER_SEGMENTERS.get(key)
+    if seg is None:
+        try:
+            seg = SegmenterSpec(**spec).build()
+        except InputError as exc:
+            return SceneResult(scene=scene, status="failed", error=str(exc)).to_dict()
+        _WORKER_SEGMENTERS.clear()
+        _WORKER_SEGMENTERS[key] = seg
+    return attempt_scene(seg, Path(scene), Path(out_dir), TileOptions(**options)).to_dict()
+
+
+def run_distributed(
+    spec: Any,
+    scenes: Sequence[Path],
+    out_dir: Path,
+    options: TileOptions,
+    results: list[SceneResult],
+    workers: int | None = None,
+    scheduler: str | None = None,
+    progress: bool = True,
+) -> None:
+    """Tile ``scenes`` on a Dask cluster, appending each finished scene's result to ``results``.
+
+    Args:
+        spec: a :class:`~segnet_domains.geo.batch.SegmenterSpec`.
+        scenes: scene paths.
+        out_dir: output folder (shared with the workers).
+        options: tiling options.
+        results: filled as scenes finish.
+        workers: start a local cluster with this many worker processes.
+        scheduler: address of an existing scheduler (wins over ``workers``).
+        progress: an overall tqdm bar.
+
+    Raises:
+        InputError: the scheduler cannot be reached.
+    """
+    from dask.distributed import Client, LocalCluster, as_completed
+
+    cluster = None
+    threads: int | None = None
+    try:
+        if scheduler:
+            try:
+                client = Client(scheduler, timeout="20s")
+            except (OSError, TimeoutError) as exc:
+                raise InputError(None, f"cannot reach the Dask scheduler {scheduler} ({exc})") from None
+        else:
+            n = max(1, int(workers or 1))
+            threads = max(1, (os.cpu_count() or 1) // n)
+            cluster = LocalCluster(
+                n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40
+            )
+            client = Client(cluster)
+        with client:
+            futures = {
+                client.submit(
+                    _tile_on_worker,
+                    asdict(spec),
+                    str(Path(s).absolute()),
+                    str(Path(out_dir).absolute()),
+                    asdict(options),
+                    threads,
+                    pure=False,
+                ): s
+                for s in scenes
+            }
+            bar = tqdm(total=len(futures), desc="scenes", unit="scene", disable=not progress)
+            try:
+                for fut in as_completed(futures):
+                    scene = futures[fut]
+                    try:
+                        row = SceneResult(**fut.result())
+                        row.scene = str(scene)
+                    except Exception as exc:  # noqa: BLE001 - a worker died (killed, out of memory): report it
+                        row = SceneResult(
+                            scene=str(scene), status="failed", error=f"{scene}: worker failed ({exc})"
+                        )
+                    results.append(row)
+                    bar.set_postfix_str(f"{Path(scene).name}: {row.status}")
+                    bar.update(1)
+            finally:
+                bar.close()
+    finally:
+        if cluster is not None:
+            cluster.close()

@@ -1,0 +1,268 @@
+"""Read satellite/aerial scenes with rasterio, window by window, never whole.
+
+A :class:`Scene` holds what the tiler needs to know about a raster without
+reading its pixels: size, band count and dtype, geometry (CRS, geotransform),
+nodata, band descriptions. :func:`open_scene` turns every way a file can be
+unusable into one :class:`~segnet_domains.errors.InputError` line.
+
+:func:`read_window` returns the selected bands of one window and its
+validity mask (GDAL's masks: the nodata value, an internal mask or alpha
+band, or a ``--nodata`` value given for scenes that do not declare one; NaN
+and Inf in float scenes also count as nodata).
+"""
+
+from __future__ import annotations
+
+import glob
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from rasterio.errors import RasterioError, RasterioIOError
+from rasterio.windows import Window
+
+from segnet_domains.checkpoint import ModelInfo
+from segnet_domains.errors import InputError
+
+#: Pixels per band of the decimated read that normalisation statistics come from.
+SAMPLE_PIXELS = 1 << 20
+
+#: Pixel types the tiler accepts.
+SUPPORTED_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64")
+
+
+@dataclass(frozen=True)
+class Scene:
+    """A raster's metadata: everything but its pixels.
+
+    Attributes:
+        path: the file.
+        width: columns.
+        height: rows.
+        count: bands in the file.
+        dtype: pixel type of the bands.
+        crs: coordinate reference system as WKT, or ``None``.
+        transform: GDAL geotransform (6 numbers), or ``None`` when the file has none.
+        nodata: declared nodata value of the bands (``None`` if undeclared).
+        descriptions: band descriptions (``None`` entries where unnamed).
+        profile: rasterio's profile, for reference.
+    """
+
+    path: Path
+    width: int
+    height: int
+    count: int
+    dtype: str
+    crs: str | None
+    transform: tuple[float, ...] | None
+    nodata: float | None
+    descriptions: tuple[str | None, ...]
+    profile: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def stem(self) -> str:
+        """File name without its raster suffix(es)."""
+        name = self.path.name
+        for suffix in (".tiff", ".tif", ".vrt", ".jp2", ".img", ".png"):
+            if name.lower().endswith(suffix):
+                return name[: -len(suffix)]
+        return self.path.stem
+
+
+def _rio_error(path: Path, exc: Exception) -> InputError:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = text.replace(str(path), "").replace(f"{path.name}:", "").strip(" :")
+    if "not recognized as" in text or "not a supported file format" in text:
+        return InputError(path, "not a raster GDAL can read")
+    if "TIFF" in text:
+        return InputError(path, f"truncated or corrupt GeoTIFF ({text})")
+    return InputError(path, f"unreadable raster ({text})")
+
+
+def open_scene(path: str | Path) -> Scene:
+    """Read a raster's metadata (no pixels).
+
+    Raises:
+        InputError: missing, not a raster, unsupported pixel type, no bands,
+            or smaller than 2×2 pixels.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(
+            path, "no file matches this pattern" if glob.has_magic(str(path)) else "file not found"
+        )
+    try:
+        with rasterio.open(path) as src:
+            dtypes = set(src.dtypes)
+            transform = None if src.transform.is_identity and src.crs is None else src.transform.to_gdal()
+            scene = Scene(
+                path=path,
+                width=src.width,
+                height=src.height,
+                count=src.count,
+                dtype=src.dtypes[0] if src.count else "none",
+                crs=src.crs.to_wkt() if src.crs else None,
+                transform=transform,
+                nodata=src.nodata,
+                descriptions=tuple(src.descriptions),
+                profile=dict(src.profile),
+            )
+    except (RasterioIOError, RasterioError) as exc:
+        raise _rio_error(path, exc) from None
+    if scene.count == 0:
+        raise InputError(path, "raster has no bands")
+    if len(dtypes) > 1:
+        raise InputError(path, f"bands have different pixel types {sorted(dtypes)}")
+    if scene.dtype not in SUPPORTED_DTYPES:
+        raise InputError(path, f"pixel type {scene.dtype} is not supported ({', '.join(SUPPORTED_DTYPES)})")
+    if scene.width * scene.height == 1:
+        raise InputError(path, "scene is 1×1 pixel: nothing to segment")
+    if min(scene.width, scene.height) < 2:
+        raise InputError(path, f"scene is {scene.height}×{scene.width} pixels; need at least 2×2")
+    return scene
+
+
+def select_bands(scene: Scene, info: ModelInfo, bands: Sequence[int] | None = None) -> list[int]:
+    """1-based band indexes to feed the model.
+
+    Explicit ``bands`` win; otherwise the checkpoint's ``band_names`` are
+    matched against the scene's band descriptions; otherwise every band of
+    the scene is used when the counts agree.
+
+    Raises:
+        InputError: a band that does not exist, or a count that differs from
+            the checkpoint's with no way to choose.
+    """
+    want = info.bands
+    if info.context:
+        raise InputError(None, f"the checkpoint is 2.5D (context={info.context}); it cannot tile 2D scenes")
+    if bands:
+        bad = [b for b in bands if not 1 <= b <= scene.count]
+        if bad:
+            raise InputError(scene.path, f"band(s) {bad} do not exist; the scene has {scene.count} band(s)")
+        if len(bands) != want:
+            raise InputError(
+                scene.path,
+                f"{len(bands)} band(s) selected but the checkpoint expects {want} ({_names(info)})",
+            )
+        return list(bands)
+    names = info.band_names or []
+    if names and all(n in scene.descriptions for n in names):
+        return [scene.descriptions.index(n) + 1 for n in names]
+    if scene.count != want:
+        raise InputError(
+            scene.path,
+            f"scene has {scene.count} band(s) but the checkpoint expects {want} ({_names(info)}); "
+            "choose them with --bands",
+        )
+    return list(range(1, scene.count + 1))
+
+
+def _names(info: ModelInfo) -> str:
+    return ", ".join(info.band_names) if info.band_names else "unnamed bands"
+
+
+def check_tile_fits(scene: Scene, tile_size: int) -> None:
+    """Refuse scenes smaller than one tile (use a smaller ``--tile`` or ``predict-image``).
+
+    Raises:
+        InputError: height or width below ``tile_size``.
+    """
+    if scene.height < tile_size or scene.width < tile_size:
+        raise InputError(
+            scene.path,
+            f"scene is {scene.height}×{scene.width} pixels, smaller than one {tile_size}×{tile_size} tile; "
+            f"use --tile {_pow2_floor(min(scene.height, scene.width))} or predict-image",
+        )
+
+
+def _pow2_floor(n: int) -> int:
+    return max(2, 2 ** int(math.log2(max(n, 2))))
+
+
+def read_window(
+    src: rasterio.DatasetReader,
+    bands: Sequence[int],
+    window: Window,
+    nodata: float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels and validity of one window.
+
+    Args:
+        src: an open dataset.
+        bands: 1-based band indexes.
+        window: rows/columns to read.
+        nodata: a nodata value that overrides (or supplies) the file's.
+
+    Returns:
+        ``(C×h×w array in the file's dtype, h×w bool valid mask)``; a pixel
+        is nodata when every selected band is (GDAL's dataset-mask rule).
+
+    Raises:
+        InputError: the window cannot be read (truncated or corrupt file).
+    """
+    try:
+        data = src.read(list(bands), window=window)
+        if nodata is None:
+            valid = src.read_masks(list(bands), window=window).any(axis=0)
+        else:
+            valid = (data != _cast_nodata(nodata, data.dtype)).any(axis=0)
+    except (RasterioIOError, RasterioError) as exc:
+        raise InputError(
+            src.name,
+            f"cannot read rows {window.row_off}–{window.row_off + window.height}: "
+            f"truncated or corrupt raster ({str(exc).strip().splitlines()[0]})",
+        ) from None
+    if data.dtype.kind == "f":
+        valid &= np.isfinite(data).all(axis=0)
+    return data, valid
+
+
+def _cast_nodata(value: float, dtype: np.dtype) -> Any:
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        if not info.min <= value <= info.max or value != int(value):
+            warnings.warn(f"nodata {value} is not a {dtype} value; no pixel matches it", stacklevel=3)
+            return np.nan
+        return dtype.type(int(value))
+    return dtype.type(value)
+
+
+def read_sample(
+    src: rasterio.DatasetReader,
+    bands: Sequence[int],
+    nodata: float | None = None,
+    max_pixels: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A decimated read of the whole scene for normalisation statistics (overviews used when present).
+
+    Scenes up to ``max_pixels`` (default :data:`SAMPLE_PIXELS`) are read at
+    full resolution, so their statistics are exact; bigger ones with a
+    stride that keeps the sample (and its memory) below that.
+
+    Returns:
+        ``(C×h×w, h×w valid)`` as :func:`read_window`.
+    """
+    step = max(1, math.ceil(math.sqrt(src.width * src.height / (max_pixels or SAMPLE_PIXELS))))
+    h, w = max(1, src.height // step), max(1, src.width // step)
+    try:
+        data = src.read(
+            list(bands), out_shape=(len(bands), h, w), resampling=rasterio.enums.Resampling.nearest
+        )
+        if nodata is None:
+            masks = src.read_masks(list(bands), out_shape=(len(bands), h, w))
+            valid = masks.any(axis=0)
+        else:
+            valid = (data != _cast_nodata(nodata, data.dtype)).any(axis=0)
+    except (RasterioIOError, RasterioError) as exc:
+        raise InputError(
+            src.name, f"truncated or corrupt raster ({str(exc).strip().splitlines()[0]})"
+        ) from None
+    if data.dtype.kind == "f":
+        valid &= np.isfinite(data).all(axis=0)
+    return data, valid

@@ -1,0 +1,383 @@
+"""Segment one raster scene of any size: windowed reads, batched tiles, smooth blending, COG out.
+
+:func:`tile_scene` streams a scene through the :class:`~segnet_domains.inference.Segmenter`
+one band of tile rows at a time:
+
+1. a prefetching thread reads the windows of the next batches with rasterio
+   (never the whole scene) and normalises them with scene-wide statistics
+   (:class:`~segnet_domains.geo.normalize.SceneNormalizer`, from one
+   decimated read); nodata pixels are set to 0 after normalisation, so their
+   stored values cannot change any valid pixel's prediction;
+2. the main thread runs the tiles of a :class:`~segnet_domains.tiling.TileGrid`
+   (aligned to the network's pooling grid) in batches and blends them with a
+   :class:`~segnet_domains.tiling.RowBandBlender`;
+3. a writer thread turns finished rows into labels / probabilities /
+   variance and appends them to the resumable
+   :class:`~segnet_domains.geo.outputs.RowStore`.
+
+Memory is one band of tile rows (``classes × tile × width`` float32) plus a
+few batches, whatever the scene's height; a rerun after a kill continues
+from the last finished band and gives the same result as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+import torch
+from rasterio.windows import Window
+from tqdm.auto import tqdm
+
+from segnet_domains.errors import InputError
+from segnet_domains.geo.normalize import SceneNormalizer
+from segnet_domains.geo.outputs import (
+    LABEL_NODATA,
+    PROBA_NODATA,
+    PROBA_SCALE,
+    OutputPaths,
+    RowStore,
+    read_tag,
+)
+from segnet_domains.geo.scene import (
+    Scene,
+    check_tile_fits,
+    open_scene,
+    read_sample,
+    read_window,
+    select_bands,
+)
+from segnet_domains.geo.threads import BackgroundWriter, prefetch
+from segnet_domains.inference import Segmenter
+from segnet_domains.tiling import RowBandBlender, Tile, TileGrid, resolve_tiling, tile_batches
+
+#: GDAL block cache per open dataset handle (MB): bounded, whatever the scene size.
+GDAL_CACHE_MB = 128
+
+RUN_KEY_TAG = "SEGNET_RUN_KEY"
+
+ProgressCallback = Callable[[int, int], Any]
+
+
+@dataclass
+class TileOptions:
+    """How to tile (the ``tile`` command's options).
+
+    Attributes:
+        tile_size: tile edge (default: the checkpoint's, else 512).
+        overlap: pixels shared by neighbouring tiles (default: the
+            checkpoint's, else ``tile_size // 4``); should cover the receptive field.
+        batch_size: tiles per forward pass (default: the segmenter's).
+        bands: 1-based bands to use (default: by the checkpoint's band names,
+            else all bands).
+        nodata: nodata value for scenes that do not declare one (overrides).
+        proba: also write per-class probabilities.
+        uncertainty: also write Monte Carlo dropout variance.
+        samples: Monte Carlo samples for ``uncertainty``.
+        blend: ``"cosine"`` or ``"gaussian"`` blending window.
+        prefetch: batches read ahead of the model.
+    """
+
+    tile_size: int | None = None
+    overlap: int | None = None
+    batch_size: int | None = None
+    bands: list[int] | None = None
+    nodata: float | None = None
+    proba: bool = False
+    uncertainty: bool = False
+    samples: int = 8
+    blend: str = "cosine"
+    prefetch: int = 3
+
+
+@dataclass
+class SceneResult:
+    """What happened to one scene (a row of the run summary)."""
+
+    scene: str
+    status: str  # done | resumed | skipped | failed
+    seconds: float = 0.0
+    outputs: list[str] = field(default_factory=list)
+    error: str | None = None
+    height: int | None = None
+    width: int | None = None
+    tiles: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def model_fingerprint(segmenter: Segmenter) -> str:
+    """Hash of the weights and numeric setup a result depends on (cached on the segmenter)."""
+    cached = getattr(segmenter, "_segnet_fingerprint", None)
+    if cached is not None:
+        return cached
+    h = hashlib.sha256()
+    for name, t in sorted(segmenter.model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().flatten().view(torch.uint8).numpy().tobytes())
+    h.update(f"{segmenter.dtype}|{segmenter.device.type}|{segmenter.tta}".encode())
+    h.update(json.dumps(segmenter.info.normalization, sort_keys=True).encode())
+    value = h.hexdigest()[:20]
+    segmenter._segnet_fingerprint = value  # type: ignore[attr-defined]
+    return value
+
+
+def _run_key(segmenter: Segmenter, scene: Scene, params: dict[str, Any]) -> str:
+    st = scene.path.stat()
+    src = {
+        "model": model_fingerprint(segmenter),
+        "scene": [str(scene.path.resolve()), st.st_size, st.st_mtime_ns],
+        **params,
+    }
+    return hashlib.sha256(json.dumps(src, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def tile_scene(
+    segmenter: Segmenter,
+    scene_path: str | Path,
+    out_dir: str | Path,
+    options: TileOptions | None = None,
+    progress: bool | ProgressCallback = False,
+    position: int | None = None,
+    on_rows: Callable[[int, int], None] | None = None,
+) -> SceneResult:
+    """Segment one scene into ``out_dir/<stem>_labels.tif`` (and ``_proba``/``_uncertainty``).
+
+    Finished scenes (outputs present with the same run key) are skipped; a
+    scene interrupted earlier continues from its last finished band of rows.
+
+    Args:
+        segmenter: the model.
+        scene_path: a raster rasterio can read (any band count; uint8, int16,
+            uint16, float32 …).
+        out_dir: destination folder (must exist).
+        options: :class:`TileOptions`.
+        progress: ``True`` for a tqdm bar, or ``callback(tiles done, total)``.
+        position: tqdm bar position (when an overall bar is shown too).
+        on_rows: ``callback(tile rows done, total)`` after each finished band
+            of rows is written (tests use it to interrupt a run).
+
+    Returns:
+        The :class:`SceneResult` (status ``done``, ``resumed`` or ``skipped``).
+
+    Raises:
+        InputError: an unusable scene (not a raster, truncated, band count,
+            smaller than one tile …); nothing partial is left behind.
+    """
+    t0 = time.perf_counter()
+    opts = options or TileOptions()
+    out_dir = Path(out_dir)
+    scene = open_scene(scene_path)
+    info = segmenter.info
+    bands = select_bands(scene, info, opts.bands)
+    tile_size, overlap = resolve_tiling(segmenter, opts.tile_size, opts.overlap)
+    check_tile_fits(scene, tile_size)
+    k = segmenter.num_classes
+    if k > LABEL_NODATA:
+        raise InputError(None, f"the checkpoint has {k} classes; tiling writes uint8 labels (at most 255)")
+    if opts.uncertainty and not segmenter.has_dropout:
+        raise InputError(None, "--uncertainty needs a checkpoint trained with dropout (Bayesian SegNet)")
+    if scene.crs is None:
+        warnings.warn(f"{scene.path}: scene has no CRS; the output will have none either", stacklevel=2)
+
+    batch_size = int(opts.batch_size or segmenter.batch_size)
+    params = {
+        "tile": tile_size,
+        "overlap": overlap,
+        "bands": bands,
+        "nodata": opts.nodata,
+        "proba": opts.proba,
+        "uncertainty": opts.uncertainty,
+        "samples": opts.samples if opts.uncertainty else 0,
+        "blend": opts.blend,
+        "batch": batch_size,
+    }
+    key = _run_key(segmenter, scene, params)
+    paths = OutputPaths.for_scene(out_dir, scene.stem, opts.proba, opts.uncertainty)
+    base = {"scene": str(scene.path), "height": scene.height, "width": scene.width}
+    outputs = [str(p) for p in paths.all()]
+    if all(p.is_file() for p in paths.all()) and read_tag(paths.labels, RUN_KEY_TAG) == key:
+        return SceneResult(status="skipped", outputs=outputs, **base)
+
+    grid = TileGrid.create(scene.height, scene.width, tile_size, overlap, align=segmenter.multiple)
+    store = RowStore(
+        out_dir / f".{scene.stem}.tiling", scene.height, scene.width, k, opts.proba, opts.uncertainty
+    )
+    saved = store.load_progress(key)
+    first = int(saved["tile_rows_done"]) if saved else 0
+    try:
+        store.open(fresh=saved is None)
+        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), rasterio.open(scene.path) as src:
+            sample, valid = read_sample(src, bands, opts.nodata)
+        normalizer = SceneNormalizer(info.normalization, sample, valid)
+        del sample, valid
+        if first < grid.shape[0]:
+            job = _Job(segmenter, scene, grid, bands, normalizer, opts, batch_size, store, key)
+            job.run(first, progress, position, on_rows)
+        tags = {
+            RUN_KEY_TAG: key,
+            "SEGNET_SOURCE": scene.path.name,
+            "SEGNET_ARCHITECTURE": info.architecture,
+            "SEGNET_DOMAIN": str(info.domain),
+            "SEGNET_TILE": str(tile_size),
+            "SEGNET_OVERLAP": str(overlap),
+            "SEGNET_BANDS": json.dumps(bands),
+            "SEGNET_NORMALIZATION": json.dumps({**info.normalization, **normalizer.stats}),
+        }
+        store.finalize(paths, scene.crs, scene.transform, info.class_names, info.class_colors, tags)
+    except KeyboardInterrupt:
+        store.close()  # keep the finished rows: a rerun continues from them
+        raise
+    except BaseException:
+        store.discard()  # a failure leaves nothing partial
+        raise
+    store.discard()
+    status = "resumed" if first > 0 else "done"
+    return SceneResult(
+        status=status, seconds=round(time.perf_counter() - t0, 3), outputs=outputs, tiles=len(grid), **base
+    )
+
+
+class _Job:
+    """The three-stage stream of one scene (read → infer/blend → write)."""
+
+    def __init__(
+        self,
+        segmenter: Segmenter,
+        scene: Scene,
+        grid: TileGrid,
+        bands: Sequence[int],
+        normalizer: SceneNormalizer,
+        opts: TileOptions,
+        batch_size: int,
+        store: RowStore,
+        key: str,
+    ) -> None:
+        self.seg, self.scene, self.grid, self.bands = segmenter, scene, grid, list(bands)
+        self.normalizer, self.opts, self.batch_size = normalizer, opts, batch_size
+        self.store, self.key = store, key
+        self.k = segmenter.num_classes
+
+    # ------------------------------------------------------------------ stage 1: read (thread)
+
+    def batches(self, first_row: int) -> Iterator[tuple[int, int, list[Tile], np.ndarray, np.ndarray, bool]]:
+        """``(tile row, chunk index, tiles, B×C×h×w input, B×h×w valid, last chunk of the row)``."""
+        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), rasterio.open(self.scene.path) as src:
+            for i in range(first_row, self.grid.shape[0]):
+                chunks = list(tile_batches(self.grid.row(i), self.batch_size))
+                for c, chunk in enumerate(chunks):
+                    c0 = min(t.col for t in chunk)
+                    c1 = max(t.col + t.width for t in chunk)
+                    h, r0 = chunk[0].height, chunk[0].row
+                    data, valid = read_window(src, self.bands, Window(c0, r0, c1 - c0, h), self.opts.nodata)
+                    x = self.normalizer(data)
+                    x[:, ~valid] = 0.0  # nodata carries no information into the network
+                    cols = [slice(t.col - c0, t.col - c0 + t.width) for t in chunk]
+                    batch = np.stack([x[:, :, s] for s in cols])
+                    vb = np.stack([valid[:, s] for s in cols])
+                    yield i, c, chunk, batch, vb, c == len(chunks) - 1
+
+    # ------------------------------------------------------------------ stage 2: infer + blend
+
+    def infer(self, i: int, c: int, batch: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """``B×(K+1[+1])×h×w``: probabilities, validity, [mean MC variance]."""
+        p = self.seg.forward(batch)
+        parts = [p, torch.from_numpy(valid[:, None].astype(np.float32))]
+        if self.opts.uncertainty:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(1_000_003 * i + c)  # same draws on a rerun or another worker
+                draws = torch.stack(
+                    [self.seg.forward(batch, mc_dropout=True) for _ in range(max(1, self.opts.samples))]
+                )
+            parts.append(draws.var(0, unbiased=False).mean(1, keepdim=True))
+        return torch.cat(parts, dim=1).numpy()
+
+    # ------------------------------------------------------------------ stage 3: write (thread)
+
+    def write(self, item: tuple[int, int, np.ndarray]) -> None:
+        i, start, rows = item
+        if rows.shape[1]:
+            k = self.k
+            valid = rows[k] > 0.5
+            labels = rows[:k].argmax(0).astype(np.uint8)
+            labels[~valid] = LABEL_NODATA
+            values = {"labels": labels}
+            if self.opts.proba:
+                q = np.rint(rows[:k] * PROBA_SCALE).astype(np.uint8)
+                q[:, ~valid] = PROBA_NODATA
+                values["proba"] = q
+            if self.opts.uncertainty:
+                u = rows[k + 1].astype(np.float32)
+                u[~valid] = np.nan
+                values["uncertainty"] = u
+            self.store.write_rows(start, values)
+        self.store.save_progress(self.key, tile_rows_done=i + 1, rows_done=start + rows.shape[1])
+
+    # ------------------------------------------------------------------ the loop
+
+    def run(
+        self,
+        first: int,
+        progress: bool | ProgressCallback,
+        position: int | None,
+        on_rows: Callable[[int, int], None] | None,
+    ) -> None:
+        grid = self.grid
+        n_rows = grid.shape[0]
+        # Rows already written may still receive overlap from earlier tile rows: recompute those
+        # tile rows into the blender (discarding their finished rows) so the result is unchanged.
+        start_row = first
+        if first > 0:
+            target = grid.row_starts[first]
+            start_row = next(
+                j
+                for j in range(first)
+                if grid.row_starts[j] + min(grid.tile_height, grid.height - grid.row_starts[j]) > target
+            )
+        blender = RowBandBlender(grid, self.k + 1 + int(self.opts.uncertainty), self.opts.blend)
+        blender.row_index = start_row
+        per_row = grid.shape[1]
+        bar = None
+        if progress is True:
+            bar = tqdm(
+                total=len(grid),
+                initial=first * per_row,
+                desc=self.scene.path.name,
+                unit="tile",
+                position=position,
+                leave=position is None,
+            )
+        writer: BackgroundWriter = BackgroundWriter(self.write, depth=2)
+        try:
+            for i, c, chunk, batch, valid, last in prefetch(self.batches(start_row), self.opts.prefetch):
+                values = self.infer(i, c, batch, valid)
+                for t, v in zip(chunk, values):
+                    blender.add(t, v)
+                if not last:
+                    continue
+                start, rows = blender.finish_row()
+                if i < first:
+                    continue
+                writer.put((i, start, rows))
+                if bar is not None:
+                    bar.update(per_row)
+                elif callable(progress):
+                    progress((i + 1) * per_row, len(grid))
+                if on_rows is not None:
+                    writer.close()  # make the callback see the rows on disk
+                    on_rows(i + 1, n_rows)
+                    writer = BackgroundWriter(self.write, depth=2)
+            writer.close()
+        finally:
+            writer.close(raise_errors=False)
+            if bar is not None:
+                bar.close()

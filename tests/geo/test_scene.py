@@ -1,0 +1,127 @@
+"""Scene metadata, band selection, windowed reads with nodata, scene-wide normalisation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.windows import Window
+
+from segnet_domains import InputError, read_info
+from segnet_domains.adapters import Normalizer
+from segnet_domains.geo.normalize import SceneNormalizer
+from segnet_domains.geo.scene import check_tile_fits, open_scene, read_sample, read_window, select_bands
+from tests.data.geo import footprint, make_scene, truncate, write_raster
+
+
+def test_open_scene_metadata(tmp_path: Path) -> None:
+    path, _ = make_scene(tmp_path / "s2_T33.tif", 64, 80, bands=4)
+    scene = open_scene(path)
+    assert (scene.height, scene.width, scene.count, scene.dtype) == (64, 80, 4, "uint16")
+    assert "UTM zone 33N" in scene.crs and scene.transform == (399960.0, 30.0, 0.0, 5100000.0, 0.0, -30.0)
+    assert scene.nodata == 0 and scene.descriptions == ("blue", "green", "red", "nir")
+    assert scene.stem == "s2_T33"
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: p.write_text("not a raster"), "not a raster"),
+        (lambda p: write_raster(p, np.ones((1, 1), np.uint16)), "1×1"),
+        (lambda p: write_raster(p, np.ones((1, 9), np.uint16)), "need at least 2×2"),
+        (lambda p: write_raster(p, np.ones((4, 4), np.complex64), nodata=None), "not supported"),
+    ],
+)
+def test_open_scene_rejects(tmp_path: Path, make, message: str) -> None:
+    path = tmp_path / "bad.tif"
+    make(path)
+    with pytest.raises(InputError, match=message) as err:
+        open_scene(path)
+    assert str(err.value).startswith(str(path)) and "\n" not in str(err.value)
+
+
+def test_truncated_raster_fails_on_open_or_read(tmp_path: Path) -> None:
+    path, _ = make_scene(tmp_path / "full.tif", 600, 600, border=False)
+    cut = truncate(path, tmp_path / "cut.tif", keep=0.4)
+    with pytest.raises(InputError, match="cut.tif"):
+        open_scene(cut)
+        with rasterio.open(cut) as src:
+            for r in range(0, 600, 100):
+                read_window(src, [1, 2, 3], Window(0, r, 600, 100))
+
+
+def test_select_bands(tmp_path: Path, aerial_checkpoint: Path) -> None:
+    info = read_info(aerial_checkpoint)  # band_names blue, green, red
+    four, _ = make_scene(tmp_path / "four.tif", 32, 32, bands=4)
+    assert select_bands(open_scene(four), info) == [1, 2, 3]  # by name
+    assert select_bands(open_scene(four), info, [4, 3, 2]) == [4, 3, 2]
+    anon = write_raster(tmp_path / "anon.tif", np.ones((4, 32, 32), np.uint16))
+    with pytest.raises(InputError, match="scene has 4 band.*expects 3.*--bands"):
+        select_bands(open_scene(anon), info)
+    with pytest.raises(InputError, match=r"band\(s\) \[7\] do not exist"):
+        select_bands(open_scene(anon), info, [1, 2, 7])
+    with pytest.raises(InputError, match="2 band.*expects 3"):
+        select_bands(open_scene(anon), info, [1, 2])
+
+
+def test_check_tile_fits(tmp_path: Path) -> None:
+    path, _ = make_scene(tmp_path / "small.tif", 100, 300)
+    check_tile_fits(open_scene(path), 100)
+    with pytest.raises(InputError, match=r"smaller than one 128×128 tile; use --tile 64"):
+        check_tile_fits(open_scene(path), 128)
+
+
+def test_read_window_masks(tmp_path: Path) -> None:
+    path, truth = make_scene(tmp_path / "s.tif", 90, 120)
+    with rasterio.open(path) as src:
+        data, valid = read_window(src, [1, 2, 3], Window(10, 5, 100, 80))
+    assert data.shape == (3, 80, 100) and data.dtype == np.uint16
+    np.testing.assert_array_equal(valid, footprint(90, 120)[5:85, 10:110])
+    # an undeclared nodata value given by the user
+    undeclared, _ = make_scene(tmp_path / "u.tif", 90, 120, nodata=None, fill=0)
+    with rasterio.open(undeclared) as src:
+        _, all_valid = read_window(src, [1, 2, 3], Window(0, 0, 120, 90))
+        _, given = read_window(src, [1, 2, 3], Window(0, 0, 120, 90), nodata=0)
+    assert all_valid.all()
+    np.testing.assert_array_equal(given, truth != 255)
+    # NaN in float scenes is nodata
+    arr = np.random.default_rng(0).random((2, 8, 8)).astype(np.float32)
+    arr[:, 2, 3] = np.nan
+    fpath = write_raster(tmp_path / "f.tif", arr, nodata=None)
+    with rasterio.open(fpath) as src:
+        _, fvalid = read_window(src, [1, 2], Window(0, 0, 8, 8))
+    assert not fvalid[2, 3] and fvalid.sum() == 63
+
+
+def test_scene_normalizer_matches_whole_image_normalizer(tmp_path: Path) -> None:
+    path, _ = make_scene(tmp_path / "s.tif", 120, 150, border=False)
+    spec = {"mode": "percentile", "lower": 2.0, "upper": 98.0}
+    with rasterio.open(path) as src:
+        sample, valid = read_sample(src, [1, 2, 3])
+        whole = src.read()
+    assert sample.shape == whole.shape  # small scenes: statistics from every pixel
+    fixed = SceneNormalizer(spec, sample, valid)
+    np.testing.assert_allclose(fixed(whole), Normalizer(spec)(whole), atol=1e-5)
+    # a window normalised on its own would differ; the scene normaliser does not
+    np.testing.assert_allclose(fixed(whole[:, :40, :40]), Normalizer(spec)(whole)[:, :40, :40], atol=1e-5)
+    z = SceneNormalizer({"mode": "zscore"}, sample, valid)
+    np.testing.assert_allclose(z(whole), Normalizer({"mode": "zscore"})(whole), atol=1e-4)
+
+
+def test_scene_normalizer_ignores_nodata(tmp_path: Path) -> None:
+    a, _ = make_scene(tmp_path / "a.tif", 100, 100, nodata=0)
+    b, _ = make_scene(tmp_path / "b.tif", 100, 100, nodata=65535)
+    stats = []
+    for p in (a, b):
+        with rasterio.open(p) as src:
+            stats.append(SceneNormalizer({"mode": "percentile"}, *read_sample(src, [1, 2, 3])).stats)
+    assert stats[0] == stats[1]
+
+
+def test_read_sample_is_decimated(tmp_path: Path) -> None:
+    path, _ = make_scene(tmp_path / "s.tif", 400, 300, border=False)
+    with rasterio.open(path) as src:
+        sample, valid = read_sample(src, [1, 3], max_pixels=10_000)
+    assert sample.shape[0] == 2 and sample.shape[1] * sample.shape[2] <= 12_000 and valid.all()

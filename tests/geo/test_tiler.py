@@ -1,0 +1,210 @@
+"""Streaming one scene: geometry, COG layout, nodata, dtypes, equivalence, bounded memory, resume."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+
+from segnet_domains import Segmenter
+from segnet_domains.geo.outputs import LABEL_NODATA
+from segnet_domains.geo.tiler import TileOptions, tile_scene
+from segnet_domains.tiling import TileGrid
+from tests.data.geo import CLASS_NAMES, make_scene, write_raster
+from tests.test_tiling import blob_mosaic
+
+OPTS = TileOptions(tile_size=128, overlap=32)
+
+
+def read(path: Path) -> tuple[np.ndarray, dict]:
+    with rasterio.open(path) as src:
+        return src.read(), {
+            "profile": src.profile,
+            "tags": src.tags(),
+            "layout": src.tags(ns="IMAGE_STRUCTURE"),
+            "overviews": src.overviews(1),
+            "colormap": src.colormap(1) if src.count == 1 and src.dtypes[0] == "uint8" else None,
+            "descriptions": src.descriptions,
+            "scales": src.scales,
+        }
+
+
+def test_outputs_are_aligned_cogs(tmp_path: Path, aerial_segmenter: Segmenter) -> None:
+    scene, truth = make_scene(tmp_path / "T33UVP.tif", 600, 700)
+    opts = TileOptions(tile_size=256, overlap=64, proba=True, uncertainty=True, samples=2)
+    result = tile_scene(aerial_segmenter, scene, tmp_path, opts)
+    assert result.status == "done" and result.tiles == 12
+    labels, meta = read(tmp_path / "T33UVP_labels.tif")
+    with rasterio.open(scene) as src:
+        assert meta["profile"]["crs"] == src.crs and meta["profile"]["transform"] == src.transform
+        assert (meta["profile"]["width"], meta["profile"]["height"]) == (src.width, src.height)
+    assert labels.dtype == np.uint8 and labels.shape == (1, 600, 700)
+    assert meta["layout"]["LAYOUT"] == "COG" and meta["profile"]["tiled"] and meta["overviews"] == [2]
+    assert meta["profile"]["compress"] == "deflate"
+    assert meta["tags"]["CLASS_NAMES"] == '["soil", "water", "vegetation", "built"]'
+    assert meta["colormap"][1][:3] == (230, 25, 75) and meta["colormap"][LABEL_NODATA][3] == 0
+    # nodata stays nodata, valid pixels get a class
+    np.testing.assert_array_equal(labels[0] == LABEL_NODATA, truth == 255)
+    assert set(np.unique(labels[0][truth != 255])) <= set(range(len(CLASS_NAMES)))
+
+    proba, pmeta = read(tmp_path / "T33UVP_proba.tif")
+    assert proba.shape == (4, 600, 700) and pmeta["descriptions"] == tuple(CLASS_NAMES)
+    valid = truth != 255
+    sums = proba[:, valid].astype(int).sum(0) * pmeta["scales"][0]
+    assert np.abs(sums - 1).max() < 0.02
+    unc, _ = read(tmp_path / "T33UVP_uncertainty.tif")
+    assert unc.dtype == np.float32 and np.isnan(unc[0][~valid]).all() and (unc[0][valid] >= 0).all()
+    assert unc[0][valid].max() > 0  # dropout sampling varies
+    assert not list(tmp_path.glob(".*"))  # no work folder or temporary file left
+
+
+def test_labels_match_probabilities(tmp_path: Path, aerial_segmenter: Segmenter) -> None:
+    scene, truth = make_scene(tmp_path / "s.tif", 200, 260)
+    tile_scene(aerial_segmenter, scene, tmp_path, TileOptions(tile_size=128, overlap=32, proba=True))
+    labels, _ = read(tmp_path / "s_labels.tif")
+    proba, _ = read(tmp_path / "s_proba.tif")
+    valid = truth != 255
+    top = np.sort(proba[:, valid], axis=0)
+    clear = top[-1] > top[-2] + 1  # not a tie after quantisation
+    np.testing.assert_array_equal(proba[:, valid].argmax(0)[clear], labels[0][valid][clear])
+
+
+def test_nodata_fill_never_changes_valid_predictions(tmp_path: Path, aerial_segmenter: Segmenter) -> None:
+    a, truth = make_scene(tmp_path / "a.tif", 200, 260, nodata=0)
+    b, _ = make_scene(tmp_path / "b.tif", 200, 260, nodata=65535)
+    c, _ = make_scene(tmp_path / "c.tif", 200, 260, nodata=None, fill=7)  # undeclared: --nodata 7
+    tile_scene(aerial_segmenter, a, tmp_path, OPTS)
+    tile_scene(aerial_segmenter, b, tmp_path, OPTS)
+    tile_scene(aerial_segmenter, c, tmp_path, TileOptions(tile_size=128, overlap=32, nodata=7))
+    la, lb, lc = (read(tmp_path / f"{n}_labels.tif")[0][0] for n in "abc")
+    np.testing.assert_array_equal(la, lb)
+    np.testing.assert_array_equal(la, lc)
+    np.testing.assert_array_equal(la == LABEL_NODATA, truth == 255)
+
+
+def test_scene_without_crs_warns_and_works(tmp_path: Path, aerial_segmenter: Segmenter) -> None:
+    scene, _ = make_scene(tmp_path / "plain.tif", 130, 140, crs=None)
+    with pytest.warns(UserWarning, match="no CRS"):
+        tile_scene(aerial_segmenter, scene, tmp_path, OPTS)
+    with rasterio.open(tmp_path / "plain_labels.tif") as src:
+        assert src.crs is None and src.shape == (130, 140)
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int16", "float32"])
+def test_any_dtype_and_band_selection(tmp_path: Path, aerial_segmenter: Segmenter, dtype: str) -> None:
+    rng = np.random.default_rng(1)
+    img = (rng.random((5, 140, 150)) * 200).astype(dtype)
+    scene = write_raster(tmp_path / f"{dtype}.tif", img, nodata=None)
+    opts = TileOptions(tile_size=128, overlap=32, bands=[5, 1, 3])
+    tile_scene(aerial_segmenter, scene, tmp_path, opts)
+    labels, _ = read(tmp_path / f"{dtype}_labels.tif")
+    assert labels.shape == (1, 140, 150) and labels.max() < 4
+
+
+def test_raster_tiling_equals_whole_image_for_trained_model(tmp_path: Path, trained_checkpoint: Path) -> None:
+    """Default tile and overlap on a GeoTIFF vs ``predict_proba`` on the whole array in memory."""
+    seg = Segmenter.from_checkpoint(trained_checkpoint, device="cpu")
+    img, mask = blob_mosaic(1100, 1300, seed=3)
+    scene = write_raster(tmp_path / "blobs.tif", img, nodata=None)
+    tile_scene(seg, scene, tmp_path, TileOptions())
+    tiled = read(tmp_path / "blobs_labels.tif")[0][0]
+    whole = seg.predict(img)
+    assert (whole == mask).mean() > 0.8
+    differ = whole != tiled
+    assert 1 - differ.mean() >= 0.995
+    seam = TileGrid.create(1100, 1300, 512, 128, align=seg.multiple).seam_distance() < 16
+    assert differ[seam].mean() <= max(3 * differ[~seam].mean(), 0.002)
+
+
+def _peak_numpy_bytes(seg: Segmenter, path: Path, out: Path) -> int:
+    tracemalloc.start()
+    try:
+        tile_scene(seg, path, out, TileOptions(tile_size=128, overlap=32, batch_size=4))
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_memory_does_not_grow_with_scene_height(
+    tmp_path: Path, aerial_segmenter: Segmenter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Peak numpy memory is one band of tile rows, whatever the height (statistics sample capped)."""
+    monkeypatch.setattr("segnet_domains.geo.scene.SAMPLE_PIXELS", 40_000)
+    short, _ = make_scene(tmp_path / "short.tif", 256, 384, border=False)
+    tall, _ = make_scene(tmp_path / "tall.tif", 1536, 384, border=False)  # 6× the pixels
+    small = _peak_numpy_bytes(aerial_segmenter, short, tmp_path)
+    big = _peak_numpy_bytes(aerial_segmenter, tall, tmp_path)
+    assert big <= 1.25 * small, (small, big)
+
+
+def _interrupt_after(rows: int):
+    def callback(done: int, total: int) -> None:
+        if done >= rows:
+            raise KeyboardInterrupt
+
+    return callback
+
+
+@pytest.mark.parametrize("extra", [{}, {"proba": True, "uncertainty": True, "samples": 2}])
+def test_interrupted_run_resumes_to_the_same_result(
+    tmp_path: Path, aerial_segmenter: Segmenter, extra
+) -> None:
+    scene, _ = make_scene(tmp_path / "s.tif", 300, 200)
+    opts = TileOptions(tile_size=64, overlap=24, **extra)
+    ref_dir, run_dir = tmp_path / "ref", tmp_path / "run"
+    ref_dir.mkdir(), run_dir.mkdir()
+    tile_scene(aerial_segmenter, scene, ref_dir, opts)
+    with pytest.raises(KeyboardInterrupt):
+        tile_scene(aerial_segmenter, scene, run_dir, opts, on_rows=_interrupt_after(3))
+    work = run_dir / ".s.tiling"
+    assert (work / "progress.json").is_file() and not (run_dir / "s_labels.tif").exists()
+    result = tile_scene(aerial_segmenter, scene, run_dir, opts)
+    assert result.status == "resumed" and not work.exists()
+    for name in ["labels", "proba", "uncertainty"]:
+        a, b = read(ref_dir / f"s_{name}.tif")[0], read(run_dir / f"s_{name}.tif")[0]
+        np.testing.assert_array_equal(a, b)
+    again = tile_scene(aerial_segmenter, scene, run_dir, opts)
+    assert again.status == "skipped"
+    changed = tile_scene(aerial_segmenter, scene, run_dir, TileOptions(tile_size=64, overlap=16))
+    assert changed.status == "done"  # other options: redone, not skipped
+
+
+KILL_SCRIPT = """
+import os, signal, sys
+from segnet_domains import Segmenter
+from segnet_domains.geo.tiler import TileOptions, tile_scene
+
+def kill(done, total):
+    if done >= 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+seg = Segmenter.from_checkpoint(sys.argv[1], device="cpu", batch_size=4)
+tile_scene(seg, sys.argv[2], sys.argv[3], TileOptions(tile_size=64, overlap=24), on_rows=kill)
+"""
+
+
+def test_killed_process_resumes(tmp_path: Path, aerial_checkpoint: Path, aerial_segmenter: Segmenter) -> None:
+    """A SIGKILL (no cleanup at all) mid-scene: the rerun continues and matches a clean run."""
+    scene, _ = make_scene(tmp_path / "k.tif", 260, 200)
+    run_dir, ref_dir = tmp_path / "run", tmp_path / "ref"
+    run_dir.mkdir(), ref_dir.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    proc = subprocess.run(
+        [sys.executable, "-c", KILL_SCRIPT, str(aerial_checkpoint), str(scene), str(run_dir)],
+        env=env,
+        capture_output=True,
+        timeout=120,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    assert (run_dir / ".k.tiling" / "progress.json").is_file()
+    opts = TileOptions(tile_size=64, overlap=24)
+    assert tile_scene(aerial_segmenter, scene, run_dir, opts).status == "resumed"
+    tile_scene(aerial_segmenter, scene, ref_dir, opts)
+    np.testing.assert_array_equal(read(run_dir / "k_labels.tif")[0], read(ref_dir / "k_labels.tif")[0])
