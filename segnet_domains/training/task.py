@@ -161,5 +161,5 @@ def check_labels(label: np.ndarray, num_classes: int, source: str, ignore_index:
     if ignore_index is not None:
         bad = bad[bad != ignore_index]
     if bad.size:
-        shown = ", ".join(str(v) for v in bad[:8].tolist())
+        shown = ", ".join(f"{v:g}" for v in bad[:8].tolist())
         raise InputError(source, f"mask has values {shown} outside the declared classes 0..{num_classes - 1}")
