@@ -400,7 +400,7 @@ def _train(config: dict[str, Any], resume: bool, ctx: dist.Context) -> TrainResu
             if int(tcfg["bn_stats_batches"] or 0) > 0:  # population statistics for eval mode (SegNet)
                 record["bn_stats_batches"] = _bn_stats(model, dataset, tcfg, seed, epoch, device)
             report = validate(task, model, meta, device, str(tcfg["val_precision"]))
-            record["val"] = {k_: report[k_] for k_ in ("mean", "pooled", "miou", "n_cases")}
+            record["val"] = {k_: report[k_] for k_ in ("mean", "pooled", "miou", "per_class_mean", "n_cases")}
             record["val"]["cases"] = [
                 {k_: v for k_, v in c.items() if k_ != "per_class"} for c in report["cases"]
             ]
