@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 
 #: Modes of the widget: a 2D image, a whole volume slice by slice, the slice on screen.
 MODES = ("auto", "image", "volume", "slice")
+#: Largest layer (pixels × channels) the widget loads into memory; bigger scenes go through the tiling CLI.
+MAX_IN_MEMORY = 8192 * 8192 * 3
 
 
 @dataclass
@@ -106,12 +108,19 @@ def build_request(
         bands: the checkpoint's band count, to tell a ``C×H×W`` image from a volume.
 
     Raises:
-        InputError: a mode that does not fit the layer.
+        InputError: a mode that does not fit the layer, or a layer above
+            :data:`MAX_IN_MEMORY` values (a lazily opened scene).
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
     name = layer.name
     data = layer.data[0] if layer.multiscale else layer.data
+    if int(np.prod(data.shape)) > MAX_IN_MEMORY:
+        raise InputError(
+            name,
+            f"layer is {'×'.join(map(str, data.shape))}, too big to segment in memory; "
+            "use `segnet-domains tile` (window by window) and open its output here",
+        )
     rgb = bool(getattr(layer, "rgb", False))
     spatial = data.ndim - (1 if rgb else 0)
     layout = (layer.metadata.get("geotiff") or {}).get("layout")

@@ -41,6 +41,8 @@ ReaderFunction = Callable[[PathLike | Sequence[PathLike]], list[LayerData]]
 LAZY_PIXELS = 4096 * 4096
 #: Edge of the dask chunks (and of the smallest pyramid level).
 CHUNK = 1024
+#: GDAL block cache (MB) while reading pyramid chunks.
+GDAL_CACHE_MB = 64
 _TIFF_SUFFIXES = (".tif", ".tiff")
 
 
@@ -225,5 +227,7 @@ def _read_block(path: str, factor: int, size: tuple[int, int], block_info: Any =
     height, width = size
     row, col = r0 * factor, c0 * factor
     win = Window(col, row, min(c1 * factor, width) - col, min(r1 * factor, height) - row)
-    with rasterio.open(path) as src:
+    # A small block cache: a reduced level of a file without overviews reads every full-resolution
+    # block once, and GDAL's default cache (5% of RAM) would keep them all.
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), rasterio.open(path) as src:
         return src.read(window=win, out_shape=(src.count, r1 - r0, c1 - c0), resampling=Resampling.nearest)

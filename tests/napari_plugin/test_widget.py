@@ -170,3 +170,29 @@ def test_widget_runs_on_cuda(make_napari_viewer, qtbot, mri, lesion_checkpoint: 
     )
     agree = (viewer.layers["flair labels"].data == cpu).mean()
     assert agree > 0.995  # mixed precision on the GPU, fp32 on the CPU
+
+
+def test_huge_scene_shows_lazily_and_is_refused_politely(
+    make_napari_viewer, tmp_path: Path, untrained_checkpoint
+) -> None:
+    """A 20000² GeoTIFF opens in the viewer without loading; segmenting it points to the tiling CLI."""
+    import psutil
+    import rasterio
+    from rasterio.transform import Affine
+
+    path = tmp_path / "huge.tif"
+    profile = {"driver": "GTiff", "height": 20000, "width": 20000, "count": 1, "dtype": "uint8"}
+    profile.update(crs="EPSG:32633", transform=Affine(0.3, 0, 5e5, 0, -0.3, 4.7e6))
+    profile.update(tiled=True, compress="deflate", sparse_ok=True)
+    with rasterio.open(path, "w", **profile):
+        pass
+    assert path.stat().st_size < 5_000_000
+    viewer = make_napari_viewer()
+    rss = psutil.Process().memory_info().rss
+    (layer,) = viewer.open(str(path), plugin="segnet-domains")
+    assert layer.multiscale and layer.data[0].shape == (20000, 20000)
+    assert psutil.Process().memory_info().rss - rss < 250_000_000
+    widget = SegNetWidget(viewer)
+    widget._checkpoint.value = untrained_checkpoint(1, 2, name="gray.pt")
+    assert widget.run() is None  # refused before any pixel is read
+    assert "20000×20000, too big to segment in memory; use `segnet-domains tile`" in widget.last_error
