@@ -1,0 +1,87 @@
+"""``segnet-domains evaluate``: files and folders, NIfTI and PNG, numbers, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import imageio.v3 as iio
+import nibabel as nib
+import numpy as np
+import pytest
+
+from segnet_domains.cli import main
+from tests.data.medical import MNI_AFFINE
+
+
+def _nii(path: Path, data: np.ndarray, affine: np.ndarray = MNI_AFFINE) -> Path:
+    nib.save(nib.Nifti1Image(data.astype(np.uint8), affine), path)
+    return path
+
+
+@pytest.fixture
+def folders(tmp_path: Path) -> tuple[Path, Path]:
+    pred, truth = tmp_path / "pred", tmp_path / "truth"
+    pred.mkdir()
+    truth.mkdir()
+    t = np.zeros((10, 10, 4), np.uint8)
+    t[2:6, 2:6] = 1  # 64 voxels
+    p = np.zeros_like(t)
+    p[2:6, 2:8] = 1  # 96 voxels, 64 right
+    _nii(truth / "sub-r001s001.nii.gz", t)
+    _nii(pred / "sub-r001s001.nii.gz", p)
+    _nii(truth / "sub-r001s002.nii.gz", t)
+    _nii(pred / "sub-r001s002.nii.gz", t)
+    return pred, truth
+
+
+def test_folders_matched_by_name_json(folders, capsys: pytest.CaptureFixture[str]) -> None:
+    pred, truth = folders
+    assert main(["evaluate", "--pred", str(pred), "--truth", str(truth), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    first, second = report["cases"]
+    assert first["name"] == "sub-r001s001"
+    assert first["dice"] == pytest.approx(2 * 64 / (96 + 64))
+    assert first["jaccard"] == pytest.approx(64 / 96)
+    assert first["precision"] == pytest.approx(64 / 96) and first["recall"] == 1.0
+    assert second["dice"] == 1.0
+    assert report["mean"]["dice"] == pytest.approx((0.8 + 1.0) / 2)
+
+
+def test_table_and_single_png_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    t = np.zeros((8, 8), np.uint8)
+    t[:4] = 255  # a 0/255 binary mask counts as 0/1
+    p = np.zeros((8, 8), np.uint8)
+    p[:2] = 1
+    iio.imwrite(tmp_path / "t.png", t)
+    iio.imwrite(tmp_path / "p.png", p)
+    assert main(["evaluate", "--pred", str(tmp_path / "p.png"), "--truth", str(tmp_path / "t.png")]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].split() == ["case", "dice", "jaccard", "precision", "recall"]
+    assert lines[-1].split() == ["mean", "0.6667", "0.5000", "1.0000", "0.5000"]
+
+
+def test_mismatches_are_one_line(folders, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pred, truth = folders
+    _nii(pred / "sub-r001s002.nii.gz", np.zeros((10, 10, 5)))
+    assert main(["evaluate", "--pred", str(pred), "--truth", str(truth)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        err
+        == f"error: {pred / 'sub-r001s002.nii.gz'}: prediction shape (10, 10, 5) differs from truth "
+        + ("sub-r001s002.nii.gz (10, 10, 4)")
+    )
+    shifted = MNI_AFFINE.copy()
+    shifted[0, 3] += 5
+    _nii(pred / "sub-r001s002.nii.gz", np.zeros((10, 10, 4)), shifted)
+    assert main(["evaluate", "--pred", str(pred), "--truth", str(truth)]) == 2
+    assert "prediction affine differs from truth" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["evaluate", "--pred", str(empty), "--truth", str(truth)]) == 2
+    assert "no label files" in capsys.readouterr().err
+    other = tmp_path / "other"
+    other.mkdir()
+    _nii(other / "zzz.nii.gz", np.zeros((10, 10, 4)))
+    assert main(["evaluate", "--pred", str(other), "--truth", str(truth)]) == 2
+    assert "no prediction matches a truth file by name" in capsys.readouterr().err
