@@ -180,8 +180,11 @@ class SegNetWidget(Container):
         if layer is None:
             self._notify_error("choose an image layer to segment")
             return None
-        if not checkpoint or not Path(checkpoint).is_file():
-            self._notify_error(f"{checkpoint or 'checkpoint'}: choose an existing checkpoint file")
+        if not checkpoint or Path(checkpoint).is_dir():
+            self._notify_error("no checkpoint chosen: choose a segnet-domains checkpoint file")
+            return None
+        if not Path(checkpoint).is_file():
+            self._notify_error(f"{checkpoint}: checkpoint not found; choose an existing checkpoint file")
             return None
         try:
             info = read_info(checkpoint)

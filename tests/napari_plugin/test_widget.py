@@ -108,7 +108,7 @@ def test_bad_input_becomes_a_notification(
     before = len(_errors())
     # no checkpoint chosen
     assert widget.run() is None
-    assert "choose an existing checkpoint" in _errors()[-1]
+    assert _errors()[-1] == "no checkpoint chosen: choose a segnet-domains checkpoint file"
     # a checkpoint that is not one
     fake = tmp_path / "fake.pt"
     fake.write_bytes(b"\x80\x04pickle")
