@@ -504,6 +504,7 @@ def _train_epoch(
         disable=not (ctx.is_main and tcfg.get("progress", True)),
     )
     losses, samples, wait, t_start = [], 0, 0.0, time.perf_counter()
+    step_times, waits = [], []
     t_fetch = time.perf_counter()
     for step, batch in enumerate(loader):
         if step >= total:
@@ -512,7 +513,8 @@ def _train_epoch(
         y = torch.as_tensor(batch["label"]).as_subclass(torch.Tensor).to(device, non_blocking=True)
         m = batch.get("mask")
         m = None if m is None else torch.as_tensor(m).as_subclass(torch.Tensor).to(device)
-        wait += time.perf_counter() - t_fetch
+        waits.append(time.perf_counter() - t_fetch)
+        wait += waits[-1]
         loss = loss_fn(_forward(net, x), y, m)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -521,7 +523,9 @@ def _train_epoch(
         samples += x.shape[0]
         bar.update(1)
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
-        t_fetch = time.perf_counter()
+        now = time.perf_counter()
+        step_times.append(now - t_fetch)
+        t_fetch = now
     bar.close()
     seconds = time.perf_counter() - t_start
     mean_loss = float(np.mean(losses)) if losses else math.nan
@@ -536,6 +540,8 @@ def _train_epoch(
         "seconds": round(seconds, 3),
         "samples_per_s": round(samples * ctx.world_size / max(seconds, 1e-9), 3),
         "data_wait_fraction": round(wait / max(seconds, 1e-9), 4),
+        "step_seconds_median": round(float(np.median(step_times)), 4) if step_times else None,
+        "data_wait_seconds_median": round(float(np.median(waits)), 4) if waits else None,
     }
 
 

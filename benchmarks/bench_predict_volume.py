@@ -1,0 +1,117 @@
+"""``predict-volume`` on a 197×233×189 volume (ATLAS's MNI152 1 mm grid) vs the raw model on the same slices.
+
+Compares, in the same process, on the same Segmenter (device and precision
+as ``segnet-domains predict-volume`` picks them here):
+
+* full — :func:`segnet_domains.predict_files.predict_volume_file`: read the
+  gzip NIfTI, reorient to RAS, normalise, batch 189 axial slices, pad,
+  run, argmax, reorient back, write the mask NIfTI (atomic);
+* raw — only the network's forward passes over the same 189 padded slices,
+  already prepared in memory (the floor the pipeline cannot beat).
+
+Runs alternate (raw, full, raw, full, …) and medians are compared, so load
+from other processes hits both alike. Target: full / raw ≤ 1.15.
+
+Usage: ``python benchmarks/bench_predict_volume.py [--repeats 2] [--features 64,…] [--json OUT]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from segnet_domains import Segmenter, SegNet  # noqa: E402
+from segnet_domains.adapters import VolumeSliceAdapter, pad_to_multiple  # noqa: E402
+from segnet_domains.checkpoint import make_info  # noqa: E402
+from segnet_domains.predict_files import predict_volume_file  # noqa: E402
+from tests.data.medical import MNI_AFFINE, atlas_volume  # noqa: E402
+
+SHAPE = (197, 233, 189)
+
+
+def raw_forward_s(seg: Segmenter, volume: np.ndarray) -> float:
+    """Seconds for the network alone over the volume's axial slices (inputs prepared beforehand)."""
+    adapter = VolumeSliceAdapter(2, seg.info.context, seg.info.normalization)
+    slices = adapter.prepare(volume)
+    batches = []
+    for _, b in adapter.batches(slices, seg.batch_size):
+        x, _ = pad_to_multiple(torch.from_numpy(b), seg.multiple)
+        x = x.to(seg.device, dtype=seg.dtype if seg.device.type == "cpu" else torch.float32)
+        batches.append(x.contiguous(memory_format=torch.channels_last))
+    with torch.inference_mode(), seg._autocast():
+        t = time.perf_counter()
+        for x in batches:
+            seg.model(x)
+        return time.perf_counter() - t
+
+
+def main() -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--features", default="64,128,256,512,512")
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--json", help="also write the figures to this file")
+    args = ap.parse_args()
+    features = [int(f) for f in args.features.split(",")]
+
+    torch.manual_seed(0)
+    model = SegNet(1, 2, features=features)
+    info = make_info(model, domain="mri", slice_axis=2, class_names=["background", "lesion"])
+    seg = Segmenter(model, device="auto", info=info, batch_size=args.batch_size)
+    vol, _ = atlas_volume(np.random.default_rng(0), SHAPE, lesions=2)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "sub-r001s001_ses-1_space-MNI152NLin2009aSym_T1w.nii.gz"
+        img = nib.Nifti1Image(vol, MNI_AFFINE)
+        img.set_qform(MNI_AFFINE, code=4)
+        img.set_sform(MNI_AFFINE, code=4)
+        nib.save(img, src)
+        out = Path(tmp) / "mask.nii.gz"
+        raw_forward_s(seg, vol[:, :, :16])  # warm-up (oneDNN primitives)
+        raw, full = [], []
+        for _ in range(args.repeats):
+            raw.append(raw_forward_s(seg, vol))
+            t = time.perf_counter()
+            predict_volume_file(seg, src, out, progress=False)
+            full.append(time.perf_counter() - t)
+        assert nib.load(out).shape == SHAPE
+
+    r, f = statistics.median(raw), statistics.median(full)
+    res = {
+        "volume": list(SHAPE),
+        "features": features,
+        "device": str(seg.device),
+        "precision": str(seg.dtype).removeprefix("torch."),
+        "threads": torch.get_num_threads(),
+        "batch_size": args.batch_size,
+        "repeats": args.repeats,
+        "raw_s_median": round(r, 3),
+        "predict_volume_s_median": round(f, 3),
+        "ratio": round(f / r, 3),
+        "raw_s": [round(x, 3) for x in raw],
+        "predict_volume_s": [round(x, 3) for x in full],
+    }
+    print(f"predict-volume {SHAPE} SegNet features={features} on {res['device']} ({res['precision']}, "
+          f"{res['threads']} threads, batch {args.batch_size})")  # fmt: skip
+    print(f"  raw model     {r:8.2f} s (median of {args.repeats}: {res['raw_s']})")
+    print(f"  predict-volume {f:7.2f} s (median of {args.repeats}: {res['predict_volume_s']})")
+    print(f"  ratio {res['ratio']:.3f} (target <= 1.15)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=2))
+    return res
+
+
+if __name__ == "__main__":
+    main()
