@@ -406,7 +406,7 @@ def _train(config: dict[str, Any], resume: bool, ctx: dist.Context) -> TrainResu
             ]
             record["val_seconds"] = round(time.perf_counter() - t0, 3)
             score = _score(report, task.best_metric)
-            record["best"] = score > best_score
+            record["best"] = score > best_score or not report["n_cases"]  # nothing to score: latest
             if record["best"]:
                 best_score = score
                 _save(best_path, model, meta, config, record, None)
