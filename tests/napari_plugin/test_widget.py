@@ -155,6 +155,30 @@ def test_screenshot_with_mask(make_napari_viewer, qtbot, tmp_path: Path, lesion_
         shutil.copyfile(out, dest)
 
 
+def test_widget_tiles_an_aerial_scene(make_napari_viewer, qtbot, untrained_checkpoint) -> None:
+    """An aerial checkpoint configures 2D mode and its tile size; the result matches the tiler."""
+    from segnet_domains.tiling import predict_proba_tiled
+
+    ckpt = untrained_checkpoint(
+        3, 4, name="aerial.pt", domain="aerial", tile_size=128, tile_overlap=32,
+        normalization={"mode": "scale", "scale": 255}, class_names=["background", "building", "road", "tree"],
+    )  # fmt: skip
+    viewer = make_napari_viewer()
+    viewer.open_sample("segnet-domains", "aerial")
+    widget = SegNetWidget(viewer)
+    widget._checkpoint.value = ckpt
+    assert (widget._mode.value, widget._tile.value) == ("image", 128)
+    assert not widget._uncertainty.enabled  # no dropout in this model
+    widget._device.value = "cpu"
+    _run_and_wait(qtbot, widget)
+    labels = viewer.layers["aerial sample labels"]
+    rgb = viewer.layers["aerial sample"].data
+    seg = Segmenter.from_checkpoint(ckpt, device="cpu")
+    np.testing.assert_array_equal(labels.data, predict_proba_tiled(seg, rgb, 128, 32).argmax(0))
+    assert tuple(labels.scale) == (0.5, 0.5)
+    assert widget._progress.max == 25  # 5 × 5 tiles of 128 with overlap 32 over 512²
+
+
 @pytest.mark.gpu
 def test_widget_runs_on_cuda(make_napari_viewer, qtbot, mri, lesion_checkpoint: Path) -> None:
     path, ras, _ = mri
