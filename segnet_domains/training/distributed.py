@@ -1,6 +1,6 @@
 """DistributedDataParallel under ``torchrun``: process group, device, rank-0 duties.
 
-``torchrun --nproc_per_node N -m segnet_domains.cli train CONFIG`` sets
+``torchrun --nproc_per_node N pipelines/atlas_lesion.py CONFIG`` (or any pipeline script) sets
 ``WORLD_SIZE``/``RANK``/``LOCAL_RANK``; :func:`setup` then joins the group
 (NCCL on CUDA, gloo on CPU), pins each process to ``cuda:LOCAL_RANK`` and the
 engine uses a :class:`~torch.utils.data.DistributedSampler`, wraps the model

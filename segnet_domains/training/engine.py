@@ -378,12 +378,14 @@ def _train(config: dict[str, Any], resume: bool, ctx: dist.Context) -> TrainResu
             raise CheckpointError(last_path, "weights do not match this config's model") from None
         optimizer.load_state_dict(state["optimizer"])
         start_epoch = int(state["epoch"])
-        best_score = float(state.get("best_score", -math.inf))
+        saved_best = state.get("best_score")
+        best_score = -math.inf if saved_best is None else float(saved_best)
         _set_rng_state(state["rng"])
         history = _read_log(log_path, upto_epoch=start_epoch)
         if ctx.is_main:  # drop records of the epoch that was killed before its checkpoint
             _write_log(log_path, history)
-        print(f"resuming from {last_path} at epoch {start_epoch}/{tcfg['epochs']}") if ctx.is_main else None
+        if ctx.is_main:
+            print(f"resuming from {last_path} at epoch {start_epoch}/{tcfg['epochs']}", flush=True)
     elif ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
         log_path.unlink(missing_ok=True)

@@ -110,3 +110,14 @@ def test_resume_flag(rite: Path, tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "resuming from" in capsys.readouterr().out
     records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2]
+
+
+def test_resume_without_validation_cases(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """No held-out subject: best.pt follows the latest epoch and resuming still works."""
+    make_atlas(tmp_path / "atlas", subjects=2, unlabeled=0)
+    base = ["train", str(CONFIGS / "atlas_lesion.yaml"), "--data-root", str(tmp_path / "atlas")]
+    base += ["--out", str(tmp_path / "o")]
+    small = ["model.features=[4,8,8,8,8]", "data.val_fraction=0", "data.samples_per_volume=2", *FAST]
+    assert main([*base, "--set", "train.epochs=1", *small]) == 0
+    assert main([*base, "--resume", "--set", "train.epochs=2", *small]) == 0
+    assert read_info(tmp_path / "o" / "best.pt").provenance["epoch"] == 2
