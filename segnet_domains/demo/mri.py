@@ -46,7 +46,7 @@ def brain_volume(
     Args:
         rng: random generator (the subject's anatomy and lesions).
         shape: grid size; proportions follow the MNI brain whatever the size.
-        lesions: number of lesions (default 1 or 2 at random).
+        lesions: number of lesions (default 2 or 3 at random).
 
     Returns:
         ``(t1w float32, mask uint8)``.
@@ -75,7 +75,7 @@ def brain_volume(
     brain = brain_d < 1
 
     mask = np.zeros(shape, np.uint8)
-    n = int(rng.integers(1, 3)) if lesions is None else lesions
+    n = int(rng.integers(2, 4)) if lesions is None else lesions
     side = rng.choice([-1, 1])
     for _ in range(n):
         c = centre + s * np.array(
@@ -87,7 +87,7 @@ def brain_volume(
             cc = c + rng.normal(0, r * 0.5, 3)
             blob |= _ellipsoid(grid, cc, r * rng.uniform(0.6, 1.1, 3)) < 1
         mask[blob & brain & (vent >= 1.3)] = 1
-    t1 = np.where(mask > 0, 38.0 + 6 * texture, t1)  # hypointense core
+    t1 = np.where(mask > 0, 32.0 + 6 * texture, t1)  # hypointense, near CSF
     t1 = ndimage.gaussian_filter(t1, 0.8)
     bias = 1.0 + 0.08 * _smooth_field(rng, shape, 24, 1.0)
     t1 = t1 * bias + rng.normal(0, 3.0, shape).astype(np.float32)
