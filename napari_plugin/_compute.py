@@ -41,6 +41,10 @@ MODES = ("auto", "image", "volume", "slice")
 MAX_IN_MEMORY = 8192 * 8192 * 3
 
 
+class Cancelled(Exception):
+    """The run was cancelled (scene mode keeps its finished rows; a re-run resumes)."""
+
+
 @dataclass
 class Progress:
     """One step of a segmentation run: ``done`` of ``total`` units, with an optional note to show."""
@@ -55,33 +59,40 @@ class SegmentRequest:
     """What to segment, snapshotted from a napari layer on the main thread.
 
     Attributes:
-        data: the layer's pixels (full resolution), as stored in the layer.
-        mode: ``"image"``, ``"volume"`` or ``"slice"``.
+        data: the layer's pixels (full resolution), as stored in the layer;
+            ``None`` in scene mode.
+        mode: ``"image"``, ``"volume"``, ``"slice"``, or ``"scene"`` for a lazily
+            opened GeoTIFF segmented out of core from its file.
         axis: slicing axis of ``data`` (volume and slice modes); ``None`` = the checkpoint's.
         index: the slice to segment in slice mode.
         source: the layer's name, used in messages.
         rgb: the layer shows ``H×W×C`` colour pixels.
     """
 
-    data: np.ndarray
+    data: Any
     mode: str
     axis: int | None = None
     index: int | None = None
     source: str = "layer"
     rgb: bool = False
+    path: str | None = None
 
 
 @dataclass
 class SegmentationResult:
-    """Labels (the request's spatial shape) and, if asked, the Monte Carlo uncertainty."""
+    """Labels (the request's spatial shape) and, if asked, the Monte Carlo uncertainty.
 
-    labels: np.ndarray
+    In scene mode both are lists of lazily read levels of the files in ``files``.
+    """
+
+    labels: Any
     info: ModelInfo
     request: SegmentRequest
     checkpoint: str
     device: str
-    uncertainty: np.ndarray | None = None
+    uncertainty: Any = None
     notes: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- request
@@ -101,7 +112,9 @@ def build_request(
         viewer: the viewer (its dims give the current slice in slice mode).
         layer: a napari Image layer (multiscale layers use their full-resolution level).
         mode: one of :data:`MODES`; ``"auto"`` is ``"image"`` for 2D/colour/multi-band
-            layers and ``"volume"`` for 3D ones.
+            layers and ``"volume"`` for 3D ones. A lazily opened GeoTIFF (multiscale
+            layer from the reader) in auto/image mode becomes ``"scene"``: it is
+            tiled from its file, never loaded.
         axis: slicing axis for volume/slice modes; in slice mode ``None`` means the
             axis the viewer slices along.
         index: slice index for slice mode (default: the one on screen).
@@ -115,11 +128,15 @@ def build_request(
         raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
     name = layer.name
     data = layer.data[0] if layer.multiscale else layer.data
+    scene = (layer.metadata.get("geotiff") or {}).get("path")
+    if layer.multiscale and scene and mode in ("auto", "image"):
+        return SegmentRequest(None, "scene", source=name, path=scene)
     if int(np.prod(data.shape)) > MAX_IN_MEMORY:
         raise InputError(
             name,
             f"layer is {'×'.join(map(str, data.shape))}, too big to segment in memory; "
-            "use `segnet-domains tile` (window by window) and open its output here",
+            "open the scene as a GeoTIFF with this plugin (it is then tiled from the file) "
+            "or use `segnet-domains tile`",
         )
     rgb = bool(getattr(layer, "rgb", False))
     spatial = data.ndim - (1 if rgb else 0)
@@ -210,6 +227,8 @@ def iter_segmentation(
     mc_samples: int = 8,
     batch_size: int | None = None,
     segmenter: Segmenter | None = None,
+    out_dir: str | os.PathLike[str] | None = None,
+    cancel: threading.Event | None = None,
 ) -> Generator[Progress, None, SegmentationResult]:
     """Segment ``request``; yields :class:`Progress`, returns a :class:`SegmentationResult`.
 
@@ -227,6 +246,8 @@ def iter_segmentation(
         mc_samples: Monte Carlo passes.
         batch_size: slices/tiles per forward pass (default: the segmenter's).
         segmenter: reuse this segmenter instead of loading ``checkpoint``.
+        out_dir: scene mode's output folder (default: :func:`~napari_plugin._scene.scene_output_dir`).
+        cancel: set to stop scene mode's tiler thread (the widget's Cancel does).
 
     Raises:
         InputError: missing/corrupt checkpoint, channel mismatch, a model
@@ -244,7 +265,9 @@ def iter_segmentation(
     notes: list[str] = []
     while True:
         try:
-            labels, unc = yield from _run(seg, request, bs, tile_size, tile_overlap, samples)
+            labels, unc, files = yield from _run(
+                seg, request, bs, tile_size, tile_overlap, samples, out_dir, cancel
+            )
             break
         except torch.OutOfMemoryError:
             if seg.device.type == "cuda":
@@ -268,10 +291,28 @@ def iter_segmentation(
         device=str(seg.device),
         uncertainty=unc,
         notes=notes,
+        files=files,
     )
 
 
 def _run(
+    seg: Segmenter,
+    req: SegmentRequest,
+    bs: int,
+    tile_size: int | None,
+    tile_overlap: int | None,
+    samples: int,
+    out_dir: str | os.PathLike[str] | None = None,
+    cancel: threading.Event | None = None,
+) -> Generator[Progress, None, tuple[Any, Any, list[str]]]:
+    """``(labels, uncertainty or None, files written)`` for any mode."""
+    if req.mode == "scene":
+        return (yield from _run_scene(seg, req, bs, tile_size, tile_overlap, samples, out_dir, cancel))
+    labels, unc = yield from _run_in_memory(seg, req, bs, tile_size, tile_overlap, samples)
+    return labels, unc, []
+
+
+def _run_in_memory(
     seg: Segmenter,
     req: SegmentRequest,
     bs: int,
@@ -296,6 +337,35 @@ def _run(
         return _argmax(proba), None
     x = ImageAdapter(seg.info.in_channels, seg.info.normalization)(req.data, req.source)[None]
     return (yield from _sample(seg, x, samples))
+
+
+def _run_scene(
+    seg: Segmenter,
+    req: SegmentRequest,
+    bs: int,
+    tile_size: int | None,
+    tile_overlap: int | None,
+    samples: int,
+    out_dir: str | os.PathLike[str] | None,
+    cancel: threading.Event | None,
+) -> Generator[Progress, None, tuple[list[Any], list[Any] | None, list[str]]]:
+    """Tile the layer's file out of core; the results come back as lazily read pyramids."""
+    from ._reader import open_pyramid
+    from ._scene import iter_tile_scene
+
+    result = yield from iter_tile_scene(
+        seg,
+        req.path,  # type: ignore[arg-type]
+        out_dir,
+        tile_size or None,
+        tile_overlap,
+        bs,
+        samples,
+        cancel,
+    )
+    files = list(result.outputs)
+    unc = open_pyramid(files[-1]) if samples else None
+    return open_pyramid(files[0]), unc, files
 
 
 def _run_slice(

@@ -54,11 +54,23 @@ def _geometry(layer: Image, ndim: int) -> dict[str, Any]:
     return geo
 
 
+def _level0(data: Any) -> tuple[bool, tuple[int, ...]]:
+    """``(multiscale, full-resolution shape)`` of layer data or a result."""
+    if (
+        isinstance(data, list | tuple)
+        or getattr(data, "multiscale", False)
+        or type(data).__name__ == "MultiScaleData"
+    ):
+        return True, tuple(data[0].shape)
+    return False, tuple(data.shape)
+
+
 def add_result(viewer: napari.Viewer, layer: Image, result: SegmentationResult) -> Labels:
     """Add (or update) ``"<layer> labels"`` and, with uncertainty, ``"<layer> uncertainty"``.
 
     A Labels layer of the same name and shape is updated in place (in slice
     mode only the segmented slice changes), so re-running does not pile up
+    layers. Scene results arrive as lazily read pyramids and make multiscale
     layers.
 
     Returns:
@@ -67,6 +79,7 @@ def add_result(viewer: napari.Viewer, layer: Image, result: SegmentationResult) 
     info = result.info
     req = result.request
     labels = result.labels
+    multiscale, shape = _level0(labels)
     name = f"{layer.name} labels"
     meta = {
         **{k: v for k, v in layer.metadata.items() if k != META_KEY},
@@ -79,15 +92,18 @@ def add_result(viewer: napari.Viewer, layer: Image, result: SegmentationResult) 
             "axis": req.axis,
             "index": req.index,
             "device": result.device,
+            "files": list(result.files),
         },
     }
     existing = next((lyr for lyr in viewer.layers if lyr.name == name), None)
     from napari.layers import Labels
 
-    if isinstance(existing, Labels) and existing.data.shape == labels.shape:
+    if isinstance(existing, Labels) and _level0(existing.data) == (multiscale, shape):
         if req.mode == "slice":
             put_plane(existing.data, req.axis, req.index, np.take(labels, req.index, axis=req.axis))  # type: ignore[arg-type]
             existing.refresh()
+        elif multiscale:
+            existing.data = labels
         else:
             existing.data = labels.astype(existing.data.dtype, copy=False)
         old = existing.metadata.get(META_KEY) or {}
@@ -107,20 +123,25 @@ def add_result(viewer: napari.Viewer, layer: Image, result: SegmentationResult) 
             features=class_features(info),
             metadata=meta,
             opacity=0.6,
-            **_geometry(layer, labels.ndim),
+            multiscale=multiscale,
+            **_geometry(layer, len(shape)),
         )
     if result.uncertainty is not None:
+        unc = result.uncertainty
+        u_multi, u_shape = _level0(unc)
         uname = f"{layer.name} uncertainty"
-        if uname in viewer.layers and viewer.layers[uname].data.shape == result.uncertainty.shape:
-            viewer.layers[uname].data = result.uncertainty
+        old_unc = next((lyr for lyr in viewer.layers if lyr.name == uname), None)
+        if old_unc is not None and _level0(old_unc.data) == (u_multi, u_shape):
+            old_unc.data = unc
         else:
             viewer.add_image(
-                result.uncertainty,
+                unc,
                 name=uname,
                 colormap="magma",
                 blending="additive",
                 opacity=0.7,
+                multiscale=u_multi,
                 metadata={META_KEY: {"checkpoint": result.checkpoint, "samples": "mean softmax variance"}},
-                **_geometry(layer, result.uncertainty.ndim),
+                **_geometry(layer, len(u_shape)),
             )
     return out

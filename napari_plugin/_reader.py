@@ -188,6 +188,15 @@ def read_geotiff(path: PathLike | Sequence[PathLike]) -> list[LayerData]:
     return layers
 
 
+def open_pyramid(path: PathLike) -> list[Any]:
+    """A raster as lazily read levels (full, ½, ¼ … resolution), in :func:`geotiff_layout` order."""
+    import rasterio
+
+    with rasterio.open(path) as src:
+        count, height, width, dtype = src.count, src.height, src.width, src.dtypes[0]
+    return _pyramid(os.fspath(path), count, height, width, dtype, geotiff_layout(count, dtype))
+
+
 def _pyramid(path: str, count: int, height: int, width: int, dtype: str, layout: str) -> list[Any]:
     """Dask arrays at full, ½, ¼ … resolution down to one chunk, each chunk one rasterio window read."""
     import dask.array as da

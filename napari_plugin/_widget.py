@@ -10,6 +10,7 @@ Every failure becomes one napari error notification, never a traceback.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,7 +25,7 @@ from segnet_domains.checkpoint import ModelInfo, read_info
 from segnet_domains.devices import available_devices
 from segnet_domains.errors import InputError
 
-from ._compute import Progress, SegmentationResult, build_request, iter_segmentation
+from ._compute import Cancelled, Progress, SegmentationResult, build_request, iter_segmentation
 from ._layers import add_result
 from ._settings import load_settings, save_settings
 
@@ -63,6 +64,7 @@ class SegNetWidget(Container):
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         self._viewer = napari_viewer
         self._worker: GeneratorWorker | None = None
+        self._cancel_event = threading.Event()
         self._info: ModelInfo | None = None
         self.last_layer: Labels | None = None
         self.last_error: str | None = None
@@ -194,6 +196,7 @@ class SegNetWidget(Container):
         except InputError as exc:
             self._notify_error(str(exc))
             return None
+        self._cancel_event = threading.Event()
         worker = create_worker(
             _guarded,
             iter_segmentation(
@@ -203,6 +206,7 @@ class SegNetWidget(Container):
                 tile_size=int(self._tile.value) or None,
                 uncertainty=bool(self._uncertainty.value),
                 mc_samples=int(self._samples.value),
+                cancel=self._cancel_event,
             ),
             _start_thread=False,
         )
@@ -222,6 +226,7 @@ class SegNetWidget(Container):
         """Ask the running worker to stop after the current batch."""
         if self._worker is not None and self._worker.is_running:
             self._status.value = "cancelling …"
+            self._cancel_event.set()  # stops a scene's tiler thread too
             self._worker.quit()
 
     def _on_progress(self, step: Progress) -> None:
@@ -232,6 +237,9 @@ class SegNetWidget(Container):
 
     def _on_returned(self, layer: Image, out: tuple[str, Any]) -> None:
         kind, value = out
+        if kind == "cancelled":
+            self._status.value = "cancelled"
+            return
         if kind == "error":
             self._status.value = "failed"
             self._notify_error(value)
@@ -267,6 +275,8 @@ def _guarded(
     """
     try:
         result = yield from gen
+    except Cancelled as exc:
+        return "cancelled", str(exc)
     except InputError as exc:
         return "error", str(exc)
     except Exception as exc:  # noqa: BLE001 - the widget must never crash; shown as a notification

@@ -15,6 +15,7 @@ Both write under a temporary name and rename when complete. Use them with
 from __future__ import annotations
 
 import os
+import shutil
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,10 @@ def _labels_dtype(data: np.ndarray) -> type:
     if low >= 0 and top < 65536:
         return np.uint16
     return np.int32
+
+
+def _is_multiscale(data: Any) -> bool:
+    return isinstance(data, list | tuple) or type(data).__name__ == "MultiScaleData"
 
 
 def _metadata(meta: dict[str, Any]) -> dict[str, Any]:
@@ -116,8 +121,14 @@ def write_labels_geotiff(path: str, data: Any, meta: dict[str, Any]) -> list[str
     import rasterio
     from rasterio.transform import Affine
 
-    labels = np.asarray(data)
     md = _metadata(meta)
+    files = (md.get(META_KEY) or {}).get("files") or []
+    if _is_multiscale(data) and files and os.path.isfile(files[0]):
+        # a scene segmented out of core: its labels are already a COG with the scene's CRS/transform
+        with atomic_output(path) as tmp:
+            shutil.copyfile(files[0], tmp)
+        return [os.fspath(path)]
+    labels = np.asarray(data[0] if _is_multiscale(data) else data)
     geo = md.get("geotiff")
     if geo is None:
         raise InputError(

@@ -73,9 +73,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(autouse=True)
 def _config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Keep the widget's remembered settings out of the user's config dir."""
+    """Keep the widget's remembered settings and scene outputs out of the user's dirs."""
     path = tmp_path / "config"
     monkeypatch.setenv("SEGNET_DOMAINS_CONFIG_DIR", str(path))
+    monkeypatch.setenv("SEGNET_DOMAINS_OUTPUT_DIR", str(tmp_path / "scene-outputs"))
     return path
 
 

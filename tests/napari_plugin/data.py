@@ -136,3 +136,14 @@ def open_in_viewer(layer_data: tuple) -> tuple:
     viewer = ViewerModel()
     data, kwargs, _ = layer_data
     return viewer, viewer.add_image(data, **kwargs)
+
+
+def ensure_plugin_discovered() -> None:
+    """Make npe2 know our manifest (napari's app does this at start; Qt-free tests must ask)."""
+    import npe2
+
+    pm = npe2.PluginManager.instance()
+    try:
+        pm.get_manifest("segnet-domains")
+    except KeyError:
+        pm.discover(include_npe1=False)

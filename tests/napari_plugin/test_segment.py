@@ -187,3 +187,12 @@ def test_headless_on_cuda_uses_mixed_precision(mri, lesion_checkpoint: Path) -> 
     assert labels.metadata["segnet_domains"]["device"] == "cuda:0"
     fp32 = Segmenter.from_checkpoint(lesion_checkpoint, device="cpu", precision="fp32")
     assert (labels.data == fp32.predict_volume(ras, axis=2)).mean() > 0.995
+
+
+def test_layers_too_big_for_memory_are_refused(mri, monkeypatch: pytest.MonkeyPatch) -> None:
+    import napari_plugin._compute as compute
+
+    viewer, image = open_in_viewer(read_nifti(str(mri[0]))[0])
+    monkeypatch.setattr(compute, "MAX_IN_MEMORY", 1000)
+    with pytest.raises(InputError, match=r"flair: layer is 40×48×36, too big to segment in memory"):
+        build_request(viewer, image, "volume")

@@ -196,10 +196,8 @@ def test_widget_runs_on_cuda(make_napari_viewer, qtbot, mri, lesion_checkpoint: 
     assert agree > 0.995  # mixed precision on the GPU, fp32 on the CPU
 
 
-def test_huge_scene_shows_lazily_and_is_refused_politely(
-    make_napari_viewer, tmp_path: Path, untrained_checkpoint
-) -> None:
-    """A 20000² GeoTIFF opens in the viewer without loading; segmenting it points to the tiling CLI."""
+def test_huge_scene_opens_lazily_and_is_never_loaded(make_napari_viewer, tmp_path: Path) -> None:
+    """A 20000² GeoTIFF opens in the viewer without loading; segmenting it tiles it from the file."""
     import psutil
     import rasterio
     from rasterio.transform import Affine
@@ -216,7 +214,6 @@ def test_huge_scene_shows_lazily_and_is_refused_politely(
     (layer,) = viewer.open(str(path), plugin="segnet-domains")
     assert layer.multiscale and layer.data[0].shape == (20000, 20000)
     assert psutil.Process().memory_info().rss - rss < 250_000_000
-    widget = SegNetWidget(viewer)
-    widget._checkpoint.value = untrained_checkpoint(1, 2, name="gray.pt")
-    assert widget.run() is None  # refused before any pixel is read
-    assert "20000×20000, too big to segment in memory; use `segnet-domains tile`" in widget.last_error
+    from napari_plugin._compute import build_request
+
+    assert build_request(viewer, layer).mode == "scene"  # tiled from the file, never loaded

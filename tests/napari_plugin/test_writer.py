@@ -13,15 +13,13 @@ from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation
 from napari_plugin._reader import read_geotiff, read_nifti
 from napari_plugin._writer import write_labels_geotiff, write_labels_nifti
 from segnet_domains.errors import InputError
-from tests.napari_plugin.data import open_in_viewer
+from tests.napari_plugin.data import ensure_plugin_discovered, open_in_viewer
 
 
 @pytest.fixture(autouse=True)
 def _plugins() -> None:
     """Make sure npe2 knows our manifest (napari does this when it starts)."""
-    from napari.plugins import _initialize_plugins
-
-    _initialize_plugins()
+    ensure_plugin_discovered()
 
 
 def test_nifti_labels_round_trip_exact_geometry(mri, tmp_path: Path) -> None:
