@@ -75,3 +75,27 @@ def test_cancelled_scene_stops_and_resumes(lazy_scene, aerial_ckpt: Path, tmp_pa
     )
     assert Path(result.files[0]).name == "scene_labels.tif"
     assert np.asarray(result.labels[0]).shape == (96, 96)
+
+
+def test_widget_runs_scene_mode_and_shows_lazy_labels(
+    make_napari_viewer, qtbot, scene, aerial_ckpt: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from napari_plugin._widget import SegNetWidget
+
+    monkeypatch.setattr(reader, "LAZY_PIXELS", 1000)
+    monkeypatch.setattr(reader, "CHUNK", 32)
+    viewer = make_napari_viewer(show=True)
+    (image,) = viewer.open(str(scene[0]), plugin="segnet-domains")
+    assert image.multiscale
+    widget = SegNetWidget(viewer)
+    widget._checkpoint.value = aerial_ckpt
+    widget._device.value = "cpu"
+    worker = widget.run()
+    assert worker is not None, widget.last_error
+    with qtbot.waitSignal(worker.finished, timeout=60_000):
+        pass
+    labels = viewer.layers["scene labels"]
+    assert labels.multiscale and widget._status.value == "done on cpu"
+    qtbot.wait(100)  # let the canvas draw the lazy levels
+    shot = viewer.screenshot(canvas_only=True)
+    assert shot.shape[0] > 0 and labels.data[0].shape == (96, 96)
