@@ -37,6 +37,7 @@ def segment_layer(
     batch_size: int | None = None,
     index: int | None = None,
     progress: Callable[[Progress], Any] | None = None,
+    out_dir: str | os.PathLike[str] | None = None,
 ) -> Labels:
     """Segment an Image layer with a SegNet checkpoint and add the result as a Labels layer.
 
@@ -51,7 +52,8 @@ def segment_layer(
         axis: slicing axis for volumes (default: the checkpoint's, else 2; in
             slice mode: the axis the viewer slices along).
         mode: ``"auto"``, ``"image"`` (2D), ``"volume"`` (all slices) or ``"slice"``
-            (the slice on screen, or ``index``).
+            (the slice on screen, or ``index``). A GeoTIFF the reader opened lazily
+            (multiscale) is tiled out of core from its file instead ("scene" mode).
         tile_size: segment big 2D images in tiles of this edge (0/None: whole image).
         tile_overlap: overlap between tiles.
         uncertainty: add a Monte Carlo dropout uncertainty Image layer.
@@ -59,6 +61,7 @@ def segment_layer(
         batch_size: slices/tiles per forward pass.
         index: slice index in slice mode.
         progress: called with each :class:`Progress`.
+        out_dir: where scene mode writes ``<stem>_labels.tif`` (default: the user cache dir).
 
     Returns:
         The Labels layer (named ``"<layer name> labels"``).
@@ -72,6 +75,14 @@ def segment_layer(
     info = read_info(checkpoint)
     request = build_request(viewer, layer, mode, axis, index, bands=info.bands)
     gen = iter_segmentation(
-        request, checkpoint, device, tile_size, tile_overlap, uncertainty, mc_samples, batch_size
+        request,
+        checkpoint,
+        device,
+        tile_size,
+        tile_overlap,
+        uncertainty,
+        mc_samples,
+        batch_size,
+        out_dir=out_dir,
     )
     return add_result(viewer, layer, run_to_end(gen, progress))

@@ -36,7 +36,9 @@ def aerial_ckpt(untrained_checkpoint) -> Path:
 def test_lazy_scene_is_tiled_from_its_file(lazy_scene, scene, aerial_ckpt: Path, tmp_path: Path) -> None:
     viewer, image = lazy_scene
     assert image.multiscale and build_request(viewer, image).mode == "scene"
-    labels = segment_layer(viewer, image, aerial_ckpt, device="cpu", uncertainty=True, mc_samples=2)
+    out_dir = tmp_path / "mine"
+    labels = segment_layer(viewer, image, aerial_ckpt, "cpu", uncertainty=True, mc_samples=2, out_dir=out_dir)
+    assert labels.metadata["segnet_domains"]["files"][0] == str(out_dir / "scene_labels.tif")
     assert labels.multiscale and labels.data[0].shape == (96, 96)
     # the same result as the tile CLI's streaming tiler on the file
     seg = Segmenter.from_checkpoint(aerial_ckpt, device="cpu")
