@@ -59,8 +59,8 @@ from segnet_domains.geo.threads import BackgroundWriter, prefetch
 from segnet_domains.inference import Segmenter
 from segnet_domains.tiling import RowBandBlender, Tile, TileGrid, resolve_tiling, tile_batches
 
-#: GDAL block cache per open dataset handle (MB): bounded, whatever the scene size.
-GDAL_CACHE_MB = 128
+#: GDAL block cache (bytes; rasterio passes it to GDALSetCacheMax): bounded, whatever the scene size.
+GDAL_CACHE_BYTES = 256 * 2**20
 
 RUN_KEY_TAG = "SEGNET_RUN_KEY"
 
@@ -216,7 +216,7 @@ def tile_scene(
     first = int(saved["tile_rows_done"]) if saved else 0
     try:
         store.open(fresh=saved is None)
-        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), rasterio.open(scene.path) as src:
+        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), rasterio.open(scene.path) as src:
             sample, valid = read_sample(src, bands, opts.nodata)
         normalizer = SceneNormalizer(info.normalization, sample, valid)
         del sample, valid
@@ -271,7 +271,7 @@ class _Job:
 
     def batches(self, first_row: int) -> Iterator[tuple[int, int, list[Tile], np.ndarray, np.ndarray, bool]]:
         """``(tile row, chunk index, tiles, B×C×h×w input, B×h×w valid, last chunk of the row)``."""
-        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), rasterio.open(self.scene.path) as src:
+        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), rasterio.open(self.scene.path) as src:
             for i in range(first_row, self.grid.shape[0]):
                 chunks = list(tile_batches(self.grid.row(i), self.batch_size))
                 for c, chunk in enumerate(chunks):

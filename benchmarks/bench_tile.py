@@ -1,0 +1,225 @@
+"""Raster tiling: throughput vs the raw model, peak memory vs scene size, our tiler vs MONAI's.
+
+Three measurements, each against a baseline taken in the same run:
+
+1. **Throughput** — ``tile_scene`` (windowed rasterio reads, scene-wide
+   normalisation, batches, blending, COG writing) on a 3-band uint16
+   GeoTIFF, in megapixels of model work per second, against the raw model
+   (``Segmenter.forward``) on the *same number and shapes of tiles* held in
+   memory. Overlap is counted as model work on both sides, so the ratio is
+   the share of the model's speed the streaming keeps (target ≥ 0.85).
+2. **Peak memory** — peak RSS of a fresh process tiling a 2048² and an
+   8192² scene (16× the pixels); target growth ≤ 1.25×.
+3. **Tiler vs MONAI** — :func:`~segnet_domains.tiling.predict_proba_tiled`
+   against ``monai.inferers.sliding_window_inference`` on the same
+   in-memory image, with the same predictor (``Segmenter.forward``), tile
+   size, batch size and overlap (0.25 = 128 of 512 px); both blend with
+   smooth windows (ours cosine, MONAI Gaussian). Target: ours at least as fast.
+
+On a 2-core CPU the paper's SegNet (64…512 channels) needs minutes per
+8192² scene, so the model is a reduced-width SegNet (``--features``,
+default 8,16,32,64,64); throughput is measured on ``--size`` (default
+4096², ``--size 8192`` for the full figure). Runs alternate and medians
+are reported, so load from other processes hits both sides alike.
+
+Usage::
+
+    python benchmarks/bench_tile.py [--size 4096] [--repeats 3] [--features 8,16,32,64,64] [--json OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import torch
+from rasterio.windows import Window
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from segnet_domains import Segmenter, SegNet, save_checkpoint  # noqa: E402
+from segnet_domains.geo.tiler import TileOptions, tile_scene  # noqa: E402
+from segnet_domains.tiling import TileGrid, predict_proba_tiled, tile_batches  # noqa: E402
+from tests.data.geo import BAND_NAMES, CLASS_NAMES, make_scene, profile  # noqa: E402
+
+TILE, OVERLAP, BATCH = 512, 128, 8
+
+
+def make_big_scene(path: Path, size: int, tmp: Path) -> Path:
+    """A ``size``² 3-band uint16 UTM GeoTIFF made of 1024² generated blocks (written window by window)."""
+    block, _ = make_scene(tmp / "block.tif", 1024, 1024, bands=3, border=False)
+    with rasterio.open(block) as src:
+        data = src.read()
+    prof = profile(size, size, 3, "uint16", nodata=0, blocksize=512)
+    with rasterio.open(path, "w", **prof) as dst:
+        dst.descriptions = tuple(BAND_NAMES[:3])
+        for r in range(0, size, 1024):
+            for c in range(0, size, 1024):
+                h, w = min(1024, size - r), min(1024, size - c)
+                flip = data[:, ::-1] if (r // 1024 + c // 1024) % 2 else data  # no exact repeats
+                dst.write(flip[:, :h, :w], window=Window(c, r, w, h))
+    return path
+
+
+def checkpoint(path: Path, features: list[int]) -> Path:
+    torch.manual_seed(0)
+    model = SegNet(3, len(CLASS_NAMES), features=features)
+    return save_checkpoint(
+        path,
+        model,
+        class_names=CLASS_NAMES,
+        band_names=BAND_NAMES[:3],
+        domain="aerial",
+        normalization={"mode": "percentile", "lower": 1.0, "upper": 99.0},
+        tile_size=TILE,
+        tile_overlap=OVERLAP,
+    )
+
+
+def raw_model_seconds(seg: Segmenter, grid: TileGrid) -> float:
+    """The model alone on the scene's tiles (same count, shapes and batches), inputs already in memory."""
+    rng = np.random.default_rng(0)
+    shapes = {}
+    total = 0.0
+    for i in range(grid.shape[0]):
+        for chunk in tile_batches(grid.row(i), BATCH):
+            key = (len(chunk), chunk[0].height, chunk[0].width)
+            if key not in shapes:
+                shapes[key] = rng.random((len(chunk), 3, chunk[0].height, chunk[0].width), dtype=np.float32)
+            t = time.perf_counter()
+            seg.forward(shapes[key])
+            total += time.perf_counter() - t
+    return total
+
+
+def throughput(ckpt: Path, scene: Path, out: Path, repeats: int) -> dict:
+    seg = Segmenter.from_checkpoint(ckpt, batch_size=BATCH)
+    with rasterio.open(scene) as src:
+        h, w = src.height, src.width
+    grid = TileGrid.create(h, w, TILE, OVERLAP, align=seg.multiple)
+    work_mp = sum(t.height * t.width for t in grid) / 1e6
+    seg.forward(np.zeros((BATCH, 3, TILE, TILE), np.float32))  # warm-up
+    tiled, raw = [], []
+    for _ in range(repeats):
+        raw.append(raw_model_seconds(seg, grid))
+        for f in out.glob("*"):
+            f.unlink()
+        t = time.perf_counter()
+        tile_scene(seg, scene, out, TileOptions(tile_size=TILE, overlap=OVERLAP, batch_size=BATCH))
+        tiled.append(time.perf_counter() - t)
+    t_tile, t_raw = statistics.median(tiled), statistics.median(raw)
+    return {
+        "scene": f"{h}x{w}x3 uint16",
+        "tiles": len(grid),
+        "model_work_mp": round(work_mp, 1),
+        "tile_seconds": round(t_tile, 2),
+        "raw_seconds": round(t_raw, 2),
+        "tile_mp_per_s": round(work_mp / t_tile, 2),
+        "raw_mp_per_s": round(work_mp / t_raw, 2),
+        "scene_mp_per_s": round(h * w / 1e6 / t_tile, 2),
+        "ratio": round(t_raw / t_tile, 3),
+    }
+
+
+RSS_CHILD = """
+import resource, sys
+sys.path.insert(0, sys.argv[4])
+from segnet_domains import Segmenter
+from segnet_domains.geo.tiler import TileOptions, tile_scene
+seg = Segmenter.from_checkpoint(sys.argv[1], batch_size=int(sys.argv[5]))
+tile_scene(seg, sys.argv[2], sys.argv[3], TileOptions(tile_size=512, overlap=128))
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def peak_rss_mb(ckpt: Path, scene: Path, out: Path) -> float:
+    out.mkdir(exist_ok=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", RSS_CHILD, str(ckpt), str(scene), str(out), str(ROOT), str(BATCH)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(proc.stdout.strip().splitlines()[-1]) / 1024  # KiB → MiB (Linux)
+
+
+def versus_monai(ckpt: Path, size: int, repeats: int) -> dict:
+    from monai.inferers import sliding_window_inference
+
+    from segnet_domains.adapters import ImageAdapter
+
+    seg = Segmenter.from_checkpoint(ckpt, batch_size=BATCH)
+    rng = np.random.default_rng(1)
+    image = rng.integers(100, 3000, (3, size, size)).astype(np.uint16)
+
+    def ours() -> np.ndarray:
+        return predict_proba_tiled(seg, image, TILE, OVERLAP, BATCH)
+
+    def monai() -> np.ndarray:
+        x = torch.from_numpy(ImageAdapter(3, seg.info.normalization)(image))[None]  # same normalisation
+        with torch.inference_mode():
+            out = sliding_window_inference(
+                x, (TILE, TILE), BATCH, seg.forward, overlap=OVERLAP / TILE, mode="gaussian", progress=False
+            )
+        return out[0].numpy()
+
+    agree = float((ours().argmax(0) == monai().argmax(0)).mean())  # also the warm-up
+    t_ours, t_monai = [], []
+    for _ in range(repeats):
+        for fn, times in ((ours, t_ours), (monai, t_monai)):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+    a, b = statistics.median(t_ours), statistics.median(t_monai)
+    return {
+        "image": f"{size}x{size}x3",
+        "ours_seconds": round(a, 2),
+        "monai_seconds": round(b, 2),
+        "speedup": round(b / a, 3),
+        "label_agreement": round(agree, 4),
+    }
+
+
+def main() -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", type=int, default=4096, help="throughput scene edge (8192 for the full figure)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--features", default="8,16,32,64,64")
+    ap.add_argument("--monai-size", type=int, default=2048)
+    ap.add_argument("--skip-rss", action="store_true")
+    ap.add_argument("--json", help="also write the figures here")
+    args = ap.parse_args()
+    features = [int(f) for f in args.features.split(",")]
+    report: dict = {"features": features, "torch_threads": torch.get_num_threads()}
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        ckpt = checkpoint(tmp / "bench.pt", features)
+        scene = make_big_scene(tmp / "scene.tif", args.size, tmp)
+        (tmp / "out").mkdir()
+        report["throughput"] = throughput(ckpt, scene, tmp / "out", args.repeats)
+        print("throughput:", json.dumps(report["throughput"]), flush=True)
+        if not args.skip_rss:
+            small = make_big_scene(tmp / "s2048.tif", 2048, tmp)
+            big = scene if args.size == 8192 else make_big_scene(tmp / "s8192.tif", 8192, tmp)
+            a = peak_rss_mb(ckpt, small, tmp / "rss_small")
+            b = peak_rss_mb(ckpt, big, tmp / "rss_big")
+            report["peak_rss"] = {"2048_mb": round(a), "8192_mb": round(b), "growth": round(b / a, 3)}
+            print("peak RSS:", json.dumps(report["peak_rss"]), flush=True)
+        report["vs_monai"] = versus_monai(ckpt, args.monai_size, args.repeats)
+        print("vs MONAI sliding_window_inference:", json.dumps(report["vs_monai"]), flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+    return report
+
+
+if __name__ == "__main__":
+    main()
