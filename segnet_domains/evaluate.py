@@ -4,7 +4,9 @@ Files or folders; folders are matched by name (the file name without its
 image/NIfTI suffixes; failing that, the BIDS ``sub-…`` subject). NIfTI masks
 (``.nii``/``.nii.gz``) and 2D label images (PNG, TIFF, GIF) are read; a
 binary ``0/255`` image counts as ``0/1``. Pairs must have the same shape and,
-for NIfTI, the same affine.
+for NIfTI, the same affine. An optional valid mask (file or folder, e.g.
+RITE's ``NN_test_mask.gif`` fields of view, matched by name with or without
+a ``_mask`` suffix) restricts every count to its non-zero pixels.
 """
 
 from __future__ import annotations
@@ -126,12 +128,27 @@ def read_labels(path: Path) -> LabelFile:
     return LabelFile(path, labels, affine)
 
 
+def find_valid_mask(masks: Path, name: str) -> Path:
+    """The valid-mask file for case ``name``: ``masks`` itself, or ``masks/<name>[_mask].<ext>``.
+
+    Raises:
+        InputError: no matching file in the folder.
+    """
+    if masks.is_file():
+        return masks
+    for p in _label_files(masks):
+        if case_name(p) in (name, f"{name}_mask"):
+            return p
+    raise InputError(masks, f"no valid mask for case {name!r} (expected {name}.* or {name}_mask.*)")
+
+
 def evaluate_paths(
     pred: str | Path,
     truth: str | Path,
     num_classes: int | None = None,
     class_names: list[str] | None = None,
     include_background: bool = False,
+    valid_masks: str | Path | None = None,
 ) -> dict[str, Any]:
     """Dice, Jaccard, precision and recall per case and their mean.
 
@@ -141,6 +158,7 @@ def evaluate_paths(
         num_classes: K (default: the largest label seen + 1, at least 2).
         class_names: names for the per-class report.
         include_background: average over all classes (default: foreground).
+        valid_masks: file or folder of masks; only their non-zero pixels count.
 
     Returns:
         :func:`~segnet_domains.metrics.summarize`'s report.
@@ -161,12 +179,20 @@ def evaluate_paths(
             and not np.allclose(lp.affine, lt.affine, atol=1e-3)
         ):
             raise InputError(p, f"prediction affine differs from truth {t.name} (voxel grids not aligned)")
-        loaded.append((name, lp.labels, lt.labels))
-    k = num_classes or max(2, 1 + max(int(max(a.max(initial=0), b.max(initial=0))) for _, a, b in loaded))
-    for name, a, b in loaded:
+        valid = None
+        if valid_masks is not None:
+            vm = read_labels(find_valid_mask(Path(valid_masks), name))
+            if vm.labels.shape != lt.labels.shape:
+                raise InputError(
+                    vm.path, f"mask shape {vm.labels.shape} differs from truth {lt.labels.shape}"
+                )
+            valid = vm.labels > 0
+        loaded.append((name, lp.labels, lt.labels, valid))
+    k = num_classes or max(2, 1 + max(int(max(a.max(initial=0), b.max(initial=0))) for _, a, b, _ in loaded))
+    for name, a, b, _ in loaded:
         if max(a.max(initial=0), b.max(initial=0)) >= k:
             raise InputError(name, f"labels outside the declared classes 0..{k - 1}")
-    cases = [evaluate_case(a, b, k, name=name) for name, a, b in loaded]
+    cases = [evaluate_case(a, b, k, mask=v, name=name) for name, a, b, v in loaded]
     names = class_names or (["background"] + [f"class_{i}" for i in range(1, k)])
     return summarize(cases, names, include_background=include_background)
 

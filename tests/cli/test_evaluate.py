@@ -85,3 +85,28 @@ def test_mismatches_are_one_line(folders, tmp_path: Path, capsys: pytest.Capture
     _nii(other / "zzz.nii.gz", np.zeros((10, 10, 4)))
     assert main(["evaluate", "--pred", str(other), "--truth", str(truth)]) == 2
     assert "no prediction matches a truth file by name" in capsys.readouterr().err
+
+
+def test_field_of_view_masks_ignore_outside_pixels(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """RITE style: ``NN_test.png`` predictions and truths, ``NN_test_mask.gif`` fields of view."""
+    for sub in ("pred", "truth", "mask"):
+        (tmp_path / sub).mkdir()
+    truth = np.zeros((16, 16), np.uint8)
+    truth[4:12, 6:8] = 1
+    pred = truth.copy()
+    pred[0:2, :] = 1  # wrong, but outside the field of view
+    fov = np.zeros((16, 16), np.uint8)
+    fov[3:13, 3:13] = 255
+    iio.imwrite(tmp_path / "truth" / "01_test.png", truth)
+    iio.imwrite(tmp_path / "pred" / "01_test.png", pred)
+    iio.imwrite(tmp_path / "mask" / "01_test_mask.gif", fov)
+    argv = ["evaluate", "--pred", str(tmp_path / "pred"), "--truth", str(tmp_path / "truth"), "--json"]
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["mean"]["precision"] == pytest.approx(16 / (16 + 32))
+    assert main([*argv, "--mask", str(tmp_path / "mask")]) == 0
+    assert json.loads(capsys.readouterr().out)["mean"]["dice"] == 1.0
+    (tmp_path / "mask" / "01_test_mask.gif").rename(tmp_path / "mask" / "other.gif")
+    assert main([*argv, "--mask", str(tmp_path / "mask")]) == 2
+    assert "no valid mask for case '01_test'" in capsys.readouterr().err
