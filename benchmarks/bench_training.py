@@ -34,14 +34,19 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from segnet_domains.training import SegmentationLoss, build_config, train  # noqa: E402
-from segnet_domains.training.engine import _forward, build_model_from_config, build_optimizer  # noqa: E402
+from segnet_domains.training.engine import (  # noqa: E402
+    _forward,
+    build_model_from_config,
+    build_optimizer,
+    training_dtype,
+)
 from tests.data.medical import make_atlas  # noqa: E402
 
 SHAPE = (224, 192, 24)
 BATCH = 8
 
 
-def baseline_step_s(config: dict, steps: int) -> list[float]:
+def baseline_step_s(config: dict, steps: int, dtype: torch.dtype) -> list[float]:
     """Fwd+bwd+step times on one in-memory batch of the same shape (no data pipeline)."""
     torch.manual_seed(0)
     model = build_model_from_config(config["model"], 1, 2).train()
@@ -52,7 +57,7 @@ def baseline_step_s(config: dict, steps: int) -> list[float]:
     times = []
     for i in range(steps + 1):
         t = time.perf_counter()
-        loss = loss_fn(_forward(model, x), y)
+        loss = loss_fn(_forward(model, x, dtype), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -74,13 +79,15 @@ def main() -> dict:
     ap.add_argument("--steps", type=int, default=5, help="training steps measured (after 1 warm-up)")
     ap.add_argument("--workers", type=int, default=2, help="DataLoader workers")
     ap.add_argument("--features", default="64,128,256,512,512")
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "auto"], help="train.precision")
     ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args()
     features = [int(f) for f in args.features.split(",")]
 
     # baseline steps before and after the engine run: load from other processes hits both alike
     half = max(2, args.steps // 2)
-    base_times = baseline_step_s(build_config_for_baseline(features), half)
+    dtype = training_dtype(torch.device("cpu"), args.precision)
+    base_times = baseline_step_s(build_config_for_baseline(features), half, dtype)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "atlas"
         make_atlas(root, subjects=args.steps + 1, unlabeled=0, shape=SHAPE)  # one volume per step
@@ -92,6 +99,7 @@ def main() -> dict:
             f"train.max_steps_per_epoch={args.steps + 1}",
             f"train.num_workers={args.workers}",
             "train.bn_stats_batches=0",
+            f"train.precision={args.precision}",
             "train.progress=false",
             "data.val_fraction=0",
         ]
@@ -101,12 +109,13 @@ def main() -> dict:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             record = train(config).history[-1]
-    base_times += baseline_step_s(config, half)
+    base_times += baseline_step_s(config, half, dtype)
     base = statistics.median(base_times)
 
     step, wait = record["step_seconds_median"], record["data_wait_seconds_median"]
     res = {
         "features": features,
+        "precision": str(dtype).removeprefix("torch."),
         "threads": torch.get_num_threads(),
         "workers": args.workers,
         "slice": list(SHAPE[:2]),
@@ -122,7 +131,7 @@ def main() -> dict:
         "baseline_slices_per_s": round(BATCH / base, 2),
         "engine_over_baseline": round(step / base, 3),
     }
-    head = f"SegNet features={features}, {SHAPE[0]}x{SHAPE[1]} slices, batch {BATCH}"
+    head = f"SegNet features={features}, {SHAPE[0]}x{SHAPE[1]} slices, batch {BATCH}, {res['precision']}"
     print(f"{head}, {res['threads']} threads, {args.workers} workers")
     steps = res["steps"]
     print(f"  engine    {step:8.3f} s/step  {res['engine_slices_per_s']:7.2f} slices/s (median of {steps})")

@@ -70,6 +70,7 @@ DEFAULTS: dict[str, Any] = {
         "num_workers": 2,
         "device": "auto",
         "val_every": 1,
+        "precision": "fp32",
         "val_precision": "fp32",
         "bn_stats_batches": 50,
         "max_steps_per_epoch": None,
@@ -124,6 +125,8 @@ def _check_train(config: dict[str, Any], source: str) -> None:
         raise InputError(
             source, f"train.class_weights must be none or median_frequency, not {t['class_weights']!r}"
         )
+    if str(t["precision"]).lower() not in ("fp32", "bf16", "auto"):
+        raise InputError(source, f"train.precision must be fp32, bf16 or auto, not {t['precision']!r}")
     for key in ("epochs", "batch_size"):
         if not isinstance(t[key], int) or t[key] < 1:
             raise InputError(source, f"train.{key} must be a positive integer, not {t[key]!r}")
@@ -457,14 +460,35 @@ def _stride(model: nn.Module) -> int:
     return 2 ** len(_unwrap(model).encoder.stages)
 
 
-def _forward(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Logits for ``x`` padded exactly as :class:`Segmenter` pads at inference, cropped back.
+def training_dtype(device: torch.device, precision: str) -> torch.dtype:
+    """Autocast dtype of the forward pass: ``fp32``, ``bf16``, or ``auto`` (bf16 where it is native).
+
+    fp16 is not offered: it would need loss scaling; bf16 does not.
+    """
+    precision = str(precision).lower()
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "auto":
+        from segnet_domains.devices import cpu_has_bf16
+
+        if (device.type == "cpu" and cpu_has_bf16()) or (
+            device.type == "cuda" and torch.cuda.is_bf16_supported()
+        ):
+            return torch.bfloat16
+    return torch.float32
+
+
+def _forward(net: nn.Module, x: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Logits (fp32) for ``x`` padded exactly as :class:`Segmenter` pads at inference, cropped back.
 
     Training on the same padded frames the inference path feeds keeps the
-    two consistent (it matters when slices are not multiples of 32).
+    two consistent (it matters when slices are not multiples of 32). With
+    ``dtype=torch.bfloat16`` the forward pass runs under autocast.
     """
     xp, size = pad_to_multiple(x, _stride(net))
-    return crop(net(xp), size)
+    with torch.autocast(x.device.type, dtype=dtype, enabled=dtype != torch.float32):
+        logits = net(xp)
+    return crop(logits.float(), size)
 
 
 def _train_epoch(
@@ -495,6 +519,7 @@ def _train_epoch(
         generator=g,
         pin_memory=device.type == "cuda",
     )
+    dtype = training_dtype(device, tcfg.get("precision", "fp32"))
     max_steps = tcfg.get("max_steps_per_epoch")
     total = len(loader) if not max_steps else min(len(loader), int(max_steps))
     net.train()
@@ -517,7 +542,7 @@ def _train_epoch(
         m = None if m is None else torch.as_tensor(m).as_subclass(torch.Tensor).to(device)
         waits.append(time.perf_counter() - t_fetch)
         wait += waits[-1]
-        loss = loss_fn(_forward(net, x), y, m)
+        loss = loss_fn(_forward(net, x, dtype), y, m)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

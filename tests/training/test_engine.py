@@ -115,3 +115,19 @@ def test_same_seed_same_run(rite_root: Path, tmp_path: Path) -> None:
         runs.append(train(cfg).history[-1])
     assert runs[0]["loss"] == runs[1]["loss"]
     assert runs[0]["val"]["mean"] == runs[1]["val"]["mean"]
+
+
+def test_bf16_autocast_training_runs(rite_root: Path, tmp_path: Path) -> None:
+    cfg = build_config(
+        CONFIGS / "rite_vessels.yaml",
+        [*TINY_RITE, "train.epochs=1", "train.precision=bf16"],
+        data_root=rite_root,
+        out=tmp_path / "bf16",
+    )
+    record = train(cfg).history[-1]
+    assert np.isfinite(record["loss"]) and record["val"]["mean"]["dice"] is not None
+    fp32 = torch.float32
+    from segnet_domains.training.engine import training_dtype
+
+    assert training_dtype(torch.device("cpu"), "fp32") == fp32
+    assert training_dtype(torch.device("cpu"), "bf16") == torch.bfloat16
