@@ -275,25 +275,41 @@ class RowBandBlender:
         self.acc[:, : tile.height, cols] += values * w
         self.wsum[: tile.height, cols] += w
 
-    def finish_row(self) -> tuple[int, np.ndarray]:
-        """Close the current tile row.
+    def completed(self) -> tuple[int, np.ndarray, np.ndarray]:
+        """The rows of the current tile row that no later tile touches, unnormalised (no copy).
 
         Returns:
-            ``(first image row, channels × n × width)``: the completed rows,
-            blended (weighted mean). ``n`` is 0 when the next tile row starts
-            at the same place.
+            ``(first image row, channels × n × width sums, n × width weight sums)``;
+            the blended value is ``sums / weights``. Views into the band: use
+            them before :meth:`advance`.
         """
         i, grid = self.row_index, self.grid
         start = grid.row_starts[i]
         n = grid.rows_done_after(i) - start
-        done = self.acc[:, :n] / self.wsum[None, :n]
+        return start, self.acc[:, :n], self.wsum[:n]
+
+    def advance(self) -> None:
+        """Slide the band down to the next tile row (after :meth:`completed` rows are used)."""
+        i, grid = self.row_index, self.grid
+        n = grid.rows_done_after(i) - grid.row_starts[i]
         keep = grid.tile_height - n
-        if keep > 0:
-            self.acc[:, :keep] = self.acc[:, n:].copy()
-            self.wsum[:keep] = self.wsum[n:].copy()
-        self.acc[:, keep:] = 0.0
-        self.wsum[keep:] = 0.0
+        if keep > 0:  # numpy copies through a temporary only when the ranges overlap (n < keep)
+            self.acc[:, :keep] = self.acc[:, n : n + keep]
+            self.wsum[:keep] = self.wsum[n : n + keep]
+        self.acc[:, max(keep, 0) :] = 0.0
+        self.wsum[max(keep, 0) :] = 0.0
         self.row_index += 1
+
+    def finish_row(self) -> tuple[int, np.ndarray]:
+        """Close the current tile row: :meth:`completed` rows blended (a new array), then :meth:`advance`.
+
+        Returns:
+            ``(first image row, channels × n × width)``: the weighted mean. ``n``
+            is 0 when the next tile row starts at the same place.
+        """
+        start, acc, wsum = self.completed()
+        done = acc / wsum[None]
+        self.advance()
         return start, done
 
 
@@ -359,7 +375,7 @@ def iter_proba_tiled(
         weights = torch.tensor(_weights(chunk[0].height, chunk[0].width, overlap, kind))
         for t, pt in zip(chunk, p):
             rows, cols = t.slices
-            proba[:, rows, cols] += pt * weights
+            proba[:, rows, cols].addcmul_(pt, weights)
             wsum[rows, cols] += weights
         done += len(chunk)
         yield done, total

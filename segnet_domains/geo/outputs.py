@@ -40,7 +40,12 @@ PROBA_NODATA = 255
 PROBA_SCALE = 254
 
 #: GDAL creation options of the COG outputs.
-COG_OPTIONS: dict[str, Any] = {"compress": "deflate", "blocksize": 512, "bigtiff": "if_safer"}
+COG_OPTIONS: dict[str, Any] = {
+    "compress": "deflate",
+    "blocksize": 512,
+    "bigtiff": "if_safer",
+    "num_threads": "all_cpus",
+}
 
 
 @dataclass(frozen=True)

@@ -239,16 +239,24 @@ def read_sample(
     nodata: float | None = None,
     max_pixels: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """A decimated read of the whole scene for normalisation statistics (overviews used when present).
+    """A sample of the whole scene for normalisation statistics, at most ``max_pixels`` per band.
 
-    Scenes up to ``max_pixels`` (default :data:`SAMPLE_PIXELS`) are read at
-    full resolution, so their statistics are exact; bigger ones with a
-    stride that keeps the sample (and its memory) below that.
+    Scenes up to ``max_pixels`` (default :data:`SAMPLE_PIXELS`) are read
+    whole, so their statistics are exact. Bigger scenes are read decimated
+    when they have overviews (GDAL reads the overview), otherwise as a
+    regular grid of windows spread over the scene — a few blocks to decode
+    instead of the whole file.
 
     Returns:
-        ``(C×h×w, h×w valid)`` as :func:`read_window`.
+        ``(C×h×w, h×w valid)`` as :func:`read_window` (for a window grid the
+        windows are placed side by side).
     """
-    step = max(1, math.ceil(math.sqrt(src.width * src.height / (max_pixels or SAMPLE_PIXELS))))
+    budget = max_pixels or SAMPLE_PIXELS
+    step = max(1, math.ceil(math.sqrt(src.width * src.height / budget)))
+    if step == 1:
+        return read_window(src, bands, Window(0, 0, src.width, src.height), nodata)
+    if not src.overviews(bands[0]):
+        return _window_grid_sample(src, bands, nodata, budget)
     h, w = max(1, src.height // step), max(1, src.width // step)
     try:
         data = src.read(
@@ -266,3 +274,14 @@ def read_sample(
     if data.dtype.kind == "f":
         valid &= np.isfinite(data).all(axis=0)
     return data, valid
+
+
+def _window_grid_sample(
+    src: rasterio.DatasetReader, bands: Sequence[int], nodata: float | None, budget: int, per_side: int = 8
+) -> tuple[np.ndarray, np.ndarray]:
+    """``per_side``² small windows on a regular grid over the scene, ``budget`` pixels in all."""
+    size = max(4, min(src.height // per_side, src.width // per_side, int(math.sqrt(budget) / per_side)))
+    rows = np.linspace(0, src.height - size, per_side).round().astype(int)
+    cols = np.linspace(0, src.width - size, per_side).round().astype(int)
+    parts = [read_window(src, bands, Window(int(c), int(r), size, size), nodata) for r in rows for c in cols]
+    return np.concatenate([p[0] for p in parts], axis=2), np.concatenate([p[1] for p in parts], axis=1)

@@ -60,7 +60,7 @@ from segnet_domains.inference import Segmenter
 from segnet_domains.tiling import RowBandBlender, Tile, TileGrid, resolve_tiling, tile_batches
 
 #: GDAL block cache (bytes; rasterio passes it to GDALSetCacheMax): bounded, whatever the scene size.
-GDAL_CACHE_BYTES = 256 * 2**20
+GDAL_CACHE_BYTES = 32 * 2**20
 
 RUN_KEY_TAG = "SEGNET_RUN_KEY"
 
@@ -233,7 +233,8 @@ def tile_scene(
             "SEGNET_BANDS": json.dumps(bands),
             "SEGNET_NORMALIZATION": json.dumps({**info.normalization, **normalizer.stats}),
         }
-        store.finalize(paths, scene.crs, scene.transform, info.class_names, info.class_colors, tags)
+        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):  # the COG copy streams too
+            store.finalize(paths, scene.crs, scene.transform, info.class_names, info.class_colors, tags)
     except KeyboardInterrupt:
         store.close()  # keep the finished rows: a rerun continues from them
         raise
@@ -303,24 +304,41 @@ class _Job:
 
     # ------------------------------------------------------------------ stage 3: write (thread)
 
-    def write(self, item: tuple[int, int, np.ndarray]) -> None:
-        i, start, rows = item
-        if rows.shape[1]:
-            k = self.k
-            valid = rows[k] > 0.5
-            labels = rows[:k].argmax(0).astype(np.uint8)
+    def encode(self, acc: np.ndarray, wsum: np.ndarray, chunk: int = 2048) -> dict[str, np.ndarray]:
+        """Blended rows (``channels × n × W`` sums and ``n × W`` weights) → compact outputs.
+
+        uint8 labels and probabilities, float32 variance; computed ``chunk``
+        columns at a time in the main thread, so temporaries stay small and
+        only compact arrays wait in the writer's queue.
+        """
+        k, (n, w) = self.k, wsum.shape
+        values = {"labels": np.empty((n, w), np.uint8)}
+        if self.opts.proba:
+            values["proba"] = np.empty((k, n, w), np.uint8)
+        if self.opts.uncertainty:
+            values["uncertainty"] = np.empty((n, w), np.float32)
+        for c0 in range(0, w, chunk):
+            cols = slice(c0, min(c0 + chunk, w))
+            mean = acc[:, :, cols] / wsum[None, :, cols]
+            valid = mean[k] > 0.5
+            labels = mean[:k].argmax(0).astype(np.uint8)
             labels[~valid] = LABEL_NODATA
-            values = {"labels": labels}
+            values["labels"][:, cols] = labels
             if self.opts.proba:
-                q = np.rint(rows[:k] * PROBA_SCALE).astype(np.uint8)
+                q = np.rint(mean[:k] * PROBA_SCALE).astype(np.uint8)
                 q[:, ~valid] = PROBA_NODATA
-                values["proba"] = q
+                values["proba"][:, :, cols] = q
             if self.opts.uncertainty:
-                u = rows[k + 1].astype(np.float32)
+                u = mean[k + 1]
                 u[~valid] = np.nan
-                values["uncertainty"] = u
+                values["uncertainty"][:, cols] = u
+        return values
+
+    def write(self, item: tuple[int, int, int, dict[str, np.ndarray]]) -> None:
+        i, start, n, values = item
+        if n:
             self.store.write_rows(start, values)
-        self.store.save_progress(self.key, tile_rows_done=i + 1, rows_done=start + rows.shape[1])
+        self.store.save_progress(self.key, tile_rows_done=i + 1, rows_done=start + n)
 
     # ------------------------------------------------------------------ the loop
 
@@ -364,10 +382,13 @@ class _Job:
                     blender.add(t, v)
                 if not last:
                     continue
-                start, rows = blender.finish_row()
-                if i < first:
+                start, acc, wsum = blender.completed()
+                if i < first:  # recomputed only for its overlap into the first new row
+                    blender.advance()
                     continue
-                writer.put((i, start, rows))
+                values = self.encode(acc, wsum)
+                blender.advance()
+                writer.put((i, start, wsum.shape[0], values))
                 if bar is not None:
                     bar.update(per_row)
                 elif callable(progress):

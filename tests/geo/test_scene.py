@@ -120,8 +120,15 @@ def test_scene_normalizer_ignores_nodata(tmp_path: Path) -> None:
     assert stats[0] == stats[1]
 
 
-def test_read_sample_is_decimated(tmp_path: Path) -> None:
+@pytest.mark.parametrize("overviews", [False, True])
+def test_read_sample_is_bounded(tmp_path: Path, overviews: bool) -> None:
     path, _ = make_scene(tmp_path / "s.tif", 400, 300, border=False)
+    if overviews:
+        with rasterio.open(path, "r+") as dst:
+            dst.build_overviews([2, 4])
     with rasterio.open(path) as src:
         sample, valid = read_sample(src, [1, 3], max_pixels=10_000)
+        whole = src.read([1, 3])
     assert sample.shape[0] == 2 and sample.shape[1] * sample.shape[2] <= 12_000 and valid.all()
+    # a fair sample: its median is close to the scene's
+    np.testing.assert_allclose(np.median(sample, axis=(1, 2)), np.median(whole, axis=(1, 2)), rtol=0.25)
