@@ -267,12 +267,19 @@ class RowBandBlender:
         return _weights(tile.height, tile.width, self.grid.overlap, self.kind)
 
     def add(self, tile: Tile, values: np.ndarray) -> None:
-        """Accumulate ``channels × tile.height × tile.width`` values of a tile of the current row."""
+        """Accumulate ``channels × tile.height × tile.width`` values of a tile of the current row.
+
+        A writable float32 ``values`` is weighted in place (it is consumed).
+        """
         if tile.index[0] != self.row_index:
             raise ValueError(f"tile of row {tile.index[0]} added while blending row {self.row_index}")
         w = self.weights(tile)
         cols = slice(tile.col, tile.col + tile.width)
-        self.acc[:, : tile.height, cols] += values * w
+        if values.flags.writeable and values.dtype == np.float32:
+            values = np.multiply(values, w, out=values)  # no temporary (the caller's tile is consumed)
+        else:
+            values = values * w
+        self.acc[:, : tile.height, cols] += values
         self.wsum[: tile.height, cols] += w
 
     def completed(self) -> tuple[int, np.ndarray, np.ndarray]:
