@@ -60,7 +60,7 @@ from segnet_domains.inference import Segmenter
 from segnet_domains.tiling import RowBandBlender, Tile, TileGrid, resolve_tiling, tile_batches
 
 #: GDAL block cache (bytes; rasterio passes it to GDALSetCacheMax): bounded, whatever the scene size.
-GDAL_CACHE_BYTES = 32 * 2**20
+GDAL_CACHE_BYTES = 16 * 2**20
 
 RUN_KEY_TAG = "SEGNET_RUN_KEY"
 
@@ -304,7 +304,7 @@ class _Job:
 
     # ------------------------------------------------------------------ stage 3: write (thread)
 
-    def encode(self, acc: np.ndarray, wsum: np.ndarray, chunk: int = 2048) -> dict[str, np.ndarray]:
+    def encode(self, acc: np.ndarray, wsum: np.ndarray, chunk: int = 1024) -> dict[str, np.ndarray]:
         """Blended rows (``channels × n × W`` sums and ``n × W`` weights) → compact outputs.
 
         uint8 labels and probabilities, float32 variance; computed ``chunk``
