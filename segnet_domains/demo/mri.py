@@ -87,7 +87,7 @@ def brain_volume(
             cc = c + rng.normal(0, r * 0.5, 3)
             blob |= _ellipsoid(grid, cc, r * rng.uniform(0.6, 1.1, 3)) < 1
         mask[blob & brain & (vent >= 1.3)] = 1
-    t1 = np.where(mask > 0, 32.0 + 6 * texture, t1)  # hypointense, near CSF
+    t1 = np.where(mask > 0, 24.0 + 5 * texture, t1)  # chronic stroke: CSF-like hypointensity
     t1 = ndimage.gaussian_filter(t1, 0.8)
     bias = 1.0 + 0.08 * _smooth_field(rng, shape, 24, 1.0)
     t1 = t1 * bias + rng.normal(0, 3.0, shape).astype(np.float32)

@@ -64,7 +64,7 @@ class DemoSize:
     features: str = REDUCED_FEATURES
 
 
-FULL = DemoSize(2.0, 7, 40, 40, 6, 24, 25, (768, 768), 3, 10, 40, 512)
+FULL = DemoSize(2.0, 12, 100, 40, 6, 40, 25, (768, 768), 5, 60, 40, 512)
 QUICK = DemoSize(4.0, 3, 1, 3, 2, 1, 3, (160, 160), 2, 1, 3, 128, "[4,8,8,8,8]")
 
 
@@ -86,6 +86,8 @@ def _train(
         "train.optimizer=adam",
         "train.lr=0.003",
         "train.num_workers=0",
+        "train.precision=auto",  # bf16 autocast where the CPU has it
+        "train.bn_stats_batches=8",
         f"train.device={device}",
         *extra,
     ]
@@ -107,7 +109,7 @@ def run_mri(root: Path, out: Path, size: DemoSize, device: str) -> dict[str, Any
         size,
         size.mri_epochs,
         size.mri_steps,
-        ["data.samples_per_volume=8", "data.pos_fraction=0.6", "train.batch_size=1", "train.val_every=10"],
+        ["data.samples_per_volume=8", "data.pos_fraction=0.6", "train.batch_size=1", "train.val_every=20"],
         device,
     )
     seg = Segmenter.from_checkpoint(ckpt, device=device)
@@ -171,7 +173,9 @@ def run_aerial(root: Path, out: Path, size: DemoSize, device: str) -> dict[str, 
             f"data.class_names={json.dumps(aerial_data.CLASS_NAMES)}",
             f"data.class_colors={json.dumps(aerial_data.CLASS_COLORS)}",
             f"data.patch_size={min(256, *size.aerial_size)}",
-            "train.batch_size=2",
+            "data.samples_per_scene=16",
+            "train.batch_size=1",
+            "train.val_every=20",
         ],
         device,
     )
