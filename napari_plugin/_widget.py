@@ -26,7 +26,7 @@ from segnet_domains.devices import available_devices
 from segnet_domains.errors import InputError
 
 from ._compute import Cancelled, Progress, SegmentationResult, build_request, iter_segmentation
-from ._layers import add_result
+from ._layers import add_result, warm_up_labels
 from ._settings import load_settings, save_settings
 
 if TYPE_CHECKING:
@@ -100,6 +100,7 @@ class SegNetWidget(Container):
             labels=True,
         )
         self._samples.visible = False
+        warm_up_labels(napari_viewer)  # so the first result does not stall the viewer
         self._uncertainty.changed.connect(lambda v: setattr(self._samples, "visible", bool(v)))
         self._checkpoint.changed.connect(self._on_checkpoint)
         self._layer.changed.connect(self._on_layer)
