@@ -34,8 +34,9 @@ from segnet_domains.geo.batch import SegmenterSpec, run_batch
 from segnet_domains.geo.tiler import TileOptions
 from segnet_domains.inference import Segmenter
 from segnet_domains.io.atomic import atomic_output
-from segnet_domains.io.images import overlay, read_image, write_labels, write_png
+from segnet_domains.io.images import overlay, write_labels, write_png
 from segnet_domains.medical.nifti import read_volume
+from segnet_domains.medical.rite import find_samples, load_pair
 from segnet_domains.metrics import evaluate_case, summarize
 from segnet_domains.predict_files import predict_volume_file
 from segnet_domains.training import build_config, train
@@ -130,7 +131,8 @@ def run_fundus(root: Path, out: Path, size: DemoSize, device: str) -> dict[str, 
     """Train on RITE-style images (vessel task), segment a held-out image (PNG out), score inside the FOV."""
     data = root / "rite"
     fundus_data.write_rite(data, train=size.fundus_train, test=1, seed=2)
-    held = fundus_data.write_rite(root / "rite_heldout", train=0, test=1, seed=77)["test"][0]
+    fundus_data.write_rite(root / "rite_heldout", train=0, test=1, seed=77)
+    held = find_samples(root / "rite_heldout", "test")[0]
     ckpt = _train(
         "rite_vessels",
         data,
@@ -143,14 +145,13 @@ def run_fundus(root: Path, out: Path, size: DemoSize, device: str) -> dict[str, 
     )
     seg = Segmenter.from_checkpoint(ckpt, device=device)
     (out / "fundus").mkdir(parents=True, exist_ok=True)
-    image = read_image(held)
-    av = read_image(held.parent.parent / "av" / f"{held.stem}.png")
-    fov = read_image(held.parent.parent / "mask" / f"{held.stem}_mask.gif")
-    fov = (fov.max(-1) if fov.ndim == 3 else fov) > 0  # GIF palettes read as RGB
-    truth = (av.reshape(*av.shape[:2], -1).max(-1) > 0).astype(np.uint8)
-    pred = (seg.predict(image, source=str(held)) * fov).astype(np.uint8)  # outside the FOV is not retina
-    pred_path = write_labels(out / "fundus" / f"{held.stem}_vessels.png", pred)
-    report = summarize([evaluate_case(pred, truth, 2, mask=fov, name=held.name)], seg.info.class_names)
+    pair = load_pair(held, vessels=True)
+    image, truth, fov = pair.image, pair.labels, pair.fov
+    pred = (seg.predict(image, source=str(held.image)) * fov).astype(
+        np.uint8
+    )  # outside the FOV is not retina
+    pred_path = write_labels(out / "fundus" / f"{held.name}_vessels.png", pred)
+    report = summarize([evaluate_case(pred, truth, 2, mask=fov, name=held.image.name)], seg.info.class_names)
     side_by_side(out / "fundus" / "overlay.png", image, truth, pred)
     return _scores(report, pred_path, out / "fundus" / "overlay.png", ckpt)
 
