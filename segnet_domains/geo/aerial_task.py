@@ -28,7 +28,6 @@ from typing import Any, ClassVar
 import numpy as np
 from monai.transforms import (
     ClassesToIndicesd,
-    Compose,
     RandCropByLabelClassesd,
     RandFlipd,
     RandRotate90d,
@@ -187,13 +186,7 @@ class AerialTask(Task):
                 RandFlipd(keys, prob=0.5, spatial_axis=0),
                 RandRotate90d(keys, prob=0.5, max_k=3),
             ]
-        return CheckedCacheDataset(
-            items,
-            Compose(transforms),
-            source_key="source",
-            skip_corrupt=bool(self.data["skip_corrupt"]),
-            cache_rate=float(self.data["cache_rate"]),
-        )
+        return self.cached_dataset(items, transforms, source_key="source")
 
     def val_cases(self) -> Iterator[Case]:
         for pair in self._split()[1]:

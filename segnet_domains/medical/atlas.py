@@ -25,7 +25,6 @@ from typing import Any, ClassVar
 import nibabel as nib
 import numpy as np
 from monai.transforms import (
-    Compose,
     EnsureTyped,
     LoadImaged,
     Orientationd,
@@ -225,12 +224,7 @@ class AtlasLesionTask(Task):
                 RandGaussianNoised("image", prob=0.2, std=0.02),
             ]
         items = [{"image": str(s.image), "label": str(s.mask)} for s in train]
-        return CheckedCacheDataset(
-            items,
-            Compose(transforms),
-            skip_corrupt=bool(self.data["skip_corrupt"]),
-            cache_rate=float(self.data["cache_rate"]),
-        )
+        return self.cached_dataset(items, transforms)
 
     # ------------------------------------------------------------------ validation
 

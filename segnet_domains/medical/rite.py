@@ -28,7 +28,6 @@ from typing import Any, ClassVar
 
 import numpy as np
 from monai.transforms import (
-    Compose,
     RandAdjustContrastd,
     RandCropByPosNegLabeld,
     RandFlipd,
@@ -245,13 +244,7 @@ class RiteVesselTask(Task):
                 RandAdjustContrastd("image", prob=0.3, gamma=(0.8, 1.25)),
                 RandGaussianNoised("image", prob=0.2, std=0.02),
             ]
-        return CheckedCacheDataset(
-            items,
-            Compose(transforms),
-            source_key="source",
-            skip_corrupt=bool(self.data["skip_corrupt"]),
-            cache_rate=float(self.data["cache_rate"]),
-        )
+        return self.cached_dataset(items, transforms, source_key="source")
 
     def val_cases(self) -> Iterator[Case]:
         for pair in self._pairs(self.data["val_split"], labelled_only=False):

@@ -8,13 +8,16 @@ from __future__ import annotations
 import importlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from torch.utils.data import Dataset
 
 from segnet_domains.errors import InputError
 from segnet_domains.inference import Segmenter
+
+if TYPE_CHECKING:
+    from segnet_domains.training.data import CheckedCacheDataset
 
 #: Task name → ``"module:attribute"``; imported only when a config asks for it.
 TASKS: dict[str, str] = {
@@ -102,6 +105,26 @@ class Task:
         is re-seeded every epoch (deterministic runs, exact resume).
         """
         raise NotImplementedError
+
+    def cached_dataset(
+        self, items: list[dict[str, Any]], transforms: list[Any], source_key: str = "image"
+    ) -> CheckedCacheDataset:
+        """The usual :meth:`train_dataset`: MONAI ``CacheDataset`` over ``items`` through ``transforms``.
+
+        Honours ``data.cache_rate`` and ``data.skip_corrupt``; an item whose
+        pre-processing fails is named by ``item[source_key]``.
+        """
+        from monai.transforms import Compose
+
+        from segnet_domains.training.data import CheckedCacheDataset  # data.py imports this module
+
+        return CheckedCacheDataset(
+            items,
+            Compose(transforms),
+            source_key=source_key,
+            skip_corrupt=bool(self.data["skip_corrupt"]),
+            cache_rate=float(self.data.get("cache_rate", 1.0)),
+        )
 
     def val_cases(self) -> Iterable[Case]:
         """Whole validation images/volumes (read lazily, one at a time is fine)."""
