@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
@@ -130,13 +130,6 @@ class Segmenter:
                 self.model.enable_mc_dropout(False)
         assert total is not None
         return (total / len(flips)).cpu().contiguous()
-
-    def forward_batches(
-        self, batches: Iterable[np.ndarray], mc_dropout: bool = False
-    ) -> Generator[torch.Tensor, None, None]:
-        """:meth:`forward` over an iterable of batches, one result per batch."""
-        for b in batches:
-            yield self.forward(b, mc_dropout=mc_dropout)
 
     # ------------------------------------------------------------------ 2D images
 
