@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import rasterio
+from rasterio.enums import MaskFlags
 from rasterio.errors import RasterioError, RasterioIOError
 from rasterio.windows import Window
 
@@ -208,10 +209,9 @@ def read_window(
     """
     try:
         data = src.read(list(bands), window=window)
-        if nodata is None:
+        valid = _validity(src, bands, data, nodata)
+        if valid is None:  # an internal mask or alpha band: GDAL reads it
             valid = src.read_masks(list(bands), window=window).any(axis=0)
-        else:
-            valid = (data != _cast_nodata(nodata, data.dtype)).any(axis=0)
     except (RasterioIOError, RasterioError) as exc:
         raise InputError(
             src.name,
@@ -221,6 +221,34 @@ def read_window(
     if data.dtype.kind == "f":
         valid &= np.isfinite(data).all(axis=0)
     return data, valid
+
+
+def _validity(
+    src: rasterio.DatasetReader, bands: Sequence[int], data: np.ndarray, nodata: float | None
+) -> np.ndarray | None:
+    """``h×w`` validity computed from the pixels already read, or ``None`` when GDAL must read a mask.
+
+    A given ``nodata`` value, a band nodata value or "all valid" need no second
+    read: ``read_masks`` would decode every block again to compare it with the
+    nodata value (twice the decoding work of the read itself). Only internal
+    mask bands and alpha bands are left to GDAL. Same rule as GDAL's dataset
+    mask: a pixel is nodata when every selected band is.
+    """
+    if nodata is not None:
+        return (data != _cast_nodata(nodata, data.dtype)).any(axis=0)
+    flags = [src.mask_flag_enums[b - 1] for b in bands]
+    if all(f == [MaskFlags.all_valid] for f in flags):
+        return np.ones(data.shape[1:], bool)
+    if not all(f == [MaskFlags.nodata] for f in flags):
+        return None
+    valid = np.zeros(data.shape[1:], bool)
+    for band, b in zip(data, bands):
+        value = src.nodatavals[b - 1]
+        if value is not None and math.isnan(value):
+            valid |= ~np.isnan(band)
+        else:
+            valid |= band != _cast_nodata(value, data.dtype)
+    return valid
 
 
 def _cast_nodata(value: float, dtype: np.dtype) -> Any:
@@ -262,11 +290,9 @@ def read_sample(
         data = src.read(
             list(bands), out_shape=(len(bands), h, w), resampling=rasterio.enums.Resampling.nearest
         )
-        if nodata is None:
-            masks = src.read_masks(list(bands), out_shape=(len(bands), h, w))
-            valid = masks.any(axis=0)
-        else:
-            valid = (data != _cast_nodata(nodata, data.dtype)).any(axis=0)
+        valid = _validity(src, bands, data, nodata)
+        if valid is None:
+            valid = src.read_masks(list(bands), out_shape=(len(bands), h, w)).any(axis=0)
     except (RasterioIOError, RasterioError) as exc:
         raise InputError(
             src.name, f"truncated or corrupt raster ({str(exc).strip().splitlines()[0]})"

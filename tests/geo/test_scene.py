@@ -13,7 +13,7 @@ from segnet_domains import InputError, read_info
 from segnet_domains.adapters import Normalizer
 from segnet_domains.geo.normalize import SceneNormalizer
 from segnet_domains.geo.scene import check_tile_fits, open_scene, read_sample, read_window, select_bands
-from tests.data.geo import footprint, make_scene, truncate, write_raster
+from tests.data.geo import footprint, make_scene, profile, truncate, write_raster
 
 
 def test_open_scene_metadata(tmp_path: Path) -> None:
@@ -93,6 +93,62 @@ def test_read_window_masks(tmp_path: Path) -> None:
     with rasterio.open(fpath) as src:
         _, fvalid = read_window(src, [1, 2], Window(0, 0, 8, 8))
     assert not fvalid[2, 3] and fvalid.sum() == 63
+
+
+def _gdal_validity(path: Path, bands: list[int], window: Window) -> np.ndarray:
+    with rasterio.open(path) as src:
+        return src.read_masks(bands, window=window).any(axis=0)
+
+
+@pytest.mark.parametrize("kind", ["nodata", "partial", "nan", "internal_mask", "alpha", "none"])
+def test_read_window_validity_matches_gdal_masks(tmp_path: Path, kind: str) -> None:
+    """Validity computed from the pixels equals GDAL's dataset mask, whatever declares nodata."""
+    rng = np.random.default_rng(3)
+    win = Window(7, 3, 50, 40)
+    path = tmp_path / f"{kind}.tif"
+    if kind in ("nodata", "partial"):
+        arr = rng.integers(1, 500, (3, 48, 64)).astype(np.uint16)
+        arr[:, :10] = 0  # nodata in every band
+        arr[1, 20:30] = 0  # in one band only: still valid (GDAL's rule: nodata when every band is)
+        if kind == "partial":
+            arr[0, 40:] = 0
+            arr[2, 40:] = 0
+        write_raster(path, arr, nodata=0)
+    elif kind == "nan":
+        arr = rng.random((2, 48, 64)).astype(np.float32)
+        arr[:, 5:9] = np.nan
+        arr[0, 30] = np.nan
+        write_raster(path, arr, nodata=float("nan"))
+    elif kind == "internal_mask":
+        arr = rng.integers(1, 500, (3, 48, 64)).astype(np.uint16)
+        write_raster(path, arr, nodata=None)
+        with rasterio.open(path, "r+") as dst:
+            mask = np.full((48, 64), 255, np.uint8)
+            mask[:, :12] = 0
+            dst.write_mask(mask)
+    elif kind == "alpha":
+        arr = rng.integers(1, 255, (4, 48, 64)).astype(np.uint8)
+        arr[3] = 255
+        arr[3, 30:] = 0
+        prof = {**profile(48, 64, 4, "uint8", nodata=None), "photometric": "rgb", "alpha": "yes"}
+        with rasterio.open(path, "w", **prof) as dst:
+            dst.write(arr)
+    else:
+        arr = rng.integers(0, 500, (3, 48, 64)).astype(np.int16)
+        write_raster(path, arr, nodata=None)
+    bands = [1, 2] if kind == "nan" else [1, 2, 3]
+    with rasterio.open(path) as src:
+        data, valid = read_window(src, bands, win)
+        if kind == "alpha":
+            assert src.mask_flag_enums[0] == [
+                rasterio.enums.MaskFlags.per_dataset,
+                rasterio.enums.MaskFlags.alpha,
+            ]
+    expected = _gdal_validity(path, bands, win)
+    if kind == "nan":  # NaN in any band is nodata too (GDAL's mask only looks at each band's own value)
+        expected &= np.isfinite(data).all(axis=0)
+    assert 0 < expected.sum() < expected.size or kind == "none"
+    np.testing.assert_array_equal(valid, expected)
 
 
 def test_scene_normalizer_matches_whole_image_normalizer(tmp_path: Path) -> None:
