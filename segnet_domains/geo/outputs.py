@@ -39,9 +39,11 @@ LABEL_NODATA = 255
 PROBA_NODATA = 255
 PROBA_SCALE = 254
 
-#: GDAL creation options of the COG outputs.
+#: GDAL creation options of the COG outputs. DEFLATE level 3, not GDAL's default 6: about 4× faster
+#: to write for files a few per cent bigger (label maps compress well at any level).
 COG_OPTIONS: dict[str, Any] = {
     "compress": "deflate",
+    "level": 3,
     "blocksize": 512,
     "bigtiff": "if_safer",
     "num_threads": "all_cpus",

@@ -319,17 +319,17 @@ class _Job:
             values["uncertainty"] = np.empty((n, w), np.float32)
         for c0 in range(0, w, chunk):
             cols = slice(c0, min(c0 + chunk, w))
-            mean = acc[:, :, cols] / wsum[None, :, cols]
-            valid = mean[k] > 0.5
-            labels = mean[:k].argmax(0).astype(np.uint8)
+            sums, weights = acc[:, :, cols], wsum[:, cols]
+            valid = sums[k] > 0.5 * weights  # blended validity > 0.5
+            labels = sums[:k].argmax(0).astype(np.uint8)  # weights are positive: argmax of sums = of means
             labels[~valid] = LABEL_NODATA
             values["labels"][:, cols] = labels
             if self.opts.proba:
-                q = np.rint(mean[:k] * PROBA_SCALE).astype(np.uint8)
+                q = np.rint(sums[:k] * (PROBA_SCALE / weights)).astype(np.uint8)
                 q[:, ~valid] = PROBA_NODATA
                 values["proba"][:, :, cols] = q
             if self.opts.uncertainty:
-                u = mean[k + 1]
+                u = sums[k + 1] / weights
                 u[~valid] = np.nan
                 values["uncertainty"][:, cols] = u
         return values
