@@ -13,6 +13,7 @@ exactly as in a single process.
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -79,6 +80,7 @@ def run_distributed(
     threads: int | None = None
     try:
         if scheduler:
+            _check_reachable(scheduler)
             try:
                 client = Client(scheduler, timeout="20s")
             except (OSError, TimeoutError) as exc:
@@ -122,3 +124,28 @@ def run_distributed(
     finally:
         if cluster is not None:
             cluster.close()
+
+
+def _check_reachable(address: str) -> None:
+    """Fail at once when nothing listens at a ``tcp://``/``tls://`` scheduler address.
+
+    ``Client`` retries a refused connection until its timeout; a plain socket
+    connect tells a wrong address or a stopped scheduler in milliseconds.
+
+    Raises:
+        InputError: the address is malformed or refuses the connection.
+    """
+    from distributed.comm import parse_address
+    from distributed.comm.addressing import parse_host_port
+
+    try:
+        scheme, location = parse_address(address)
+        if scheme not in ("tcp", "tls"):
+            return
+        host, port = parse_host_port(location)
+    except ValueError as exc:
+        raise InputError(None, f"not a Dask scheduler address: {address} ({exc})") from None
+    try:
+        socket.create_connection((host, int(port)), timeout=10).close()
+    except OSError as exc:
+        raise InputError(None, f"cannot reach the Dask scheduler {address} ({exc.strerror or exc})") from None

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -131,3 +133,80 @@ def test_console_script_runs(tmp_path: Path, ckpt: Path) -> None:
     proc = subprocess.run([*cmd, "--device", "cpu"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "o" / "s_labels.tif").is_file()
+
+
+@pytest.fixture
+def dask_cluster(tmp_path: Path):
+    """An existing cluster, as a user starts one: ``dask scheduler`` and ``dask worker`` processes."""
+    pytest.importorskip("dask.distributed")
+    exe = Path(sys.executable).with_name("dask")
+    info = tmp_path / "scheduler.json"
+    procs = [
+        subprocess.Popen(
+            [str(exe), "scheduler", "--scheduler-file", str(info), "--port", "0", "--no-dashboard"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    ]
+    try:
+        for _ in range(300):
+            if info.is_file() and info.stat().st_size:
+                break
+            time.sleep(0.1)
+        address = json.loads(info.read_text())["address"]
+        worker = [str(exe), "worker", "--scheduler-file", str(info), "--nworkers", "2", "--nthreads", "1"]
+        procs.append(
+            subprocess.Popen(
+                [*worker, "--no-dashboard", "--memory-limit", "4GB"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,  # its own process group: the nanny's worker processes go with it
+            )
+        )
+        from dask.distributed import Client
+
+        with Client(address, timeout="60s") as client:
+            client.wait_for_workers(2, timeout=120)
+        yield address
+    finally:
+        for p in reversed(procs):
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait(timeout=30)
+
+
+def test_scheduler_address_runs_on_an_existing_cluster(tmp_path: Path, ckpt: Path, dask_cluster: str) -> None:
+    """``--scheduler tcp://HOST:PORT``: a separately started cluster writes what one process writes."""
+    scenes = [make_scene(tmp_path / f"c{i}.tif", 100 + 20 * i, 120, seed=i)[0] for i in range(3)]
+    broken = tmp_path / "broken.tif"
+    broken.write_bytes(b"not a raster")
+    exe = Path(sys.executable).with_name("segnet-domains")
+    common = ["-m", str(ckpt), "--tile", "64", "--overlap", "16", "--device", "cpu", "--no-progress"]
+    args = [str(exe), "tile", *map(str, scenes), str(broken), *common]
+    single = subprocess.run([*args, "-o", str(tmp_path / "one")], capture_output=True, text=True, timeout=300)
+    dist = subprocess.run(
+        [*args, "-o", str(tmp_path / "cluster"), "--scheduler", dask_cluster],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert single.returncode == dist.returncode == 1, dist.stderr  # the broken scene, after the others
+    assert "broken.tif" in dist.stderr and "Traceback" not in dist.stderr
+    summary = json.loads(next((tmp_path / "cluster").glob("tile-run-*.json")).read_text())
+    assert summary["counts"] == {"done": 3, "failed": 1}
+    for s in scenes:
+        name = f"{s.stem}_labels.tif"
+        with rasterio.open(tmp_path / "one" / name) as a, rasterio.open(tmp_path / "cluster" / name) as b:
+            np.testing.assert_array_equal(a.read(), b.read())
+            assert a.profile == b.profile and a.crs == b.crs
+    assert _leftovers(tmp_path / "cluster") == sorted(f"{s.stem}_labels.tif" for s in scenes)
+
+
+def test_unreachable_scheduler_is_one_line(tmp_path: Path, ckpt: Path, capsys) -> None:
+    scene, _ = make_scene(tmp_path / "s.tif", 70, 70)
+    argv = [str(scene), "-m", str(ckpt), "-o", str(tmp_path / "o"), "--tile", "64", "--scheduler"]
+    code, _, err = _tile([*argv, "tcp://127.0.0.1:9"], capsys)
+    assert code != 0 and "cannot reach the Dask scheduler tcp://127.0.0.1:9" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    code, _, err = _tile([*argv, "tcp://no-such-host.invalid:8786"], capsys)
+    assert code != 0 and "cannot reach the Dask scheduler tcp://no-such-host.invalid:8786" in err
