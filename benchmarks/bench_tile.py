@@ -9,9 +9,10 @@ Three measurements, each against a baseline taken in the same run:
    memory. Overlap is counted as model work on both sides, so the ratio is
    the share of the model's speed the streaming keeps (target ≥ 0.85).
 2. **Peak memory** — peak RSS of a fresh process tiling a 2048² and an
-   8192² scene (16× the pixels); target growth ≤ 1.25×. The blender holds
-   one band of tile rows (``classes × tile × width``), so what grows is
-   O(tile × width): ~100 MB more at 8192 px wide for 4 classes.
+   8192² scene (16× the pixels); target growth ≤ 1.25×. The blender keeps
+   only the rows two tile rows share (``classes × overlap × width``), so what
+   grows is O(overlap × width): ~25 MB more at 8192 px wide for 4 classes.
+   ``--huge 40000`` tiles one 40000² scene the same way.
 3. **Tiler vs MONAI** — :func:`~segnet_domains.tiling.predict_proba_tiled`
    against ``monai.inferers.sliding_window_inference`` on the same
    in-memory image, with the same predictor (``Segmenter.forward``), tile
@@ -27,6 +28,7 @@ are reported, so load from other processes hits both sides alike.
 Usage::
 
     python benchmarks/bench_tile.py [--size 4096] [--repeats 3] [--features 8,16,32,64,64] [--json OUT]
+    python benchmarks/bench_tile.py --huge 40000      # one 40000² scene: peak RSS and time
 """
 
 from __future__ import annotations
@@ -62,6 +64,8 @@ def make_big_scene(path: Path, size: int, tmp: Path) -> Path:
     with rasterio.open(block) as src:
         data = src.read()
     prof = profile(size, size, 3, "uint16", nodata=0, blocksize=512)
+    if size > 16384:  # BigTIFF past 4 GB; fast DEFLATE so that writing it takes minutes, not tens
+        prof.update(bigtiff="yes", zlevel=1, num_threads="all_cpus")
     with rasterio.open(path, "w", **prof) as dst:
         dst.descriptions = tuple(BAND_NAMES[:3])
         for r in range(0, size, 1024):
@@ -142,18 +146,20 @@ def throughput(ckpt: Path, scene: Path, out: Path, repeats: int) -> dict:
 
 # Peak RSS from VmHWM (this process's own peak; ru_maxrss would inherit the parent's across exec).
 RSS_CHILD = """
-import sys
+import sys, time
 sys.path.insert(0, sys.argv[4])
 from segnet_domains import Segmenter
 from segnet_domains.geo.tiler import TileOptions, tile_scene
 seg = Segmenter.from_checkpoint(sys.argv[1], batch_size=int(sys.argv[5]))
+t = time.perf_counter()
 tile_scene(seg, sys.argv[2], sys.argv[3], TileOptions(tile_size=512, overlap=128))
 status = open("/proc/self/status").read().split("VmHWM:")[1].split()[0]
-print(status)
+print(status, time.perf_counter() - t)
 """
 
 
-def peak_rss_mb(ckpt: Path, scene: Path, out: Path, batch: int) -> float:
+def tile_in_fresh_process(ckpt: Path, scene: Path, out: Path, batch: int) -> tuple[float, float]:
+    """``(peak RSS in MiB, seconds)`` of ``tile_scene`` in a new Python process."""
     out.mkdir(exist_ok=True)
     proc = subprocess.run(
         [sys.executable, "-c", RSS_CHILD, str(ckpt), str(scene), str(out), str(ROOT), str(batch)],
@@ -161,7 +167,40 @@ def peak_rss_mb(ckpt: Path, scene: Path, out: Path, batch: int) -> float:
         text=True,
         check=True,
     )
-    return int(proc.stdout.strip().splitlines()[-1]) / 1024  # KiB → MiB (Linux)
+    kib, seconds = proc.stdout.strip().splitlines()[-1].split()
+    return int(kib) / 1024, float(seconds)  # KiB → MiB (Linux)
+
+
+def peak_rss_mb(ckpt: Path, scene: Path, out: Path, batch: int) -> float:
+    return tile_in_fresh_process(ckpt, scene, out, batch)[0]
+
+
+def huge_scene(ckpt: Path, size: int, tmp: Path, batch: int) -> dict:
+    """Tile one ``size``² scene (40000² in issue 4) in a fresh process; peak RSS vs a 2048² scene."""
+    t = time.perf_counter()
+    scene = make_big_scene(tmp / f"s{size}.tif", size, tmp)
+    made = time.perf_counter() - t
+    small = make_big_scene(tmp / "s2048.tif", 2048, tmp)
+    base_mb, _ = tile_in_fresh_process(ckpt, small, tmp / "huge_small", batch)
+    mb, seconds = tile_in_fresh_process(ckpt, scene, tmp / "huge_out", batch)
+    with rasterio.open(tmp / "huge_out" / f"{scene.stem}_labels.tif") as out:
+        written = {
+            "shape": [out.height, out.width],
+            "overviews": out.overviews(1),
+            "crs": str(out.crs.to_epsg()),
+        }
+    return {
+        "scene": f"{size}x{size}x3 uint16",
+        "scene_gb_on_disk": round(scene.stat().st_size / 1e9, 2),
+        "make_seconds": round(made),
+        "batch_size": batch,
+        "peak_rss_mb": round(mb),
+        "peak_rss_2048_mb": round(base_mb),
+        "growth": round(mb / base_mb, 3),
+        "tile_seconds": round(seconds),
+        "scene_mp_per_s": round(size * size / 1e6 / seconds, 2),
+        "output": written,
+    }
 
 
 def versus_monai(ckpt: Path, size: int, repeats: int) -> dict:
@@ -214,13 +253,26 @@ def main() -> dict:
         default=4,
         help="batch size of the RSS runs (4: full batches on both scenes; a 2048² row has only 5 tiles)",
     )
+    ap.add_argument(
+        "--huge",
+        type=int,
+        metavar="SIZE",
+        help="only tile one SIZE² scene (e.g. 40000: ~9.6 GB of pixels) and report its peak RSS",
+    )
+    ap.add_argument("--tmp", help="scratch folder (the --huge scene needs a few GB)")
     ap.add_argument("--json", help="also write the figures here")
     args = ap.parse_args()
     features = [int(f) for f in args.features.split(",")]
     report: dict = {"features": features, "torch_threads": torch.get_num_threads()}
-    with tempfile.TemporaryDirectory() as d:
+    with tempfile.TemporaryDirectory(dir=args.tmp) as d:
         tmp = Path(d)
         ckpt = checkpoint(tmp / "bench.pt", features)
+        if args.huge:
+            report["huge"] = huge_scene(ckpt, args.huge, tmp, args.rss_batch)
+            print("huge scene:", json.dumps(report["huge"]), flush=True)
+            if args.json:
+                Path(args.json).write_text(json.dumps(report, indent=2))
+            return report
         scene = make_big_scene(tmp / "scene.tif", args.size, tmp)
         (tmp / "out").mkdir()
         report["throughput"] = throughput(ckpt, scene, tmp / "out", args.repeats)

@@ -9,10 +9,11 @@ Three small pieces, no file IO:
 * :func:`blend_weights` — a smooth (raised-cosine or Gaussian) weight window
   that fades a tile's edges, where its predictions lack context, but never
   reaches zero, so every pixel stays covered.
-* :class:`RowBandBlender` — streaming stitcher: it holds one band of tile rows
-  (``tile height × width``), accumulates weighted tile probabilities and hands
-  back rows as soon as no later tile touches them. The raster tiler
-  (:mod:`segnet_domains.geo`) streams scenes of any height with it.
+* :class:`StreamBlender` — streaming stitcher: it accumulates weighted tile
+  probabilities in raster order and hands back blocks of pixels as soon as no
+  later tile touches them, keeping only the overlap rows the next tile row
+  shares (``overlap × width``) and the current batch's columns. The raster
+  tiler (:mod:`segnet_domains.geo`) streams scenes of any size with it.
 
 :func:`predict_proba_tiled` runs a :class:`~segnet_domains.inference.Segmenter`
 over a big in-memory 2D image with them (the napari helper uses it).
@@ -240,84 +241,147 @@ def blend_weights(
     return np.outer(wy, wx).astype(np.float32)
 
 
-class RowBandBlender:
-    """Stitch the tiles of a :class:`TileGrid` row by row with bounded memory.
+@dataclass(frozen=True)
+class BlendedBlock:
+    """Finished pixels from :meth:`StreamBlender.add`: weighted sums over rows/columns no later tile touches.
 
-    It keeps a ``channels × tile_height × width`` float32 band (plus its
-    weight sum), never the whole image. Feed the values of every tile of tile
-    row ``i`` with :meth:`add`, then call :meth:`finish_row`; it returns the
-    blended rows that are complete (those no later tile touches) and slides
-    the band down to the next tile row.
+    Attributes:
+        row: first image row.
+        col: first image column.
+        sums: ``channels × n × w`` weighted sums (the blended value is ``sums / weights``).
+        weights: ``n × w`` weight sums (> 0).
+    """
+
+    row: int
+    col: int
+    sums: np.ndarray
+    weights: np.ndarray
+
+
+class StreamBlender:
+    """Stitch the tiles of a :class:`TileGrid` in raster order with memory bounded by the overlap.
+
+    Feed the tiles in grid order (row by row, left to right; any batching)
+    with :meth:`add`. Each call returns the block of pixels it finished: the
+    columns no later tile of this row reaches, and of those the rows no later
+    tile row reaches. It keeps only
+
+    * a *carry*: the weighted sums of the rows the next tile row overlaps,
+      ``channels × overlap rows × width`` (the grid's largest vertical overlap,
+      usually ``overlap``);
+    * the columns of the current batch of tiles (``channels × tile height ×``
+      the batch's span), until the next batch finishes them.
+
+    So memory does not depend on the image's height, and on its width only
+    through the carry — a quarter of a band of whole tile rows at the default
+    ``overlap = tile // 4``.
 
     Args:
         grid: the tile grid.
         channels: channels per pixel (classes; more for extra statistics).
         kind: blending window (see :func:`blend_weights`).
+        start_row: first tile row that will be added (rows before it are
+            treated as never added: on resume, recompute from a row whose
+            output is discarded).
     """
 
-    def __init__(self, grid: TileGrid, channels: int, kind: str = "cosine") -> None:
+    def __init__(self, grid: TileGrid, channels: int, kind: str = "cosine", start_row: int = 0) -> None:
         self.grid = grid
         self.kind = kind
-        self.acc = np.zeros((channels, grid.tile_height, grid.width), np.float32)
-        self.wsum = np.zeros((grid.tile_height, grid.width), np.float32)
-        self.row_index = 0
+        self.channels = channels
+        overlaps = [
+            grid.row_starts[i] + self._height(i) - grid.row_starts[i + 1] for i in range(grid.shape[0] - 1)
+        ]
+        rows = max(overlaps, default=0)
+        self.carry = np.zeros((channels, rows, grid.width), np.float32)
+        self.carry_weights = np.zeros((rows, grid.width), np.float32)
+        self.row_index = start_row
+        self._next = 0  # index (in the row) of the next tile expected
+        self._done = 0  # columns [0, _done) of the current row are emitted
+        self._sums = np.zeros((channels, 0, 0), np.float32)  # columns [_done, _done + width) in progress
+        self._weights = np.zeros((0, 0), np.float32)
+
+    def _height(self, i: int) -> int:
+        return min(self.grid.tile_height, self.grid.height - self.grid.row_starts[i])
 
     def weights(self, tile: Tile) -> np.ndarray:
         """The blending window of ``tile``'s shape."""
         return _weights(tile.height, tile.width, self.grid.overlap, self.kind)
 
-    def add(self, tile: Tile, values: np.ndarray) -> None:
-        """Accumulate ``channels × tile.height × tile.width`` values of a tile of the current row.
+    def add(self, tiles: Sequence[Tile], values: np.ndarray | Sequence[np.ndarray]) -> BlendedBlock:
+        """Accumulate consecutive tiles of the current tile row; return what is now finished.
 
-        A writable float32 ``values`` is weighted in place (it is consumed).
-        """
-        if tile.index[0] != self.row_index:
-            raise ValueError(f"tile of row {tile.index[0]} added while blending row {self.row_index}")
-        w = self.weights(tile)
-        cols = slice(tile.col, tile.col + tile.width)
-        if values.flags.writeable and values.dtype == np.float32:
-            values = np.multiply(values, w, out=values)  # no temporary (the caller's tile is consumed)
-        else:
-            values = values * w
-        self.acc[:, : tile.height, cols] += values
-        self.wsum[: tile.height, cols] += w
-
-    def completed(self) -> tuple[int, np.ndarray, np.ndarray]:
-        """The rows of the current tile row that no later tile touches, unnormalised (no copy).
+        Args:
+            tiles: the next tiles of the row, in order.
+            values: one ``channels × tile.height × tile.width`` array per tile.
+                Writable float32 values are weighted in place (consumed).
 
         Returns:
-            ``(first image row, channels × n × width sums, n × width weight sums)``;
-            the blended value is ``sums / weights``. Views into the band: use
-            them before :meth:`advance`.
+            The finished :class:`BlendedBlock` (possibly zero columns wide; zero
+            rows when the next tile row starts where this one does). After the
+            row's last tile, the row is closed and the next one begins.
+
+        Raises:
+            ValueError: tiles out of grid order.
         """
-        i, grid = self.row_index, self.grid
-        start = grid.row_starts[i]
-        n = grid.rows_done_after(i) - start
-        return start, self.acc[:, :n], self.wsum[:n]
+        grid, i = self.grid, self.row_index
+        if not len(tiles) or len(tiles) != len(values):
+            raise ValueError(f"{len(tiles)} tiles and {len(values)} value arrays (need the same, at least 1)")
+        row_tiles = grid.shape[1]
+        top, height = grid.row_starts[min(i, grid.shape[0] - 1)], self._height(min(i, grid.shape[0] - 1))
+        for t, v in zip(tiles, values):
+            if t.index != (i, self._next):
+                raise ValueError(f"tile {t.index} added, expected {(i, self._next)} (grid order)")
+            self._extend(t.col + t.width, height)
+            w = self.weights(t)
+            v = np.multiply(v, w, out=v) if v.flags.writeable and v.dtype == np.float32 else v * w
+            cols = slice(t.col - self._done, t.col - self._done + t.width)
+            self._sums[:, :, cols] += v
+            self._weights[:, cols] += w
+            self._next += 1
+        last = self._next == row_tiles
+        end = grid.width if last else grid.col_starts[self._next]  # columns before it are finished
+        n = grid.rows_done_after(i) - top  # rows no later tile row reaches
+        k = end - self._done
+        block = BlendedBlock(top, self._done, self._sums[:, :n, :k], self._weights[:n, :k])
+        rest = height - n  # rows the next tile row overlaps: carried
+        span = slice(self._done, end)
+        if rest > 0:
+            self.carry[:, :rest, span] = self._sums[:, n:height, :k]
+            self.carry_weights[:rest, span] = self._weights[n:height, :k]
+        self.carry[:, max(rest, 0) :, span] = 0.0
+        self.carry_weights[max(rest, 0) :, span] = 0.0
+        # keep the unfinished columns (a copy: the block above is a view of the old buffer)
+        self._sums, self._weights = self._sums[:, :, k:].copy(), self._weights[:, k:].copy()
+        self._done = end
+        if last:
+            self.row_index += 1
+            self._next, self._done = 0, 0
+            self._sums = np.zeros((self.channels, 0, 0), np.float32)
+            self._weights = np.zeros((0, 0), np.float32)
+        return block
 
-    def advance(self) -> None:
-        """Slide the band down to the next tile row (after :meth:`completed` rows are used)."""
-        i, grid = self.row_index, self.grid
-        n = grid.rows_done_after(i) - grid.row_starts[i]
-        keep = grid.tile_height - n
-        if keep > 0:  # numpy copies through a temporary only when the ranges overlap (n < keep)
-            self.acc[:, :keep] = self.acc[:, n : n + keep]
-            self.wsum[:keep] = self.wsum[n : n + keep]
-        self.acc[:, max(keep, 0) :] = 0.0
-        self.wsum[max(keep, 0) :] = 0.0
-        self.row_index += 1
+    def _extend(self, end: int, height: int) -> None:
+        """Grow the in-progress buffer to columns ``[_done, end)``, new columns starting from the carry."""
+        have = self._sums.shape[2]
+        need = end - self._done
+        if need <= have and self._sums.shape[1] == height:
+            return
+        sums = np.zeros((self.channels, height, max(need, have)), np.float32)
+        weights = np.zeros((height, max(need, have)), np.float32)
+        sums[:, : self._sums.shape[1], :have] = self._sums
+        weights[: self._weights.shape[0], :have] = self._weights
+        if need > have:  # columns seen for the first time in this row: what the row above left
+            new = slice(self._done + have, self._done + need)
+            rows = min(self.carry.shape[1], height)
+            if rows:
+                sums[:, :rows, have:need] = self.carry[:, :rows, new]
+                weights[:rows, have:need] = self.carry_weights[:rows, new]
+        self._sums, self._weights = sums, weights
 
-    def finish_row(self) -> tuple[int, np.ndarray]:
-        """Close the current tile row: :meth:`completed` rows blended (a new array), then :meth:`advance`.
-
-        Returns:
-            ``(first image row, channels × n × width)``: the weighted mean. ``n``
-            is 0 when the next tile row starts at the same place.
-        """
-        start, acc, wsum = self.completed()
-        done = acc / wsum[None]
-        self.advance()
-        return start, done
+    def blended(self, block: BlendedBlock) -> np.ndarray:
+        """``channels × n × w`` weighted mean of a block (a new array)."""
+        return block.sums / block.weights[None]
 
 
 @functools.lru_cache(maxsize=16)

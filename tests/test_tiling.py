@@ -11,11 +11,12 @@ from hypothesis import strategies as st
 
 from segnet_domains import InputError, Segmenter
 from segnet_domains.tiling import (
-    RowBandBlender,
+    StreamBlender,
     TileGrid,
     blend_weights,
     default_overlap,
     predict_proba_tiled,
+    tile_batches,
     tile_starts,
 )
 from tests.data.synthetic import blob_scene
@@ -88,12 +89,15 @@ def test_blend_weights_no_overlap_is_flat() -> None:
     assert (blend_weights(8, 8, overlap=0) == 1).all()
 
 
-@pytest.mark.parametrize("shape", [(1000, 700), (300, 333), (40, 41)])
-def test_row_band_blender_equals_whole_blend(shape: tuple[int, int]) -> None:
-    """Streaming by bands of tile rows gives exactly the in-memory weighted average."""
+@pytest.mark.parametrize(
+    ("shape", "batch", "overlap"),
+    [((1000, 700), 2, 64), ((300, 333), 1, 64), ((40, 41), 3, 64), ((1100, 1900), 3, 64), ((600, 800), 4, 0)],
+)
+def test_stream_blender_equals_whole_blend(shape: tuple[int, int], batch: int, overlap: int) -> None:
+    """Raster-order streaming in batches gives exactly the in-memory weighted average, each pixel once."""
     h, w = shape
     rng = np.random.default_rng(0)
-    grid = TileGrid.create(h, w, tile_size=256, overlap=64, align=32)
+    grid = TileGrid.create(h, w, tile_size=256, overlap=overlap, align=32)
     values = {t.index: rng.random((3, t.height, t.width), dtype=np.float32) for t in grid}
     acc, wsum = np.zeros((3, h, w), np.float64), np.zeros((h, w), np.float64)
     for t in grid:
@@ -102,15 +106,33 @@ def test_row_band_blender_equals_whole_blend(shape: tuple[int, int]) -> None:
         wsum[t.slices] += wt
     expected = acc / wsum
 
-    blender = RowBandBlender(grid, channels=3)
+    blender = StreamBlender(grid, channels=3)
     out = np.full((3, h, w), np.nan, np.float32)
+    seen = np.zeros((h, w), np.int64)
     for i in range(grid.shape[0]):
-        for t in grid.row(i):
-            blender.add(t, values[t.index])
-        start, rows = blender.finish_row()
-        out[:, start : start + rows.shape[1]] = rows
+        for chunk in tile_batches(grid.row(i), batch):
+            b = blender.add(chunk, [values[t.index].copy() for t in chunk])
+            n, k = b.weights.shape
+            out[:, b.row : b.row + n, b.col : b.col + k] = blender.blended(b)
+            seen[b.row : b.row + n, b.col : b.col + k] += 1
+    assert (seen == 1).all()  # every pixel handed back exactly once
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
-    assert blender.acc.shape == (3, grid.tile_height, w)  # memory: one band of tile rows
+    # memory: the carry holds the rows two tile rows share, not a band of whole tile rows
+    shared = max(
+        (grid.row_starts[i] + grid.tile_height - grid.row_starts[i + 1] for i in range(grid.shape[0] - 1)),
+        default=0,
+    )
+    assert blender.carry.shape == (3, shared, w)
+    if h == 1000:  # where the last tile row also steps by tile - overlap
+        assert shared == grid.overlap < grid.tile_height
+
+
+def test_stream_blender_refuses_tiles_out_of_order() -> None:
+    grid = TileGrid.create(300, 300, tile_size=128, overlap=32)
+    blender = StreamBlender(grid, channels=1)
+    tiles = grid.row(0)
+    with pytest.raises(ValueError, match=r"tile \(0, 1\) added, expected \(0, 0\)"):
+        blender.add([tiles[1]], [np.ones((1, 128, 128), np.float32)])
 
 
 def test_tiled_small_image_and_shapes(tiny_checkpoint) -> None:

@@ -1,7 +1,7 @@
 """Segment one raster scene of any size: windowed reads, batched tiles, smooth blending, COG out.
 
 :func:`tile_scene` streams a scene through the :class:`~segnet_domains.inference.Segmenter`
-one band of tile rows at a time:
+batch by batch of tiles, in raster order:
 
 1. a prefetching thread reads the windows of the next batches with rasterio
    (never the whole scene) and normalises them with scene-wide statistics
@@ -9,15 +9,16 @@ one band of tile rows at a time:
    decimated read); nodata pixels are set to 0 after normalisation, so their
    stored values cannot change any valid pixel's prediction;
 2. the main thread runs the tiles of a :class:`~segnet_domains.tiling.TileGrid`
-   (aligned to the network's pooling grid) in batches and blends them with a
-   :class:`~segnet_domains.tiling.RowBandBlender`;
-3. a writer thread turns finished rows into labels / probabilities /
-   variance and appends them to the resumable
+   (aligned to the network's pooling grid) in batches, blends them with a
+   :class:`~segnet_domains.tiling.StreamBlender` and turns every finished
+   block into compact labels / probabilities / variance;
+3. a writer thread appends each finished band of rows to the resumable
    :class:`~segnet_domains.geo.outputs.RowStore`.
 
-Memory is one band of tile rows (``classes × tile × width`` float32) plus a
-few batches, whatever the scene's height; a rerun after a kill continues
-from the last finished band and gives the same result as an uninterrupted run.
+Memory is the rows two tile rows share (``classes × overlap × width``
+float32), the current batch's columns and a few batches in flight, whatever
+the scene's height; a rerun after a kill continues from the last finished
+band of rows and gives the same result as an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ from segnet_domains.geo.scene import (
 )
 from segnet_domains.geo.threads import BackgroundWriter, prefetch
 from segnet_domains.inference import Segmenter
-from segnet_domains.tiling import RowBandBlender, Tile, TileGrid, resolve_tiling, tile_batches
+from segnet_domains.tiling import BlendedBlock, StreamBlender, Tile, TileGrid, resolve_tiling, tile_batches
 
 #: GDAL block cache (bytes; rasterio passes it to GDALSetCacheMax): bounded, whatever the scene size.
 GDAL_CACHE_BYTES = 16 * 2**20
@@ -304,35 +305,39 @@ class _Job:
 
     # ------------------------------------------------------------------ stage 3: write (thread)
 
-    def encode(self, acc: np.ndarray, wsum: np.ndarray, chunk: int = 1024) -> dict[str, np.ndarray]:
-        """Blended rows (``channels × n × W`` sums and ``n × W`` weights) → compact outputs.
-
-        uint8 labels and probabilities, float32 variance; computed ``chunk``
-        columns at a time in the main thread, so temporaries stay small and
-        only compact arrays wait in the writer's queue.
-        """
-        k, (n, w) = self.k, wsum.shape
+    def new_rows(self, n: int) -> dict[str, np.ndarray]:
+        """Empty compact outputs for ``n`` full-width rows (uint8 labels/probabilities, float32 variance)."""
+        k, w = self.k, self.grid.width
         values = {"labels": np.empty((n, w), np.uint8)}
         if self.opts.proba:
             values["proba"] = np.empty((k, n, w), np.uint8)
         if self.opts.uncertainty:
             values["uncertainty"] = np.empty((n, w), np.float32)
+        return values
+
+    def encode(self, block: BlendedBlock, rows: dict[str, np.ndarray], chunk: int = 1024) -> None:
+        """A finished block of weighted sums → its columns of the compact row outputs.
+
+        Computed ``chunk`` columns at a time in the main thread, so temporaries
+        stay small and only compact arrays wait in the writer's queue.
+        """
+        k, w = self.k, block.weights.shape[1]
         for c0 in range(0, w, chunk):
             cols = slice(c0, min(c0 + chunk, w))
-            sums, weights = acc[:, :, cols], wsum[:, cols]
+            out = slice(block.col + c0, block.col + cols.stop)
+            sums, weights = block.sums[:, :, cols], block.weights[:, cols]
             valid = sums[k] > 0.5 * weights  # blended validity > 0.5
             labels = sums[:k].argmax(0).astype(np.uint8)  # weights are positive: argmax of sums = of means
             labels[~valid] = LABEL_NODATA
-            values["labels"][:, cols] = labels
+            rows["labels"][:, out] = labels
             if self.opts.proba:
                 q = np.rint(sums[:k] * (PROBA_SCALE / weights)).astype(np.uint8)
                 q[:, ~valid] = PROBA_NODATA
-                values["proba"][:, :, cols] = q
+                rows["proba"][:, :, out] = q
             if self.opts.uncertainty:
                 u = sums[k + 1] / weights
                 u[~valid] = np.nan
-                values["uncertainty"][:, cols] = u
-        return values
+                rows["uncertainty"][:, out] = u
 
     def write(self, item: tuple[int, int, int, dict[str, np.ndarray]]) -> None:
         i, start, n, values = item
@@ -361,8 +366,9 @@ class _Job:
                 for j in range(first)
                 if grid.row_starts[j] + min(grid.tile_height, grid.height - grid.row_starts[j]) > target
             )
-        blender = RowBandBlender(grid, self.k + 1 + int(self.opts.uncertainty), self.opts.blend)
-        blender.row_index = start_row
+        channels = self.k + 1 + int(self.opts.uncertainty)
+        blender = StreamBlender(grid, channels, self.opts.blend, start_row=start_row)
+        rows: dict[str, np.ndarray] = {}
         per_row = grid.shape[1]
         bar = None
         if progress is True:
@@ -377,18 +383,17 @@ class _Job:
         writer: BackgroundWriter = BackgroundWriter(self.write, depth=2)
         try:
             for i, c, chunk, batch, valid, last in prefetch(self.batches(start_row), self.opts.prefetch):
-                values = self.infer(i, c, batch, valid)
-                for t, v in zip(chunk, values):
-                    blender.add(t, v)
+                block = blender.add(chunk, self.infer(i, c, batch, valid))
+                if i < first:  # recomputed only for its overlap into the first new row
+                    continue
+                n = grid.rows_done_after(i) - grid.row_starts[i]
+                if c == 0:
+                    rows = self.new_rows(n)
+                if n:
+                    self.encode(block, rows)
                 if not last:
                     continue
-                start, acc, wsum = blender.completed()
-                if i < first:  # recomputed only for its overlap into the first new row
-                    blender.advance()
-                    continue
-                values = self.encode(acc, wsum)
-                blender.advance()
-                writer.put((i, start, wsum.shape[0], values))
+                writer.put((i, grid.row_starts[i], n, rows))
                 if bar is not None:
                     bar.update(per_row)
                 elif callable(progress):
