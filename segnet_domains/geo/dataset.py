@@ -33,6 +33,7 @@ from rasterio.errors import RasterioError
 
 from segnet_domains.errors import InputError
 from segnet_domains.geo.normalize import SceneNormalizer
+from segnet_domains.geo.scene import read_validity
 from segnet_domains.io.images import read_image
 
 #: Label value for unlabelled pixels (SkyScapes/TLCGIS "void"; nodata in label rasters).
@@ -119,7 +120,7 @@ def _read_raster(path: Path, bands: Sequence[int] | None) -> tuple[np.ndarray, n
             if max(idx) > src.count:
                 raise InputError(path, f"band {max(idx)} does not exist; the raster has {src.count} band(s)")
             data = src.read(idx)
-            valid = src.read_masks(idx).any(axis=0)
+            valid = read_validity(src, idx, data)
             geo = {
                 "crs": src.crs,
                 "transform": src.transform,

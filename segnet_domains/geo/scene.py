@@ -209,9 +209,7 @@ def read_window(
     """
     try:
         data = src.read(list(bands), window=window)
-        valid = _validity(src, bands, data, nodata)
-        if valid is None:  # an internal mask or alpha band: GDAL reads it
-            valid = src.read_masks(list(bands), window=window).any(axis=0)
+        valid = read_validity(src, bands, data, nodata, window=window)
     except (RasterioIOError, RasterioError) as exc:
         raise InputError(
             src.name,
@@ -223,24 +221,32 @@ def read_window(
     return data, valid
 
 
-def _validity(
-    src: rasterio.DatasetReader, bands: Sequence[int], data: np.ndarray, nodata: float | None
-) -> np.ndarray | None:
-    """``h×w`` validity computed from the pixels already read, or ``None`` when GDAL must read a mask.
+def read_validity(
+    src: rasterio.DatasetReader,
+    bands: Sequence[int],
+    data: np.ndarray,
+    nodata: float | None = None,
+    **where: Any,
+) -> np.ndarray:
+    """``h×w`` validity of ``data``, the pixels just read from ``src`` (GDAL's dataset-mask rule).
 
-    A given ``nodata`` value, a band nodata value or "all valid" need no second
-    read: ``read_masks`` would decode every block again to compare it with the
-    nodata value (twice the decoding work of the read itself). Only internal
-    mask bands and alpha bands are left to GDAL. Same rule as GDAL's dataset
-    mask: a pixel is nodata when every selected band is.
+    A pixel is nodata when every selected band is. A given ``nodata`` value,
+    band nodata values (NaN included) and "all valid" bands are decided from
+    ``data`` itself: ``read_masks`` would decode every block a second time to
+    compare it with the nodata value. Only internal mask and alpha bands are
+    read from GDAL, with ``where`` (the ``window`` or ``out_shape`` the data
+    were read with).
+
+    Raises:
+        rasterio.errors.RasterioError: GDAL cannot read the mask.
     """
     if nodata is not None:
         return (data != _cast_nodata(nodata, data.dtype)).any(axis=0)
     flags = [src.mask_flag_enums[b - 1] for b in bands]
     if all(f == [MaskFlags.all_valid] for f in flags):
         return np.ones(data.shape[1:], bool)
-    if not all(f == [MaskFlags.nodata] for f in flags):
-        return None
+    if not all(f == [MaskFlags.nodata] for f in flags):  # an internal mask or alpha band
+        return src.read_masks(list(bands), **where).any(axis=0)
     valid = np.zeros(data.shape[1:], bool)
     for band, b in zip(data, bands):
         value = src.nodatavals[b - 1]
@@ -290,9 +296,7 @@ def read_sample(
         data = src.read(
             list(bands), out_shape=(len(bands), h, w), resampling=rasterio.enums.Resampling.nearest
         )
-        valid = _validity(src, bands, data, nodata)
-        if valid is None:
-            valid = src.read_masks(list(bands), out_shape=(len(bands), h, w)).any(axis=0)
+        valid = read_validity(src, bands, data, nodata, out_shape=(len(bands), h, w))
     except (RasterioIOError, RasterioError) as exc:
         raise InputError(
             src.name, f"truncated or corrupt raster ({str(exc).strip().splitlines()[0]})"
