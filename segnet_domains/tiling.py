@@ -168,10 +168,13 @@ class TileGrid:
     def __len__(self) -> int:
         return len(self.row_starts) * len(self.col_starts)
 
+    def row_height(self, i: int) -> int:
+        """Height of the tiles of tile row ``i`` (the last row may be shorter when aligned)."""
+        return min(self.tile_height, self.height - self.row_starts[i])
+
     def row(self, i: int) -> list[Tile]:
         """The tiles of tile row ``i``, left to right."""
-        r = self.row_starts[i]
-        h = min(self.tile_height, self.height - r)
+        r, h = self.row_starts[i], self.row_height(i)
         return [
             Tile(r, c, h, min(self.tile_width, self.width - c), (i, j)) for j, c in enumerate(self.col_starts)
         ]
@@ -290,7 +293,7 @@ class StreamBlender:
         self.kind = kind
         self.channels = channels
         overlaps = [
-            grid.row_starts[i] + self._height(i) - grid.row_starts[i + 1] for i in range(grid.shape[0] - 1)
+            grid.row_starts[i] + grid.row_height(i) - grid.row_starts[i + 1] for i in range(grid.shape[0] - 1)
         ]
         rows = max(overlaps, default=0)
         self.carry = np.zeros((channels, rows, grid.width), np.float32)
@@ -300,9 +303,6 @@ class StreamBlender:
         self._done = 0  # columns [0, _done) of the current row are emitted
         self._sums = np.zeros((channels, 0, 0), np.float32)  # columns [_done, _done + width) in progress
         self._weights = np.zeros((0, 0), np.float32)
-
-    def _height(self, i: int) -> int:
-        return min(self.grid.tile_height, self.grid.height - self.grid.row_starts[i])
 
     def weights(self, tile: Tile) -> np.ndarray:
         """The blending window of ``tile``'s shape."""
@@ -327,30 +327,31 @@ class StreamBlender:
         grid, i = self.grid, self.row_index
         if not len(tiles) or len(tiles) != len(values):
             raise ValueError(f"{len(tiles)} tiles and {len(values)} value arrays (need the same, at least 1)")
-        row_tiles = grid.shape[1]
-        top, height = grid.row_starts[min(i, grid.shape[0] - 1)], self._height(min(i, grid.shape[0] - 1))
+        for j, t in enumerate(tiles):
+            if t.index != (i, self._next + j):
+                raise ValueError(f"tile {t.index} added, expected {(i, self._next + j)} (grid order)")
+        top, height = tiles[0].row, tiles[0].height  # every tile of a grid row has them
+        self._extend(
+            tiles[-1].col + tiles[-1].width, height
+        )  # once per batch: the last tile reaches furthest
         for t, v in zip(tiles, values):
-            if t.index != (i, self._next):
-                raise ValueError(f"tile {t.index} added, expected {(i, self._next)} (grid order)")
-            self._extend(t.col + t.width, height)
             w = self.weights(t)
             v = np.multiply(v, w, out=v) if v.flags.writeable and v.dtype == np.float32 else v * w
             cols = slice(t.col - self._done, t.col - self._done + t.width)
             self._sums[:, :, cols] += v
             self._weights[:, cols] += w
             self._next += 1
-        last = self._next == row_tiles
+        last = self._next == grid.shape[1]
         end = grid.width if last else grid.col_starts[self._next]  # columns before it are finished
         n = grid.rows_done_after(i) - top  # rows no later tile row reaches
         k = end - self._done
         block = BlendedBlock(top, self._done, self._sums[:, :n, :k], self._weights[:n, :k])
         rest = height - n  # rows the next tile row overlaps: carried
         span = slice(self._done, end)
-        if rest > 0:
-            self.carry[:, :rest, span] = self._sums[:, n:height, :k]
-            self.carry_weights[:rest, span] = self._weights[n:height, :k]
-        self.carry[:, max(rest, 0) :, span] = 0.0
-        self.carry_weights[max(rest, 0) :, span] = 0.0
+        self.carry[:, :rest, span] = self._sums[:, n:height, :k]
+        self.carry_weights[:rest, span] = self._weights[n:height, :k]
+        self.carry[:, rest:, span] = 0.0
+        self.carry_weights[rest:, span] = 0.0
         # keep the unfinished columns (a copy: the block above is a view of the old buffer)
         self._sums, self._weights = self._sums[:, :, k:].copy(), self._weights[:, k:].copy()
         self._done = end
@@ -365,18 +366,18 @@ class StreamBlender:
         """Grow the in-progress buffer to columns ``[_done, end)``, new columns starting from the carry."""
         have = self._sums.shape[2]
         need = end - self._done
-        if need <= have and self._sums.shape[1] == height:
+        if need <= have:
             return
-        sums = np.zeros((self.channels, height, max(need, have)), np.float32)
-        weights = np.zeros((height, max(need, have)), np.float32)
-        sums[:, : self._sums.shape[1], :have] = self._sums
-        weights[: self._weights.shape[0], :have] = self._weights
-        if need > have:  # columns seen for the first time in this row: what the row above left
-            new = slice(self._done + have, self._done + need)
-            rows = min(self.carry.shape[1], height)
-            if rows:
-                sums[:, :rows, have:need] = self.carry[:, :rows, new]
-                weights[:rows, have:need] = self.carry_weights[:rows, new]
+        sums = np.zeros((self.channels, height, need), np.float32)
+        weights = np.zeros((height, need), np.float32)
+        if have:  # the previous batch's unfinished columns
+            sums[:, :, :have] = self._sums
+            weights[:, :have] = self._weights
+        # columns seen for the first time in this row start from what the row above left
+        new = slice(self._done + have, self._done + need)
+        rows = min(self.carry.shape[1], height)
+        sums[:, :rows, have:] = self.carry[:, :rows, new]
+        weights[:rows, have:] = self.carry_weights[:rows, new]
         self._sums, self._weights = sums, weights
 
     def blended(self, block: BlendedBlock) -> np.ndarray:

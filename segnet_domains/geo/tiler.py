@@ -361,11 +361,7 @@ class _Job:
         start_row = first
         if first > 0:
             target = grid.row_starts[first]
-            start_row = next(
-                j
-                for j in range(first)
-                if grid.row_starts[j] + min(grid.tile_height, grid.height - grid.row_starts[j]) > target
-            )
+            start_row = next(j for j in range(first) if grid.row_starts[j] + grid.row_height(j) > target)
         channels = self.k + 1 + int(self.opts.uncertainty)
         blender = StreamBlender(grid, channels, self.opts.blend, start_row=start_row)
         rows: dict[str, np.ndarray] = {}
@@ -386,14 +382,14 @@ class _Job:
                 block = blender.add(chunk, self.infer(i, c, batch, valid))
                 if i < first:  # recomputed only for its overlap into the first new row
                     continue
-                n = grid.rows_done_after(i) - grid.row_starts[i]
+                n = block.weights.shape[0]  # rows this tile row finishes (the same for each of its blocks)
                 if c == 0:
                     rows = self.new_rows(n)
                 if n:
                     self.encode(block, rows)
                 if not last:
                     continue
-                writer.put((i, grid.row_starts[i], n, rows))
+                writer.put((i, block.row, n, rows))
                 if bar is not None:
                     bar.update(per_row)
                 elif callable(progress):
