@@ -171,10 +171,6 @@ def tile_in_fresh_process(ckpt: Path, scene: Path, out: Path, batch: int) -> tup
     return int(kib) / 1024, float(seconds)  # KiB → MiB (Linux)
 
 
-def peak_rss_mb(ckpt: Path, scene: Path, out: Path, batch: int) -> float:
-    return tile_in_fresh_process(ckpt, scene, out, batch)[0]
-
-
 def huge_scene(ckpt: Path, size: int, tmp: Path, batch: int) -> dict:
     """Tile one ``size``² scene (40000² in issue 4) in a fresh process; peak RSS vs a 2048² scene."""
     t = time.perf_counter()
@@ -280,8 +276,8 @@ def main() -> dict:
         if not args.skip_rss:
             small = make_big_scene(tmp / "s2048.tif", 2048, tmp)
             big = scene if args.size == 8192 else make_big_scene(tmp / "s8192.tif", 8192, tmp)
-            a = peak_rss_mb(ckpt, small, tmp / "rss_small", args.rss_batch)
-            b = peak_rss_mb(ckpt, big, tmp / "rss_big", args.rss_batch)
+            a, _ = tile_in_fresh_process(ckpt, small, tmp / "rss_small", args.rss_batch)
+            b, _ = tile_in_fresh_process(ckpt, big, tmp / "rss_big", args.rss_batch)
             report["peak_rss"] = {
                 "batch_size": args.rss_batch,
                 "2048_mb": round(a),
