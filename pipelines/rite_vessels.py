@@ -12,12 +12,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from segnet_domains.cli import main
+from segnet_domains.cli.train import run_pipeline
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "rite_vessels.yaml"
 
 if __name__ == "__main__":
-    argv = sys.argv[1:]
-    if not argv or argv[0].startswith("-"):
-        argv = [str(DEFAULT_CONFIG), *argv]
-    sys.exit(main(["train", *argv]))
+    sys.exit(run_pipeline(DEFAULT_CONFIG))

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,3 +41,21 @@ def run(args: argparse.Namespace) -> int:
         f"done: {result.epochs} epochs; best {result.best}, last {result.last}; final loss {last.get('loss')}"
     )
     return 0
+
+
+def run_pipeline(default_config: str | Path, argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``pipelines/*.py`` scripts: ``train`` with their config unless one is given.
+
+    Args:
+        default_config: the script's YAML config, used when ``argv`` starts with an option (or is empty).
+        argv: command-line arguments (default ``sys.argv[1:]``).
+
+    Returns:
+        The exit code of ``segnet-domains train``.
+    """
+    from segnet_domains.cli import main
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0].startswith("-"):
+        args = [str(default_config), *args]
+    return main(["train", *args])
