@@ -1,23 +1,45 @@
 # Set-up and the everyday jobs. `make demo` and `make test` work from a fresh clone.
-# GPU users: `make setup TORCH=torch` (or a CUDA wheel spec) instead of the pinned CPU build.
+# Installs are locked: `make setup` installs exactly requirements/$(FLAVOUR).lock (every package pinned, with hashes).
+# GPU users: `make setup FLAVOUR=cuda`. Another Python or platform: `make setup LOCK=none` (pyproject ranges).
+# Refresh the locks after changing pyproject.toml's dependencies: `make lock` (uv, resolves for Linux x86-64, CPython 3.11).
 PYTHON ?= python3
-TORCH ?= torch==2.13.0
+FLAVOUR ?= cpu
+LOCK ?= requirements/$(FLAVOUR).lock
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 XVFB := $(shell command -v xvfb-run 2>/dev/null)
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup lock demo test test-portable lint bench clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(filter-out none,$(LOCK))
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e ".[napari,distributed,dev]"
+ifeq ($(LOCK),none)
+	$(BIN)/python -m pip install -q "torch==2.13.0"
+	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
+else
+	$(BIN)/python -m pip install -q --require-hashes -r $(LOCK)
+	$(BIN)/python -m pip install -q --no-deps -e .
+endif
 	touch $(STAMP)
+
+# The extras every lock holds (and `LOCK=none` installs).
+EXTRAS := napari,distributed,dev
+LOCK_ARGS = --python-version 3.11 --python-platform x86_64-manylinux_2_28 --generate-hashes --quiet \
+	$(foreach e,$(subst $(comma), ,$(EXTRAS)),--extra $(e))
+comma := ,
+# Where the CPU build of torch lies (a folder or page of wheels; pip's own find-links by default).
+TORCH_CPU_SOURCE ?= $(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null)
+UV := .lockenv/bin/uv
+
+lock:
+	test -x $(UV) || ($(PYTHON) -m venv .lockenv && .lockenv/bin/python -m pip install -q "uv==0.13.9")
+	$(UV) pip compile pyproject.toml $(LOCK_ARGS) -c requirements/torch-cpu.txt \
+		$(if $(TORCH_CPU_SOURCE),--find-links $(TORCH_CPU_SOURCE)) -o requirements/cpu.lock
+	$(UV) pip compile pyproject.toml $(LOCK_ARGS) -c requirements/torch-cuda.txt -o requirements/cuda.lock
 
 demo: setup
 	$(BIN)/segnet-domains demo --out demo_out
@@ -25,6 +47,17 @@ demo: setup
 test: setup
 	$(BIN)/ruff check .
 	$(if $(XVFB),$(XVFB) -a -s "-screen 0 1280x1024x24") $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The numerics-sensitive tests (marked `numerics`) again under each oneDNN instruction-set cap and with one
+# intra-op thread: what a user on another CPU family or a busy machine gets. A cap above what the CPU has is a
+# no-op (`ONEDNN_VERBOSE=1` names the kernels oneDNN picks; see README).
+PORTABLE := ONEDNN_MAX_CPU_ISA=AVX2 ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16 OMP_NUM_THREADS=1
+test-portable: setup
+	@for setting in $(PORTABLE); do \
+		echo "== make test-portable: $$setting"; \
+		env $$setting $(if $(XVFB),$(XVFB) -a -s "-screen 0 1280x1024x24") $(BIN)/python -m pytest -m numerics -q \
+			$(PYTEST_ARGS) || exit 1; \
+	done
 
 lint: setup
 	$(BIN)/ruff check .
