@@ -11,14 +11,23 @@ from segnet_domains import SegNet, save_checkpoint
 from tests.data.synthetic import TINY, train_tiny
 
 
+#: Fixtures that train a model or hand one out: a test using any of them depends on the arithmetic.
+TRAINED_FIXTURES = frozenset({"trained_checkpoint", "lesion_checkpoint", "atlas_run"})
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """GPU tests skip cleanly when there is no CUDA device."""
-    if torch.cuda.is_available():
-        return
-    skip = pytest.mark.skip(reason="no CUDA device")
+    """Mark every test that uses a trained model ``numerics``; GPU tests skip cleanly without CUDA.
+
+    ``make test-portable`` runs the ``numerics`` tests again under capped oneDNN
+    instruction sets and with one thread; tests that train in their own body
+    carry the mark explicitly.
+    """
+    cuda = torch.cuda.is_available()
     for item in items:
-        if "gpu" in item.keywords:
-            item.add_marker(skip)
+        if TRAINED_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.numerics)
+        if "gpu" in item.keywords and not cuda:
+            item.add_marker(pytest.mark.skip(reason="no CUDA device"))
 
 
 @pytest.fixture(scope="session")

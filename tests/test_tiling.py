@@ -93,6 +93,7 @@ def test_blend_weights_no_overlap_is_flat() -> None:
     ("shape", "batch", "overlap"),
     [((1000, 700), 2, 64), ((300, 333), 1, 64), ((40, 41), 3, 64), ((1100, 1900), 3, 64), ((600, 800), 4, 0)],
 )
+@pytest.mark.numerics
 def test_stream_blender_equals_whole_blend(shape: tuple[int, int], batch: int, overlap: int) -> None:
     """Raster-order streaming in batches gives exactly the in-memory weighted average, each pixel once."""
     h, w = shape

@@ -30,6 +30,7 @@ def _one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
     return errors[0]
 
 
+@pytest.mark.numerics
 def test_train_with_several_set_pairs(rite: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "run"
     argv = ["train", str(CONFIGS / "rite_vessels.yaml"), "--data-root", str(rite), "--out", str(out)]
@@ -89,6 +90,7 @@ def test_corrupt_volume_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert line.startswith(f"error: {pairs[0][0]}: ")
 
 
+@pytest.mark.numerics
 def test_pipeline_script_is_the_same_command(rite: Path, tmp_path: Path) -> None:
     cmd = [sys.executable, str(ROOT / "pipelines" / "rite_vessels.py"), "--data-root", str(rite)]
     cmd += ["--out", str(tmp_path / "p"), "--set", "train.epochs=1", "train.epochz=2"]
@@ -101,6 +103,7 @@ def test_pipeline_script_is_the_same_command(rite: Path, tmp_path: Path) -> None
     assert proc.returncode == 0 and "--resume" in proc.stdout and "--set" in proc.stdout
 
 
+@pytest.mark.numerics
 def test_resume_flag(rite: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "r"
     base = ["train", str(CONFIGS / "rite_vessels.yaml"), "--data-root", str(rite), "--out", str(out)]

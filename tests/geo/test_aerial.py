@@ -114,6 +114,7 @@ def test_windows_are_weighted_towards_rare_classes(aerial_root: Path, tmp_path: 
     assert item["image"].shape == (3, 16, 16) and item["mask"].shape == (1, 16, 16)
 
 
+@pytest.mark.numerics
 def test_short_training_run_on_the_shared_engine(aerial_root: Path, tmp_path: Path) -> None:
     first = build_config(CONFIG, [*TINY, "train.epochs=1"], data_root=aerial_root, out=tmp_path / "run")
     train(first)

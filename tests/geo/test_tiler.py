@@ -152,6 +152,7 @@ def _interrupt_after(rows: int):
     return callback
 
 
+@pytest.mark.numerics
 def test_interrupted_run_resumes_to_the_same_result(tmp_path: Path, aerial_segmenter: Segmenter) -> None:
     """Ctrl-C after 3 bands of rows; the rerun continues and equals an uninterrupted run (MC draws too)."""
     scene, _ = make_scene(tmp_path / "s.tif", 300, 200)
@@ -188,6 +189,7 @@ tile_scene(seg, sys.argv[2], sys.argv[3], TileOptions(tile_size=64, overlap=24),
 """
 
 
+@pytest.mark.numerics
 def test_killed_process_resumes(tmp_path: Path, aerial_checkpoint: Path, aerial_segmenter: Segmenter) -> None:
     """A SIGKILL (no cleanup at all) mid-scene: the rerun continues and matches a clean run."""
     scene, _ = make_scene(tmp_path / "k.tif", 260, 200)

@@ -40,6 +40,7 @@ def ras_volume(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.parametrize(
     "codes", [("L", "P", "S"), ("S", "R", "A"), ("R", "A", "I"), ("P", "I", "L"), ("A", "S", "R")]
 )
+@pytest.mark.numerics
 def test_prediction_follows_the_anatomy(
     ras_volume: Path, trained_checkpoint: Path, tmp_path: Path, codes
 ) -> None:
@@ -66,6 +67,7 @@ def test_prediction_follows_the_anatomy(
     assert np.array_equal(np.asarray(back.dataobj), ref)
 
 
+@pytest.mark.numerics
 def test_cli_predict_volume_lps(ras_volume: Path, trained_checkpoint: Path, tmp_path: Path) -> None:
     lps = tmp_path / "lps.nii.gz"
     nib.save(_reorient(nib.load(ras_volume), ("L", "P", "S")), lps)

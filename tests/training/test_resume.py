@@ -30,9 +30,10 @@ def _command(rite_root: Path, out: Path, *extra: str) -> list[str]:
 
 
 def _env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "2"}
+    return {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
 
 
+@pytest.mark.numerics
 @pytest.mark.timeout(240)
 def test_kill_mid_epoch_then_resume_matches_uninterrupted(rite_root: Path, tmp_path: Path) -> None:
     subprocess.run(
