@@ -49,9 +49,13 @@ def _post(url: str, data: bytes) -> tuple[float, bytes]:
     boundary = uuid.uuid4().hex
     body = (
         f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="frame.png"\r\n'
-        "Content-Type: image/png\r\n\r\n".encode() + data + f"\r\n--{boundary}--\r\n".encode()
+        "Content-Type: image/png\r\n\r\n".encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
     )
-    req = urllib.request.Request(url, data=body, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    req = urllib.request.Request(
+        url, data=body, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    )
     t = time.perf_counter()
     with urllib.request.urlopen(req, timeout=600) as r:
         out = r.read()
@@ -63,10 +67,13 @@ def _pctl(xs: list[float], q: float) -> float:
 
 
 def _start(ckpt: Path, port: int) -> subprocess.Popen:
+    argv = ["serve", "--model", str(ckpt), "--port", str(port), "--device", "cpu"]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "segnet_domains", "serve", "--model", str(ckpt), "--port", str(port), "--device", "cpu"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [sys.executable, "-m", "segnet_domains", *argv],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     while True:
         try:
@@ -74,7 +81,9 @@ def _start(ckpt: Path, port: int) -> subprocess.Popen:
             return proc
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"server did not start: {proc.stderr.read() if proc.stderr else ''}") from None
+                raise RuntimeError(
+                    f"server did not start: {proc.stderr.read() if proc.stderr else ''}"
+                ) from None
             time.sleep(0.2)
 
 
@@ -159,7 +168,7 @@ def main() -> dict:
     print(f"  one client over HTTP       {res['single_client_s_median'] * 1000:8.1f} ms "
           f"(×{res['http_overhead_ratio']:.2f} of direct)")  # fmt: skip
     print(f"  {args.clients} clients: median {res['latency_s_median']} s, p95 {res['latency_s_p95']} s, "
-          f"max {res['latency_s_max']} s, {res['throughput_per_s']} requests/s, {len(errors)} errors")  # fmt: skip
+          f"max {res['latency_s_max']} s, {res['throughput_per_s']} req/s, {len(errors)} errors")  # fmt: skip
     if errors:
         print("  first error:", errors[0])
     if args.json:

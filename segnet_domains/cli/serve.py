@@ -17,11 +17,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument(
-        "--model", "-m", action="extend", nargs="+", metavar="CKPT", help="checkpoint(s) to serve (repeatable)"
+        "--model",
+        "-m",
+        action="extend",
+        nargs="+",
+        metavar="CKPT",
+        help="checkpoint(s) to serve (repeatable)",
     )
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1: this machine)"
+    )
     p.add_argument("--port", type=int, default=8765, help="port (default: 8765)")
-    p.add_argument("--demo-dir", default="demo_out", help="where `make demo` wrote its models (default: demo_out)")
+    p.add_argument(
+        "--demo-dir", default="demo_out", help="where `make demo` wrote its models (default demo_out)"
+    )
     p.add_argument("--max-upload-mb", type=float, default=512, help="largest upload in MB (default: 512)")
     p.add_argument("--samples", type=int, default=8, help="Monte Carlo passes for uncertainty (default: 8)")
     p.add_argument("--device", default="auto", help="auto (CUDA→MPS→CPU), cpu, cuda, cuda:N, mps")
@@ -48,11 +57,14 @@ def run(args: argparse.Namespace) -> int:
         from segnet_domains.web.app import create_app
     except ImportError as exc:
         raise InputError(
-            None, f"the web demo needs FastAPI and uvicorn ({exc.name} is missing): pip install 'segnet-domains[web]'"
+            None,
+            f"the web demo needs FastAPI and uvicorn ({exc.name} is missing): "
+            "pip install 'segnet-domains[web]'",
         ) from None
     registry = ModelRegistry.from_checkpoints(paths, args.device, args.precision, args.batch_size)
     app = create_app(registry, max_upload=int(args.max_upload_mb * 2**20), mc_samples=args.samples)
     names = ", ".join(registry.models)
-    print(f"serving {len(registry.models)} model(s) ({names}) at http://{args.host}:{args.port}/  (Ctrl+C stops)")
+    url = f"http://{args.host}:{args.port}/"
+    print(f"serving {len(registry.models)} model(s) ({names}) at {url}  (Ctrl+C stops)", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0

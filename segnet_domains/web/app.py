@@ -29,7 +29,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -48,10 +48,16 @@ log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 #: Default upload limit (bytes).
 MAX_UPLOAD = 512 * 2**20
+#: A refused upload up to this size is read (and dropped) before the 413, so the client gets the answer.
+MAX_DRAIN = 2**30
 
 
 class UploadLimit:
     """ASGI middleware: 413 for a POST body over ``max_bytes``, 411 for one without Content-Length.
+
+    Nothing of a refused body is stored; up to :data:`MAX_DRAIN` bytes of it
+    are read and dropped first, because a client (browsers included) that is
+    still sending when the connection closes reports a reset instead of the 413.
 
     Starlette and FastAPI have no body-size limit of their own (uvicorn only
     checks that the body matches its Content-Length), so the declared length
@@ -69,10 +75,19 @@ class UploadLimit:
                 await _send_json(send, 411, {"error": "the upload needs a Content-Length header"})
                 return
             if not length.isdigit() or int(length) > self.max_bytes:
+                if length.isdigit() and int(length) <= MAX_DRAIN:
+                    await _drain(receive)  # discarded unread: a client still sending would see a reset
                 mb = self.max_bytes / 2**20
                 await _send_json(send, 413, {"error": f"upload too large (limit {mb:g} MB)"})
                 return
         await self.app(scope, receive, send)
+
+
+async def _drain(receive: Receive) -> None:
+    while True:
+        message = await receive()
+        if message["type"] != "http.request" or not message.get("more_body"):
+            return
 
 
 async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
@@ -101,7 +116,11 @@ def create_app(registry: ModelRegistry, max_upload: int = MAX_UPLOAD, mc_samples
             workdir.cleanup()
 
     app = FastAPI(
-        title="segnet-domains", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url="/api/openapi.json"
+        title="segnet-domains",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/api/openapi.json",
     )
     app.add_middleware(UploadLimit, max_bytes=max_upload)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
@@ -112,6 +131,11 @@ def create_app(registry: ModelRegistry, max_upload: int = MAX_UPLOAD, mc_samples
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ())[1:]) or "request"
         return JSONResponse({"error": f"{where}: {first.get('msg', 'invalid')}"}, status_code=400)
+
+    @app.exception_handler(Exception)
+    async def internal(request: Request, exc: Exception) -> JSONResponse:
+        log.error("request failed", exc_info=exc)
+        return JSONResponse({"error": _internal(exc)}, status_code=500)
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
@@ -141,10 +165,10 @@ def create_app(registry: ModelRegistry, max_upload: int = MAX_UPLOAD, mc_samples
 
     @app.post("/api/predict", response_model=None)
     async def predict(
-        file: UploadFile = File(...),
-        model: str | None = Form(None),
-        axis: int | None = Form(None),
-        uncertainty: bool = Form(False),
+        file: Annotated[UploadFile, File()],
+        model: Annotated[str | None, Form()] = None,
+        axis: Annotated[int | None, Form()] = None,
+        uncertainty: Annotated[bool, Form()] = False,
     ) -> Response:
         try:
             result = await run_in_threadpool(job(file, model, axis, uncertainty, False), None)
@@ -160,10 +184,10 @@ def create_app(registry: ModelRegistry, max_upload: int = MAX_UPLOAD, mc_samples
 
     @app.post("/api/preview", response_model=None)
     async def preview(
-        file: UploadFile = File(...),
-        model: str | None = Form(None),
-        axis: int | None = Form(None),
-        uncertainty: bool = Form(False),
+        file: Annotated[UploadFile, File()],
+        model: Annotated[str | None, Form()] = None,
+        axis: Annotated[int | None, Form()] = None,
+        uncertainty: Annotated[bool, Form()] = False,
     ) -> Response:
         return await _with_progress(job(file, model, axis, uncertainty, True), registry)
 
@@ -220,5 +244,9 @@ def _outcome(task: asyncio.Future[JobResult], registry: ModelRegistry) -> tuple[
         return {"error": str(exc)}, 400
     if exc is not None:
         log.error("job failed", exc_info=exc)
-        return {"error": f"internal error ({type(exc).__name__}: {exc})".splitlines()[0]}, 500
+        return {"error": _internal(exc)}, 500
     return {"result": preview_payload(task.result(), registry)}, 200
+
+
+def _internal(exc: BaseException) -> str:
+    return f"internal error ({type(exc).__name__}: {exc}".splitlines()[0] + ")"

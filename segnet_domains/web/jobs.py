@@ -60,12 +60,17 @@ PREVIEW_VOXELS = 256**3
 
 ProgressCallback = Callable[[int, int], None]
 
-MEDIA_TYPES = {".png": "image/png", ".tif": "image/tiff", ".gz": "application/gzip", ".nii": "application/octet-stream"}
+MEDIA_TYPES = {
+    ".png": "image/png",
+    ".tif": "image/tiff",
+    ".gz": "application/gzip",
+    ".nii": "application/octet-stream",
+}
 
 
 @dataclass
 class JobOptions:
-    """A request's options: ``axis`` (volumes, RAS: 0 sagittal, 1 coronal, 2 axial), Monte Carlo uncertainty."""
+    """A request's options: ``axis`` (volumes; RAS: 0 sagittal, 1 coronal, 2 axial), MC uncertainty."""
 
     axis: int | None = None
     uncertainty: bool = False
@@ -221,9 +226,7 @@ def _check_options(served: ServedModel, kind: str, options: JobOptions) -> None:
     if options.axis is not None and options.axis not in (0, 1, 2):
         raise InputError(None, f"axis must be 0, 1 or 2 (got {options.axis})")
     if options.uncertainty and not served.segmenter.has_dropout:
-        raise InputError(
-            served.name, "uncertainty needs a checkpoint trained with dropout (Bayesian SegNet)"
-        )
+        raise InputError(served.name, "uncertainty needs a checkpoint trained with dropout (Bayesian SegNet)")
     if options.samples < 2:
         raise InputError(None, f"Monte Carlo uncertainty needs at least 2 samples (got {options.samples})")
 
@@ -267,9 +270,7 @@ def _image_job(
     if preview:
         step = _step(labels.size, PREVIEW_PIXELS, 2)
         sub = (slice(None, None, step),) * 2
-        view = Preview(
-            to_display_rgb(image)[sub], labels[sub], None if unc is None else unc[sub], step=step
-        )
+        view = Preview(to_display_rgb(image)[sub], labels[sub], None if unc is None else unc[sub], step=step)
     return JobResult(
         "image", served.name, src.name, labels.shape, _counts(labels, seg.info.class_names), files, view
     )
@@ -319,7 +320,7 @@ def _volume_job(
 
         spacing = np.sqrt((volume.ras_affine()[:3, :3] ** 2).sum(0)) * step
         view = Preview(
-            _ras_grey(volume)[sub],
+            _ras_grey(volume, sub),
             ras(labels),
             None if unc is None else ras(unc),
             step=step,
@@ -343,9 +344,9 @@ def _volume_job(
     )
 
 
-def _ras_grey(volume: Volume) -> np.ndarray:
-    """The volume in RAS as display grey levels (1–99 % stretch, as :func:`to_display_rgb`)."""
-    ras = volume.to_ras()
+def _ras_grey(volume: Volume, sub: tuple[slice, ...]) -> np.ndarray:
+    """The (decimated) volume in RAS as display grey levels (1–99 % stretch of :func:`to_display_rgb`)."""
+    ras = volume.to_ras()[sub]
     return to_display_rgb(ras.reshape(ras.shape[0], -1))[..., 0].reshape(ras.shape)
 
 
@@ -360,7 +361,7 @@ def _scene_job(
     preview: bool,
     progress: ProgressCallback | None,
 ) -> JobResult:
-    """``tile``'s job; a scene smaller than the model's tile is tiled with the largest power of 2 that fits."""
+    """``tile``'s job; a scene smaller than the model's tile gets the largest power-of-2 tile that fits."""
     seg = served.segmenter
     scene = open_scene(src)
     tile_opts = TileOptions(uncertainty=options.uncertainty, samples=options.samples)
@@ -372,16 +373,20 @@ def _scene_job(
     result = tile_scene(seg, src, out, tile_opts, progress=progress or False)
     paths = [Path(p) for p in result.outputs]
     files = [_read(p) for p in paths]
-    with rasterio.open(paths[0]) as ds:
-        labels_full = ds.read(1)
+    names = seg.info.class_names
+    counts = np.zeros(len(names), np.int64)
+    with rasterio.open(paths[0]) as ds:  # block by block: the mask of a big scene is never read whole
+        for _, window in ds.block_windows(1):
+            block = ds.read(1, window=window).ravel()
+            counts += np.bincount(block[block < len(names)], minlength=len(names))
     view = _scene_preview(seg, src, paths, scene.height, scene.width) if preview else None
     crs = CRS.from_wkt(scene.crs).to_string() if scene.crs else None
     return JobResult(
         "scene",
         served.name,
         src.name,
-        labels_full.shape,
-        _counts(labels_full, seg.info.class_names),
+        (scene.height, scene.width),
+        {n: int(c) for n, c in zip(names, counts)},
         files,
         view,
         geometry={"crs": crs, "transform": list(scene.transform) if scene.transform else None},

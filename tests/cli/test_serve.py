@@ -25,12 +25,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_without_checkpoints_it_says_how_to_get_them(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_without_checkpoints_it_says_how_to_get_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["serve", "--demo-dir", str(tmp_path / "nothing")]) == 2
     err = capsys.readouterr().err
     assert err == (
-        f"error: no checkpoints to serve: none in {tmp_path / 'nothing'}/models/ — run `make serve` (trains the "
-        "demo models first), `make demo`, or pass --model CKPT\n"
+        f"error: no checkpoints to serve: none in {tmp_path / 'nothing'}/models/ — run `make serve` "
+        "(trains the demo models first), `make demo`, or pass --model CKPT\n"
     )
 
 

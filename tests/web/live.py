@@ -76,9 +76,7 @@ class LiveServer:
         assert status == 200, body
         return json.loads(body)
 
-    def post(
-        self, path: str, data: bytes, filename: str, **fields: Any
-    ) -> tuple[int, dict[str, str], bytes]:
+    def post(self, path: str, data: bytes, filename: str, **fields: Any) -> tuple[int, dict[str, str], bytes]:
         """A multipart/form-data POST of one ``file`` and string ``fields``, as a browser sends it."""
         boundary = uuid.uuid4().hex
         parts = [

@@ -119,13 +119,17 @@ def test_nifti_mask_has_the_inputs_affine_and_header_and_the_clis_labels(
     assert mask.get_data_dtype() == np.uint8
     assert main(["predict-volume", str(src), "--model", str(server.registry.models["ones"].path),
                  "--out", str(tmp_path / "cli.nii.gz"), "--axis", "1", "--device", "cpu"]) == 0  # fmt: skip
-    np.testing.assert_array_equal(np.asarray(mask.dataobj), np.asarray(nib.load(tmp_path / "cli.nii.gz").dataobj))
+    np.testing.assert_array_equal(
+        np.asarray(mask.dataobj), np.asarray(nib.load(tmp_path / "cli.nii.gz").dataobj)
+    )
     assert (np.asarray(mask.dataobj) == 1).all()
 
 
 def test_png_image_gives_a_png_mask(server: LiveServer, tmp_path: Path) -> None:
     rgb = np.random.default_rng(1).integers(0, 255, (37, 53, 3), dtype=np.uint8)
-    status, headers, body = server.post("/api/predict", iio.imwrite("<bytes>", rgb, extension=".png"), "eye.png")
+    status, headers, body = server.post(
+        "/api/predict", iio.imwrite("<bytes>", rgb, extension=".png"), "eye.png"
+    )
     assert status == 200, body
     assert headers["content-type"] == "image/png"
     assert headers["x-segnet-model"] == "twos" and headers["x-segnet-kind"] == "image"  # picked by domain
@@ -140,7 +144,12 @@ def test_geotiff_scene_gives_a_cog_with_crs_transform_and_nodata(server: LiveSer
     assert headers["x-segnet-kind"] == "scene" and headers["x-segnet-model"] == "aerial"
     (tmp_path / "out.tif").write_bytes(body)
     with rasterio.open(img) as src, rasterio.open(tmp_path / "out.tif") as out:
-        assert (out.width, out.height, out.crs, out.transform) == (src.width, src.height, src.crs, src.transform)
+        assert (out.width, out.height, out.crs, out.transform) == (
+            src.width,
+            src.height,
+            src.crs,
+            src.transform,
+        )
         labels, valid = out.read(1), src.dataset_mask() > 0
         assert out.colormap(1)[3][:3] == tuple(aerial.CLASS_COLORS[3])
     assert (labels[valid] == 3).all() and (labels[~valid] == 255).all() and (~valid).any()
@@ -174,7 +183,12 @@ def test_preview_streams_progress_then_arrays_in_ras(server: LiveServer, tmp_pat
     progress = [ln["progress"] for ln in lines[:-1]]
     assert progress[0] == [0, 40] and progress[-1] == [40, 40]  # slices along RAS axis 0
     r = lines[-1]["result"]
-    assert (r["kind"], r["axis"], r["shape"], r["counts"]) == ("volume", 0, [40, 16, 10], {"background": 0, "lesion": 6400})
+    assert (r["kind"], r["axis"], r["shape"], r["counts"]) == (
+        "volume",
+        0,
+        [40, 16, 10],
+        {"background": 0, "lesion": 6400},
+    )
     ras = read_volume(src).to_ras()
     assert _decode(r["image"]).shape == ras.shape == _decode(r["labels"]).shape
     assert r["spacing"] == [1.2, 1.0, 2.5]  # RAS order
@@ -188,7 +202,9 @@ def test_preview_of_an_image_with_uncertainty_refused_without_dropout(server: Li
     png = iio.imwrite("<bytes>", np.zeros((20, 20, 3), np.uint8), extension=".png")
     status, _, body = server.post("/api/preview", png, "x.png", model="twos", uncertainty="true")
     assert status == 400
-    assert json.loads(body) == {"error": "twos: uncertainty needs a checkpoint trained with dropout (Bayesian SegNet)"}
+    assert json.loads(body) == {
+        "error": "twos: uncertainty needs a checkpoint trained with dropout (Bayesian SegNet)"
+    }
     status, headers, body = server.post("/api/preview", png, "x.png", model="twos")
     assert status == 200 and headers["content-type"] == "application/json"  # no progress: one JSON answer
     r = json.loads(body)["result"]
@@ -218,9 +234,10 @@ def test_bad_files_give_the_clis_line_as_http_400(
         assert json.loads(body)["error"] == _cli_error([*argv, "--model", ones], capsys)
     assert not list(tmp_path.glob("o.*"))
     status, _, body = server.post("/api/predict", b"hello", "notes.txt")
-    assert (status, json.loads(body)["error"]) == (
-        400, "notes.txt: unsupported file type .txt: expected PNG/JPEG/TIFF, NIfTI (.nii, .nii.gz) or GeoTIFF",
-    )  # fmt: skip
+    assert status == 400
+    assert json.loads(body)["error"] == (
+        "notes.txt: unsupported file type .txt: expected PNG/JPEG/TIFF, NIfTI (.nii, .nii.gz) or GeoTIFF"
+    )
     status, _, body = server.post("/api/predict", good, "g.nii.gz", model="nope")
     assert (status, json.loads(body)["error"]) == (400, "no model named 'nope'; served: ones, twos, aerial")
     status, _, body = server.post("/api/predict", good, "g.nii.gz", axis="5")
@@ -256,9 +273,19 @@ def test_sixteen_parallel_requests_all_get_their_own_mask(server: LiveServer) ->
     for i in range(16):
         h, w = 24 + 3 * i, 40 - i
         if i % 2:
-            data, name, model, want = iio.imwrite("<bytes>", rng.integers(0, 255, (h, w, 3), np.uint8), extension=".png"), f"i{i}.png", "twos", 2
+            data, name, model, want = (
+                iio.imwrite("<bytes>", rng.integers(0, 255, (h, w, 3), np.uint8), extension=".png"),
+                f"i{i}.png",
+                "twos",
+                2,
+            )
         else:
-            data, name, model, want = iio.imwrite("<bytes>", rng.integers(0, 255, (h, w), np.uint8), extension=".png"), f"i{i}.png", "ones", 1
+            data, name, model, want = (
+                iio.imwrite("<bytes>", rng.integers(0, 255, (h, w), np.uint8), extension=".png"),
+                f"i{i}.png",
+                "ones",
+                1,
+            )
         jobs.append((data, name, model, want, (h, w)))  # fmt: skip
 
     def call(job):

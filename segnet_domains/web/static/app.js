@@ -177,9 +177,9 @@ function axisChanged() {
   const g = sliceGeometry(r), n = g.dims[g.a], K = r.model.classes.length;
   // start on the slice with the most foreground (the middle one when there is none)
   const fg = new Float64Array(n);
-  const lab = r.labelData;
+  const lab = r.labelData, first = drawnFrom(r);
   for (let off = 0; off < lab.length; off++) {
-    if (lab[off] > 0 && lab[off] < K) fg[Math.floor(off / g.strides[g.a]) % n]++;
+    if (lab[off] >= first && lab[off] < K) fg[Math.floor(off / g.strides[g.a]) % n]++;
   }
   let best = Math.floor(n / 2);
   for (let i = 0; i < n; i++) if (fg[i] > fg[best]) best = i;
@@ -188,12 +188,16 @@ function axisChanged() {
   render();
 }
 
+// Class 0 stays undrawn when it is a background (as in the CLI's overlays); a real class 0 (bare soil …) is drawn.
+const drawnFrom = (r) => (/background/i.test(r.model.classes[0].name) ? 1 : 0);
+
 function render() {
   const r = state.result;
   if (!r) return;
   const alpha = Number($("opacity").value) / 100;
   const showUnc = $("show-uncertainty").checked && r.uncData;
   const K = r.model.classes.length, colors = r.model.classes.map((c) => c.color);
+  const first = drawnFrom(r);
   let w, h, at, spacing = [1, 1];
   if (r.kind === "volume") {
     const g = sliceGeometry(r), i = Number($("slice").value);
@@ -221,7 +225,7 @@ function render() {
       const lab = r.labelData[off];
       let c = null;
       if (showUnc) c = HEAT(r.uncData[off]);
-      else if (lab > 0 && lab < K) c = colors[lab];
+      else if (lab >= first && lab < K) c = colors[lab];
       if (c) { rgb = rgb.map((v, k) => (1 - alpha) * v + alpha * c[k]); overlay++; }
       px[o] = rgb[0]; px[o + 1] = rgb[1]; px[o + 2] = rgb[2]; px[o + 3] = 255;
     }
@@ -238,16 +242,17 @@ function render() {
 function legend(r) {
   const box = $("legend");
   box.innerHTML = "";
+  const first = drawnFrom(r);
   r.model.classes.forEach((c) => {
     const item = document.createElement("span");
     item.className = "legend-item";
     const sw = document.createElement("span");
     sw.className = "swatch";
-    sw.style.background = c.index === 0 ? "transparent" : `rgb(${c.color.join(",")})`;
+    sw.style.background = c.index < first ? "transparent" : `rgb(${c.color.join(",")})`;
     const count = document.createElement("span");
     count.className = "count";
     count.textContent = (r.counts[c.name] || 0).toLocaleString();
-    item.append(sw, document.createTextNode(c.name + (c.index === 0 ? " (not drawn)" : "")), count);
+    item.append(sw, document.createTextNode(c.name + (c.index < first ? " (not drawn)" : "")), count);
     box.append(item);
   });
   if (r.uncertainty) {
