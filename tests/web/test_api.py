@@ -335,3 +335,14 @@ def test_samples_are_real_files_of_each_kind(server: LiveServer, tmp_path: Path)
     assert r["geometry"]["crs"] == "EPSG:32633"
     _, headers, body = server.get("/api/samples/fundus")
     assert tifffile.imread(io.BytesIO(body)).shape == (584, 565, 3)
+    status, headers, mask = server.post("/api/predict", body, "01_test.tif")  # a TIFF without geo tags
+    assert (status, headers["x-segnet-kind"], headers["x-segnet-model"]) == (200, "image", "twos")
+    assert iio.imread(mask).shape == (584, 565)
+    _, headers, body = server.get("/api/samples/mri")
+    (tmp_path / "t1w.nii.gz").write_bytes(body)
+    status, headers, mask = server.post("/api/predict", body, "t1w.nii.gz")
+    assert (status, headers["x-segnet-model"]) == (200, "ones")
+    (tmp_path / "mask.nii.gz").write_bytes(mask)
+    t1w, lesion = nib.load(tmp_path / "t1w.nii.gz"), nib.load(tmp_path / "mask.nii.gz")
+    assert t1w.shape == lesion.shape == (99, 117, 95)  # the MNI152 box at 2 mm, as the demo trains on
+    np.testing.assert_allclose(lesion.affine, t1w.affine)

@@ -88,59 +88,68 @@ def _view(driver) -> dict:
     return driver.execute_script("return Object.assign({}, window.segnetView)")
 
 
-def test_page_segments_an_image_and_a_volume_and_downloads_the_mask(
-    browser, trained_checkpoint: Path, tmp_path: Path
-) -> None:
-    bayes = constant_checkpoint(
-        tmp_path / "bayes.pt", 1, dropout=0.2, class_names=["background", "lesion"], domain="mri"
-    )
-    blobs = tmp_path / "blobs.pt"
-    shutil.copy(trained_checkpoint, blobs)
-    seg = Segmenter.from_checkpoint(blobs, device="cpu")
+def _inputs(tmp_path: Path) -> tuple[Path, Path]:
     img, _ = blob_scene(np.random.default_rng(3), 96, 128)
-    png = iio.imwrite(tmp_path / "disks.png", np.clip(img[0], 0, 255).astype(np.uint8))
+    png = tmp_path / "disks.png"
+    iio.imwrite(png, np.clip(img[0], 0, 255).astype(np.uint8))
     vol = tmp_path / "spheres.nii.gz"
     nib.save(nib.Nifti1Image(_sphere_volume(), AFFINE), vol)
+    return png, vol
 
-    with LiveServer([blobs, bayes]) as server:
+
+def _image_and_volume(
+    browser, model: str, seg: Segmenter, png: Path, vol: Path, tmp_path: Path
+) -> np.ndarray:
+    """Upload the image, then the volume, with ``model``; check overlay and slider against the CLI's masks.
+
+    Returns:
+        The CLI's mask of the volume (``predict_volume_file``, the function the server calls).
+    """
+    Select(browser.find_element(By.ID, "model")).select_by_value(model)
+    browser.find_element(By.ID, "file").send_keys(str(png))
+    _wait_done(browser)
+    ref = predict_image_file(seg, png, tmp_path / "ref.png")
+    assert _view(browser)["overlayPixels"] == int((ref > 0).sum())  # the overlay is the CLI's mask
+    assert f"{int((ref > 0).sum()):,}" in browser.find_element(By.ID, "legend").text
+    assert browser.find_element(By.ID, "slice-controls").is_displayed() is False
+
+    browser.find_element(By.ID, "file").send_keys(str(vol))
+    _wait_done(browser)
+    ref_vol = predict_volume_file(seg, vol, tmp_path / "ref.nii.gz", progress=False)
+    ras = read_volume(tmp_path / "ref.nii.gz").to_ras()  # the page shows RAS (this file is RAS already)
+    view = _view(browser)
+    assert view["axis"] == 2 and view["overlayPixels"] == int((ras[:, :, view["slice"]] > 0).sum())
+    slider = browser.find_element(By.ID, "slice")
+    assert slider.get_attribute("max") == "39"
+    for _ in range(4):
+        slider.send_keys(Keys.ARROW_RIGHT if view["slice"] < 20 else Keys.ARROW_LEFT)
+    moved = _view(browser)
+    assert abs(moved["slice"] - view["slice"]) == 4
+    assert moved["overlayPixels"] == int((ras[:, :, moved["slice"]] > 0).sum())
+    assert browser.find_element(By.ID, "slice-label").text == f"{moved['slice']} / 39"
+    return ref_vol
+
+
+def test_page_segments_an_image_and_a_volume_and_downloads_the_mask(browser, tmp_path: Path) -> None:
+    names = {"class_names": ["background", "lesion"], "domain": "mri"}
+    lesion = constant_checkpoint(tmp_path / "lesion.pt", 1, **names)
+    bayes = constant_checkpoint(tmp_path / "bayes.pt", 1, dropout=0.2, **names)
+    png, vol = _inputs(tmp_path)
+
+    with LiveServer([lesion, bayes]) as server:
         browser.get(server.url)
         WebDriverWait(browser, 30).until(
             lambda d: len(d.find_elements(By.CSS_SELECTOR, "#model option")) == 3
         )
         assert len(browser.find_elements(By.CSS_SELECTOR, "#samples button")) == 3
-        Select(browser.find_element(By.ID, "model")).select_by_value("blobs")
+        Select(browser.find_element(By.ID, "model")).select_by_value("lesion")
         info = browser.find_element(By.ID, "model-info").text
-        assert "mri" in info and "background, blob" in info and "dropout\nno" in info
+        assert "mri" in info and "background, lesion" in info and "dropout\nno" in info
         assert not browser.find_element(By.ID, "uncertainty").is_enabled()
 
-        # a plain image: the overlay is the CLI's mask, pixel for pixel
-        browser.find_element(By.ID, "file").send_keys(str(png))
-        _wait_done(browser)
-        ref = predict_image_file(seg, png, tmp_path / "ref.png")
-        assert _view(browser)["overlayPixels"] == int((ref > 0).sum())
-        legend = browser.find_element(By.ID, "legend").text
-        assert "blob" in legend and f"{int((ref > 0).sum()):,}" in legend
-        assert browser.find_element(By.ID, "slice-controls").is_displayed() is False
-
-        # a NIfTI volume, sliced along the model's axis; the slider moves the view
-        browser.find_element(By.ID, "file").send_keys(str(vol))
-        _wait_done(browser)
-        ref_vol = predict_volume_file(seg, vol, tmp_path / "ref.nii.gz", progress=False)
-        ras = read_volume(tmp_path / "ref.nii.gz").to_ras()  # the page shows RAS (the file is RAS already)
-        view = _view(browser)
-        assert view["axis"] == 2 and view["overlayPixels"] == int((ras[:, :, view["slice"]] > 0).sum())
-        slider = browser.find_element(By.ID, "slice")
-        assert slider.get_attribute("max") == "39"
-        for _ in range(4):
-            slider.send_keys(Keys.ARROW_LEFT)
-        moved = _view(browser)
-        assert moved["slice"] == view["slice"] - 4
-        assert moved["overlayPixels"] == int((ras[:, :, moved["slice"]] > 0).sum())
-        assert browser.find_element(By.ID, "slice-label").text == f"{moved['slice']} / 39"
-        shot = tmp_path / "serve.png"
-        browser.save_screenshot(str(shot))
-        if os.environ.get("SEGNET_UPDATE_SCREENSHOT") == "1":
-            shutil.copy(shot, REPO / "docs" / "images" / "serve.png")
+        seg = Segmenter.from_checkpoint(lesion, device="cpu")
+        ref_vol = _image_and_volume(browser, "lesion", seg, png, vol, tmp_path)
+        assert (ref_vol == 1).all() and _view(browser)["overlayPixels"] == 64 * 72  # known by construction
 
         # the download is the mask on the input's grid
         browser.find_element(By.ID, "download-mask").click()
@@ -165,10 +174,34 @@ def test_page_segments_an_image_and_a_volume_and_downloads_the_mask(
         browser.find_element(By.ID, "uncertainty").click()
         browser.find_element(By.ID, "file").send_keys(str(png))
         _wait_done(browser)
-        assert _view(browser)["overlayPixels"] == 96 * 128  # this model labels every pixel "lesion"
+        assert _view(browser)["overlayPixels"] == 96 * 128  # every pixel is "lesion"
         browser.find_element(By.ID, "show-uncertainty").click()
         assert _view(browser)["overlayPixels"] == 96 * 128  # the variance map, drawn everywhere
         assert (
             browser.find_element(By.ID, "download-uncertainty").get_attribute("download")
             == "disks_uncertainty.tif"
         )
+
+
+@pytest.mark.slow
+def test_screenshot_with_a_trained_model(browser, trained_checkpoint: Path, tmp_path: Path) -> None:
+    """The README's picture: the session's tiny blob model (trained for other tests) on the same files.
+
+    Only the page's agreement with the CLI is checked, not the model's quality.
+    """
+    blobs = tmp_path / "blobs.pt"
+    shutil.copy(trained_checkpoint, blobs)
+    png, vol = _inputs(tmp_path)
+    with LiveServer([blobs]) as server:
+        browser.get(server.url)
+        WebDriverWait(browser, 30).until(
+            lambda d: len(d.find_elements(By.CSS_SELECTOR, "#model option")) == 2
+        )
+        _image_and_volume(
+            browser, "blobs", Segmenter.from_checkpoint(blobs, device="cpu"), png, vol, tmp_path
+        )
+        shot = tmp_path / "serve.png"
+        browser.save_screenshot(str(shot))
+        assert iio.imread(shot).shape[1] == 1280  # the whole window
+        if os.environ.get("SEGNET_UPDATE_SCREENSHOT") == "1":
+            shutil.copy(shot, REPO / "docs" / "images" / "serve.png")

@@ -303,7 +303,10 @@ function wire() {
     e.preventDefault();
     if (e.dataTransfer.files.length) chooseFile(e.dataTransfer.files[0]);
   });
-  $("file").addEventListener("change", (e) => { if (e.target.files.length) chooseFile(e.target.files[0]); });
+  $("file").addEventListener("change", (e) => {
+    if (e.target.files.length) chooseFile(e.target.files[0]);
+    e.target.value = ""; // choosing the same file again segments it again
+  });
   $("model").addEventListener("change", modelChanged);
   $("run").addEventListener("click", segment);
   $("opacity").addEventListener("input", render);
