@@ -66,5 +66,15 @@ lint: setup
 bench: setup
 	$(BIN)/python benchmarks/run_all.py
 
+# The web demo (segnet-domains serve) on http://127.0.0.1:8765/; trains the demo models first if any is missing.
+.PHONY: serve
+serve: setup
+	@missing=""; for d in mri fundus aerial; do [ -f demo_out/models/$$d/best.pt ] || missing="$$missing $$d"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "no demo model for:$$missing; training them first (make demo)"; \
+		$(BIN)/segnet-domains demo --out demo_out --only $$missing; \
+	fi
+	$(BIN)/segnet-domains serve --demo-dir demo_out
+
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache .ruff_cache

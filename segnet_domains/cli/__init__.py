@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "segnet_domains.cli.evaluate",
     "segnet_domains.cli.bundle",
     "segnet_domains.cli.demo",
+    "segnet_domains.cli.serve",
 )
 
 EXIT_USAGE = 2
