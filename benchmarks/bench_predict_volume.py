@@ -50,10 +50,10 @@ def raw_forward_s(seg: Segmenter, volume: np.ndarray) -> float:
         x, _ = pad_to_multiple(torch.from_numpy(b), seg.multiple)
         x = x.to(seg.device, dtype=seg.dtype if seg.device.type == "cpu" else torch.float32)
         batches.append(x.contiguous(memory_format=torch.channels_last))
-    with torch.inference_mode(), seg._autocast():
+    with torch.inference_mode():  # the backend's own autocast; inputs already in its dtype and layout
         t = time.perf_counter()
         for x in batches:
-            seg.model(x)
+            seg.backend(x)
         return time.perf_counter() - t
 
 

@@ -5,6 +5,7 @@ Layout (https://docs.monai.io/en/stable/mb_specification.html)::
     OUT_DIR/configs/metadata.json    MONAI bundle metadata (network_data_format, versions, labels)
     OUT_DIR/configs/inference.json   the inference workflow (run with python -m monai.bundle run)
     OUT_DIR/models/model.pt          the weights + metadata: a segnet-domains safetensors checkpoint
+    OUT_DIR/models/model.onnx        with --onnx: the same model for onnxruntime/TensorRT (export-onnx)
     OUT_DIR/docs/README.md           what the model is and how to run it
 
 ``models/model.pt`` is deliberately *not* a ``torch.save`` pickle: it is the
@@ -17,6 +18,9 @@ writing ``<name>_seg.nii.gz`` masks aligned voxel for voxel with their input
 
     python -m monai.bundle run --config_file OUT_DIR/configs/inference.json \\
         --bundle_root OUT_DIR --input_dir IN --output_dir OUT
+
+Adding ``--checkpoint OUT_DIR/models/model.onnx`` runs the ONNX model in
+onnxruntime through the same Segmenter (same pre- and post-processing).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from segnet_domains.errors import InputError
 from segnet_domains.inference import Segmenter
 from segnet_domains.io.atomic import atomic_output
 from segnet_domains.medical.nifti import NIFTI_SUFFIXES, is_nifti
+from segnet_domains.onnx_export import export_onnx
 from segnet_domains.predict_files import predict_volume_file
 
 MASK_POSTFIX = "_seg"
@@ -51,11 +56,13 @@ def inference_config(device: str = "auto") -> dict[str, Any]:
         "device": device,
         "axis": None,
         "batch_size": 8,
+        "backend": "auto",
         "segmenter": {
             "_target_": "segnet_domains.inference.Segmenter.from_checkpoint",
             "path": "@checkpoint",
             "device": "@device",
             "batch_size": "@batch_size",
+            "backend": "@backend",
         },
         "initialize": ["$monai.utils.set_determinism(seed=0)"],
         "run": ["$predict_folder(@segmenter, @input_dir, @output_dir, axis=@axis)"],
@@ -125,7 +132,7 @@ def _version(name: str) -> str:
     return version(name)
 
 
-def readme(info: ModelInfo) -> str:
+def readme(info: ModelInfo, onnx: bool = False) -> str:
     """``docs/README.md`` of the bundle."""
     classes = ", ".join(f"{i} = {n}" for i, n in enumerate(info.class_names))
     prov = info.provenance or {}
@@ -158,11 +165,37 @@ python -m monai.bundle run --config_file configs/inference.json --bundle_root . 
 classes, normalisation), not a `torch.save` pickle, so loading it cannot run code. Load it with
 `segnet_domains.load_checkpoint("models/model.pt")` (model + metadata) or
 `segnet_domains.Segmenter.from_checkpoint(...)`.
+{_ONNX_README if onnx else ""}"""
+
+
+_ONNX_README = """
+`models/model.onnx` is the same model exported to ONNX (`segnet-domains export-onnx`): input `image`
+(N×C×H×W float32, normalised as above, H and W padded to a multiple of its `pad_multiple`), output `logits`
+(N×K×H×W), dynamic batch, height and width; the checkpoint's header is in its `metadata_props`.
+Run the bundle on it with onnxruntime (TensorRT/CUDA execution providers where installed):
+
+```
+python -m monai.bundle run --config_file configs/inference.json --bundle_root . \\
+    --checkpoint models/model.onnx --input_dir IN --output_dir OUT
+```
 """
 
 
-def export_bundle(checkpoint: str | Path, out_dir: str | Path, device: str = "auto") -> Path:
+def export_bundle(
+    checkpoint: str | Path,
+    out_dir: str | Path,
+    device: str = "auto",
+    onnx: bool = False,
+    opset: int | None = None,
+) -> Path:
     """Write a MONAI bundle for ``checkpoint`` into ``out_dir`` (atomically, replacing it).
+
+    Args:
+        checkpoint: a segnet-domains checkpoint.
+        out_dir: the bundle folder.
+        device: device written into ``configs/inference.json``.
+        onnx: also write ``models/model.onnx`` (:func:`segnet_domains.onnx_export.export_onnx`).
+        opset: its ONNX opset (default: the exporter's).
 
     Raises:
         InputError: unreadable checkpoint, or ``out_dir`` exists and is not a folder.
@@ -180,7 +213,9 @@ def export_bundle(checkpoint: str | Path, out_dir: str | Path, device: str = "au
         (tmp / "configs" / "metadata.json").write_text(json.dumps(metadata(info), indent=2) + "\n")
         (tmp / "configs" / "inference.json").write_text(json.dumps(inference_config(device), indent=2) + "\n")
         shutil.copyfile(checkpoint, tmp / "models" / "model.pt")
-        (tmp / "docs" / "README.md").write_text(readme(info))
+        if onnx:
+            export_onnx(checkpoint, tmp / "models" / "model.onnx", opset=opset)
+        (tmp / "docs" / "README.md").write_text(readme(info, onnx))
     return out_dir
 
 

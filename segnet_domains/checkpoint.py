@@ -11,6 +11,11 @@ and 2.5D context, tile size, provenance.
 Training state (optimizer, scheduler, epoch, RNG) can ride along in the same
 file through ``state=``: nested dicts/lists of tensors and JSON values are
 flattened into tensors + header and restored with their int keys intact.
+
+An ONNX export (``segnet-domains export-onnx``, :mod:`segnet_domains.onnx_export`)
+carries the same JSON header in its ``metadata_props`` under the same key, so
+:func:`read_info` reads a ``.onnx`` file too and every front end configures
+itself from either.
 """
 
 from __future__ import annotations
@@ -37,6 +42,9 @@ from segnet_domains.model.segnet import build_model
 FORMAT = "segnet-domains/1"
 _HEADER_KEY = "segnet_domains"
 _MAX_HEADER = 100 * 1024 * 1024
+#: Key of the JSON header: safetensors ``__metadata__`` and ONNX ``metadata_props`` alike.
+HEADER_KEY = _HEADER_KEY
+ONNX_SUFFIX = ".onnx"
 
 DOMAINS = ("mri", "fundus", "aerial")
 
@@ -209,8 +217,14 @@ def read_info(path: str | Path) -> ModelInfo:
     Raises:
         CheckpointError: missing, pickle-based, corrupt or foreign file.
     """
-    header, _ = _read_header(Path(path))
-    return _parse_info(Path(path), header)
+    path = Path(path)
+    header = _read_onnx_header(path) if is_onnx(path) else _read_header(path)[0]
+    return _parse_info(path, header)
+
+
+def is_onnx(path: str | Path) -> bool:
+    """True for an ONNX model file (by its ``.onnx`` suffix: protobuf has no magic number)."""
+    return Path(path).suffix.lower() == ONNX_SUFFIX
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint:
@@ -228,6 +242,12 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             segnet-domains checkpoint, or weights that don't fit the architecture.
     """
     path = Path(path)
+    if is_onnx(path):
+        raise CheckpointError(
+            path,
+            "is an ONNX model, not a PyTorch checkpoint: run it with Segmenter.from_checkpoint "
+            "(onnxruntime backend)",
+        )
     header, data = _read_header(path, with_data=True)
     info = _parse_info(path, header)
     try:
@@ -313,6 +333,37 @@ def _read_header(path: Path, with_data: bool = False) -> tuple[dict[str, Any], b
     except (ValueError, KeyError, TypeError):
         raise CheckpointError(path, "not a segnet-domains checkpoint (no readable header)") from None
     return header, data
+
+
+def _read_onnx_header(path: Path) -> dict[str, Any]:
+    """The segnet-domains header of an exported ONNX model (its ``metadata_props``).
+
+    ``onnx`` is imported here, not at the top: it is an optional dependency
+    (the ``onnx`` extra) that only ``.onnx`` files need.
+    """
+    if not path.is_file():
+        raise CheckpointError(path, "ONNX model not found" if not path.exists() else "is not a file")
+    try:
+        import onnx
+        from google.protobuf.message import DecodeError
+    except ImportError:
+        raise CheckpointError(
+            path, "reading ONNX models needs the onnx extra: pip install 'segnet-domains[onnx]'"
+        ) from None
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, OSError, ValueError) as exc:
+        raise CheckpointError(path, f"corrupt or truncated ONNX model ({exc})") from None
+    props = {p.key: p.value for p in proto.metadata_props}
+    if _HEADER_KEY not in props:
+        raise CheckpointError(path, "ONNX model without a segnet-domains header (write it with export-onnx)")
+    try:
+        header = json.loads(props[_HEADER_KEY])
+    except ValueError:
+        raise CheckpointError(path, "ONNX model with an unreadable segnet-domains header") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(path, "ONNX model with an unreadable segnet-domains header")
+    return header
 
 
 def _read_prefix(path: Path) -> bytes:

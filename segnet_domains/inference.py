@@ -9,12 +9,15 @@ Monte Carlo dropout. The fast paths:
 * elsewhere: folded BN, fp32.
 
 Softmax is always taken in fp32.
+
+The network itself runs in a backend (:mod:`segnet_domains.backends`): the
+PyTorch model above, or its ONNX export in onnxruntime (an ``.onnx`` file, or
+``backend="onnxruntime"``). Everything around it — adapters, normalisation,
+padding, flips, softmax, cropping, batching — is this module's, whichever runs.
 """
 
 from __future__ import annotations
 
-import contextlib
-import copy
 from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
@@ -25,8 +28,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from segnet_domains.adapters import ImageAdapter, VolumeSliceAdapter, crop, pad_to_multiple
-from segnet_domains.checkpoint import ModelInfo, load_checkpoint, make_info
-from segnet_domains.devices import resolve_device, resolve_precision
+from segnet_domains.backends import BACKENDS, Backend, OnnxBackend, TorchBackend
+from segnet_domains.checkpoint import ModelInfo, is_onnx, load_checkpoint, make_info, read_info
 from segnet_domains.errors import InputError
 
 ProgressCallback = Callable[[int, int], None]
@@ -37,7 +40,8 @@ class Segmenter:
 
     Args:
         model: a segnet-domains model (weights are copied; the caller's model
-            is not modified).
+            is not modified), or a ready :class:`~segnet_domains.backends.Backend`
+            (then ``info`` is required and ``device``/``precision`` are the backend's).
         device: ``"auto"`` (CUDA → MPS → CPU), ``"cpu"``, ``"cuda:1"`` …
         info: the checkpoint's :class:`~segnet_domains.checkpoint.ModelInfo`;
             defaults describe ``model`` with percentile normalisation.
@@ -45,6 +49,8 @@ class Segmenter:
             ``"bf16"`` or ``"fp16"``.
         batch_size: slices/tiles per forward pass.
         tta: average the softmax over horizontal and vertical flips.
+        backend: ``"torch"``, or ``"onnxruntime"`` to export ``model`` in memory
+            and run it there.
 
     Example:
         >>> seg = Segmenter(SegNet(1, 2), device="cpu")
@@ -54,80 +60,119 @@ class Segmenter:
 
     def __init__(
         self,
-        model: nn.Module,
+        model: nn.Module | Backend,
         device: str | torch.device = "auto",
         info: ModelInfo | None = None,
         precision: str = "auto",
         batch_size: int = 8,
         tta: bool = False,
+        backend: str = "torch",
     ) -> None:
-        self.info = info if info is not None else make_info(model)
-        self.device = resolve_device(device)
-        self.dtype = resolve_precision(self.device, precision)
+        if isinstance(model, nn.Module):
+            self.info = info if info is not None else make_info(model)
+            if backend not in BACKENDS:
+                raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+            if backend == "onnxruntime":
+                self.backend: Backend = OnnxBackend.from_module(model, self.info, device, precision)
+            else:
+                self.backend = TorchBackend(model, device, precision)
+        else:  # a ready backend (an .onnx file's session), described by ``info``
+            if info is None:
+                raise ValueError("a Segmenter built on a backend needs the model's info")
+            self.info, self.backend = info, model
         self.batch_size = max(1, int(batch_size))
         self.tta = tta
-        net = copy.deepcopy(getattr(model, "module", model)).eval()
-        net.fuse_bn()
-        net = net.to(self.device)
-        if self.device.type in ("cpu", "cuda"):
-            net = net.to(memory_format=torch.channels_last)
-        if self.device.type == "cpu" and self.dtype != torch.float32:
-            net = net.to(self.dtype)
-        self.model = net
-        self.multiple = 2 ** len(net.encoder.stages)
 
     # ------------------------------------------------------------------ construction
 
     @classmethod
     def from_checkpoint(
-        cls, path: str | Path, device: str | torch.device = "auto", **kwargs: Any
+        cls,
+        path: str | Path,
+        device: str | torch.device = "auto",
+        backend: str = "auto",
+        **kwargs: Any,
     ) -> Segmenter:
-        """Load a checkpoint (safely) and configure the segmenter from its metadata."""
+        """Load a checkpoint (safely) and configure the segmenter from its metadata.
+
+        Args:
+            path: a segnet-domains checkpoint, or an ONNX model from ``export-onnx``.
+            device: where to run (``"auto"``, ``"cpu"``, ``"cuda:N"`` …).
+            backend: ``"auto"`` (onnxruntime for ``.onnx`` files, else PyTorch),
+                ``"torch"`` or ``"onnxruntime"`` (a ``.pt`` checkpoint is then
+                exported in memory).
+            **kwargs: ``precision``, ``batch_size``, ``tta``.
+        """
+        kind = resolve_backend(path, backend)
+        if is_onnx(path):
+            info = read_info(path)
+            onnx = OnnxBackend(path, device=device, precision=kwargs.pop("precision", "auto"))
+            return cls(onnx, info=info, **kwargs)
         ckpt = load_checkpoint(path)
-        return cls(ckpt.model, device=device, info=ckpt.info, **kwargs)
+        return cls(ckpt.model, device=device, info=ckpt.info, backend=kind, **kwargs)
 
     @property
     def num_classes(self) -> int:
         return self.info.out_channels
 
     @property
+    def device(self) -> torch.device:
+        """Where the network runs."""
+        return self.backend.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The network's compute dtype (softmax is always fp32)."""
+        return self.backend.dtype
+
+    @property
+    def multiple(self) -> int:
+        """Inputs are padded to a multiple of this (the network's total stride)."""
+        return self.backend.multiple
+
+    @property
+    def model(self) -> nn.Module:
+        """The prepared PyTorch network (PyTorch backend only)."""
+        if not isinstance(self.backend, TorchBackend):
+            raise AttributeError(f"a Segmenter on the {self.backend.name} backend has no PyTorch model")
+        return self.backend.model
+
+    @property
     def has_dropout(self) -> bool:
-        """True if the model has Bayesian dropout to sample (Monte Carlo uncertainty)."""
-        return getattr(self.model, "dropout", None) is not None
+        """True if the model has Bayesian dropout to sample (Monte Carlo uncertainty).
+
+        An ONNX model exported from a dropout checkpoint has it too, but cannot
+        sample it: asking for Monte Carlo dropout there raises :class:`InputError`.
+        """
+        return self.backend.can_sample_dropout or bool(self.info.args.get("dropout"))
 
     # ------------------------------------------------------------------ core
-
-    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        if self.device.type == "cuda" and self.dtype != torch.float32:
-            return torch.autocast("cuda", dtype=self.dtype)
-        return contextlib.nullcontext()
 
     @torch.inference_mode()
     def forward(self, batch: torch.Tensor | np.ndarray, mc_dropout: bool = False) -> torch.Tensor:
         """Softmax probabilities for a normalised ``B×C×H×W`` batch (any H, W).
 
-        Pads to the network's stride, applies test-time flips if enabled and
-        returns ``B×K×H×W`` float32 on the CPU.
+        Pads to the network's stride, applies test-time flips if enabled, runs
+        the backend and returns ``B×K×H×W`` float32 on the CPU.
+
+        Raises:
+            InputError: Monte Carlo dropout asked of a backend that cannot sample it (onnxruntime).
         """
         x = torch.as_tensor(batch, dtype=torch.float32)
-        cpu_low = self.device.type == "cpu" and self.dtype != torch.float32
+        sample = mc_dropout and self.has_dropout
+        if sample and not self.backend.can_sample_dropout:
+            raise InputError(
+                None,
+                f"Monte Carlo dropout (uncertainty) needs the PyTorch backend; the {self.backend.name} "
+                "backend runs the exported graph, where dropout is identity",
+            )
         flips: list[tuple[int, ...]] = [()] + ([(-1,), (-2,)] if self.tta else [])
-        if mc_dropout and self.has_dropout:
-            self.model.enable_mc_dropout(True)
-        try:
-            total = None
-            with self._autocast():
-                for dims in flips:  # flip the image itself, then pad: padding stays bottom/right
-                    xi, size = pad_to_multiple(x.flip(dims) if dims else x, self.multiple)
-                    xi = xi.to(self.device, dtype=self.dtype if cpu_low else torch.float32)
-                    if self.device.type in ("cpu", "cuda"):
-                        xi = xi.contiguous(memory_format=torch.channels_last)
-                    p = crop(torch.softmax(self.model(xi).float(), dim=1), size)
-                    p = p.flip(dims) if dims else p
-                    total = p if total is None else total + p
-        finally:
-            if mc_dropout and self.has_dropout:
-                self.model.enable_mc_dropout(False)
+        total = None
+        for dims in flips:  # flip the image itself, then pad: padding stays bottom/right
+            xi, size = pad_to_multiple(x.flip(dims) if dims else x, self.multiple)
+            p = crop(torch.softmax(self.backend(xi, mc_dropout=sample).float(), dim=1), size)
+            p = p.flip(dims) if dims else p
+            total = p if total is None else total + p
         assert total is not None
         return (total / len(flips)).cpu().contiguous()
 
@@ -240,6 +285,21 @@ class Segmenter:
         """
         gen = self.iter_volume(volume, axis, return_proba, source, batch_size=batch_size)
         return _drive(gen, progress, desc=f"segmenting {Path(source).name}")
+
+
+def resolve_backend(path: str | Path, backend: str = "auto") -> str:
+    """The backend that runs ``path``: ``"auto"`` is onnxruntime for ``.onnx`` files, else PyTorch.
+
+    Raises:
+        InputError: an unknown backend name, or an ``.onnx`` file asked to run under PyTorch.
+    """
+    if backend not in ("auto", *BACKENDS):
+        raise InputError(None, f"backend must be auto, {' or '.join(BACKENDS)}, not {backend!r}")
+    if is_onnx(path):
+        if backend == "torch":
+            raise InputError(path, "an ONNX model runs with the onnxruntime backend, not torch")
+        return "onnxruntime"
+    return "torch" if backend == "auto" else backend
 
 
 def _labels(proba: np.ndarray) -> np.ndarray:

@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "segnet_domains.cli.tile",
     "segnet_domains.cli.evaluate",
     "segnet_domains.cli.bundle",
+    "segnet_domains.cli.export_onnx",
     "segnet_domains.cli.demo",
     "segnet_domains.cli.serve",
 )

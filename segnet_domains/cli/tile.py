@@ -10,6 +10,7 @@ from segnet_domains.cli.common import add_model_args
 from segnet_domains.errors import InputError
 from segnet_domains.geo.batch import SegmenterSpec, run_batch
 from segnet_domains.geo.tiler import TileOptions
+from segnet_domains.inference import resolve_backend
 
 
 def _bands(text: str) -> list[int]:
@@ -79,7 +80,9 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.workers is not None and args.workers < 1:
         raise InputError(None, f"--workers must be at least 1 (got {args.workers})")
-    spec = SegmenterSpec(args.model, args.device, args.precision, args.batch_size, args.tta)
+    if args.uncertainty and resolve_backend(args.model, args.backend) != "torch":
+        raise InputError(args.model, "--uncertainty (Monte Carlo dropout) needs --backend torch")
+    spec = SegmenterSpec(args.model, args.device, args.precision, args.batch_size, args.tta, args.backend)
     options = TileOptions(
         tile_size=args.tile,
         overlap=args.overlap,

@@ -44,6 +44,7 @@ class SegmenterSpec:
     precision: str = "auto"
     batch_size: int = 8
     tta: bool = False
+    backend: str = "auto"
 
     def build(self) -> Segmenter:
         try:
@@ -53,6 +54,7 @@ class SegmenterSpec:
                 precision=self.precision,
                 batch_size=self.batch_size,
                 tta=self.tta,
+                backend=self.backend,
             )
         except ValueError as exc:  # a device or precision that doesn't exist here
             raise InputError(None, str(exc)) from None

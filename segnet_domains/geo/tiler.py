@@ -122,9 +122,7 @@ def model_fingerprint(segmenter: Segmenter) -> str:
     if cached is not None:
         return cached
     h = hashlib.sha256()
-    for name, t in sorted(segmenter.model.state_dict().items()):
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().flatten().view(torch.uint8).numpy().tobytes())
+    segmenter.backend.digest(h)  # the weights (PyTorch) or the model's bytes (ONNX)
     h.update(f"{segmenter.dtype}|{segmenter.device.type}|{segmenter.tta}".encode())
     h.update(json.dumps(segmenter.info.normalization, sort_keys=True).encode())
     value = h.hexdigest()[:20]

@@ -67,7 +67,7 @@ def max_unpool(
         ``(N, C, H, W)`` tensor, zero except at ``indices``.
     """
     n, c = x.shape[:2]
-    h, w = int(output_size[-2]), int(output_size[-1])
+    h, w = output_size[-2], output_size[-1]  # no int(): exporters keep these symbolic (dynamic H, W)
     out = x.new_zeros((n, c, h * w))
     out.scatter_(2, indices.reshape(n, c, -1), x.reshape(n, c, -1))
     out = out.view(n, c, h, w)
