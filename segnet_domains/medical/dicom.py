@@ -57,6 +57,7 @@ import highdicom as hd
 import nibabel as nib
 import numpy as np
 import pydicom
+from pydicom import uid as uids
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut
@@ -72,6 +73,10 @@ _LPS = np.diag([-1.0, -1.0, 1.0])  # RAS <-> LPS
 #: Tolerances of the series checks: direction cosines, and spacing relative to the slice spacing.
 ORIENTATION_TOL = 1e-4
 SPACING_RTOL = 0.01
+#: Transfer syntaxes that the ``dicom`` extra (python-gdcm, pylibjpeg-openjpeg) makes readable.
+EXTRA_DECODES = frozenset(
+    {uids.JPEGLossless, uids.JPEGLosslessSV1, uids.HTJ2KLossless, uids.HTJ2KLosslessRPCL, uids.HTJ2K}
+)
 _READ_ERRORS = (InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError, struct.error)
 
 
@@ -149,8 +154,8 @@ def find_series(folder: str | Path) -> dict[str, SeriesSummary]:
                 raise InputError(path, f"truncated or incomplete DICOM header (no {keyword})")
         found.setdefault(str(ds.SeriesInstanceUID), []).append((path, ds))
     return {
-        uid: SeriesSummary(uid, str(items[0][1].get("SeriesDescription", "")), tuple(p for p, _ in items))
-        for uid, items in found.items()
+        key: SeriesSummary(key, str(items[0][1].get("SeriesDescription", "")), tuple(p for p, _ in items))
+        for key, items in found.items()
     }
 
 
@@ -349,10 +354,9 @@ def _read_slice(path: Path) -> tuple[np.ndarray, Dataset]:
             pixels = ds.pixel_array
     except (NotImplementedError, RuntimeError) as exc:
         name = getattr(syntax, "name", syntax)
+        hint = "; pip install 'segnet-domains[dicom]' adds its decoder" if syntax in EXTRA_DECODES else ""
         raise InputError(
-            path,
-            f"pixel data compressed as {name}, which no installed decoder reads "
-            f"({_short(exc)}); try pip install 'segnet-domains[dicom]'",
+            path, f"pixel data compressed as {name}, which no installed decoder reads ({_short(exc)}){hint}"
         ) from None
     except _READ_ERRORS as exc:
         raise InputError(path, f"truncated or unreadable pixel data ({_short(exc)})") from None
