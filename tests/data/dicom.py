@@ -10,7 +10,9 @@ a compressed transfer syntax, or put several series in one folder.
 
 ``block_volume`` makes a volume constant on 2×2×2 blocks, so that
 :func:`threshold_segnet` (a one-stage SegNet whose weights make the label
-``intensity > threshold``) segments it exactly, whatever the slicing axis.
+``intensity > threshold``) segments it exactly, whatever the slicing axis:
+a model whose output is known by construction, for tests about IO and
+geometry.
 """
 
 from __future__ import annotations
@@ -65,32 +67,38 @@ def block_volume(shape: tuple[int, int, int], levels: tuple[float, ...], seed: i
     return np.kron(coarse, np.ones((2, 2, 2), np.float32))
 
 
-def threshold_segnet(threshold: float) -> SegNet:
-    """A one-stage SegNet whose label is ``intensity > threshold`` on 2×2-block-constant slices.
+def threshold_segnet(low: float, high: float | None = None) -> SegNet:
+    """A one-stage SegNet whose label counts the thresholds a voxel exceeds, on 2×2-block-constant slices.
 
-    Encoder: one conv computing ``relu(x - threshold)`` (BatchNorm left at the
-    identity), 2×2 index pooling. Decoder: unpooling puts each block's value
-    back at its top-left pixel (equal values: max pooling keeps the first),
-    and the classifier's 3×3 kernel sums the pixel and its up, left and
-    up-left neighbours, which spreads that value over the whole block.
-    Class 1's score is that sum, class 0's a constant 1, so every pixel of a
-    block brighter than ``threshold`` by more than 1 is class 1 and every
-    other is class 0. Use it with ``normalization={"mode": "none"}``.
+    With ``high``: 0 at or below ``low``, 1 above ``low``, 2 above ``high``
+    (three classes); without: ``intensity > low`` (two classes). Exact when
+    every intensity is at least 10 away from both thresholds.
+
+    Encoder: one conv whose channels compute ``relu(x - low)`` and
+    ``relu(x - high)`` (BatchNorm left at the identity), 2×2 index pooling.
+    Decoder: unpooling puts each block's value back at its top-left pixel
+    (equal values: max pooling keeps the first), and the classifier's 3×3
+    kernel sums the pixel and its up, left and up-left neighbours, which
+    spreads that value over the whole block. Class 0 scores a constant 1,
+    class 1 ``x - low``, class 2 ``20 (x - high)``. Use it with
+    ``normalization={"mode": "none"}``.
     """
-    model = SegNet(1, 2, features=(2,), depths=(1,))
+    model = SegNet(1, 3 if high is not None else 2, features=(2,), depths=(1,))
     with torch.no_grad():
         for p in model.parameters():
             p.zero_()
-        conv = model.encoder.stages[0][0].conv
-        conv.weight[0, 0, 1, 1] = 1.0
-        conv.bias[0] = -threshold
-        norm = model.encoder.stages[0][0].norm
-        norm.weight.fill_(1.0)
-        norm.running_mean.zero_()
-        norm.running_var.fill_(1.0)
+        unit = model.encoder.stages[0][0]
+        unit.norm.weight.fill_(1.0)
+        unit.norm.running_mean.zero_()
+        unit.norm.running_var.fill_(1.0)
         head = model.decoder.classifier
-        head.weight[1, 0, :2, :2] = 1.0  # pixel, up, left, up-left
         head.bias[0] = 1.0
+        for channel, (threshold, gain) in enumerate([(low, 1.0), (high, 20.0)]):
+            if threshold is None:
+                continue
+            unit.conv.weight[channel, 0, 1, 1] = 1.0
+            unit.conv.bias[channel] = -threshold
+            head.weight[channel + 1, channel, :2, :2] = gain  # pixel, up, left, up-left
     return model.eval()
 
 
@@ -178,3 +186,17 @@ def _mr_slice(study_uid: str, series_uid: str, frame_uid: str, description: str,
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
     return ds
+
+
+def save_threshold_checkpoint(path: Path, thresholds: tuple[float, ...], class_names: list[str]) -> Path:
+    """:func:`threshold_segnet` saved as a checkpoint (no normalisation, MRI domain, known provenance)."""
+    from segnet_domains import save_checkpoint
+
+    return save_checkpoint(
+        path,
+        threshold_segnet(*thresholds),
+        class_names=class_names,
+        normalization={"mode": "none"},
+        domain="mri",
+        provenance={"task": "threshold", "epoch": 7},
+    )
