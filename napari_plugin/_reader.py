@@ -1,4 +1,4 @@
-"""napari readers: NIfTI volumes (nibabel) and GeoTIFF scenes (rasterio).
+"""napari readers: NIfTI volumes (nibabel), DICOM series (pydicom) and GeoTIFF scenes (rasterio).
 
 NIfTI volumes are shown **reoriented to RAS+**, the orientation the network
 sees (see :mod:`segnet_domains.medical.nifti`), so the slicing axis of the
@@ -8,6 +8,12 @@ spacing along those axes and the translate the RAS origin. The stored
 affine, shape and the full header go into ``layer.metadata["nifti"]``; the
 writer maps a mask back to the stored orientation and writes it with that
 header, so it overlays the source voxel for voxel.
+
+DICOM series (a folder, or one file of it) go through the same reader as
+``predict-volume`` (:mod:`segnet_domains.medical.dicom`: slices sorted along
+the normal, affine from the DICOM geometry, rescale applied) and are shown
+exactly like the NIfTI volume of the same voxels and affine; a folder with
+several series opens one layer per series.
 
 GeoTIFF scenes keep their bands as channels (``H×W`` for one band, ``H×W×3/4``
 shown as colour for 8-bit RGB(A), ``C×H×W`` otherwise) and their CRS,
@@ -31,7 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from segnet_domains.medical.nifti import is_nifti, read_volume
+from segnet_domains.medical.dicom import find_series, is_dicom, is_dicom_file, read_dicom_series
+from segnet_domains.medical.nifti import Volume, is_nifti, read_volume
 
 PathLike = str | os.PathLike[str]
 LayerData = tuple[Any, dict[str, Any], str]
@@ -84,36 +91,94 @@ def read_nifti(path: PathLike | Sequence[PathLike]) -> list[LayerData]:
     Raises:
         InputError: a file that turns out unreadable (truncated data, not 3D, NaN).
     """
+    return [volume_layer(read_volume(p), _stem(p)) for p in _paths(path)]
+
+
+def volume_layer(vol: Volume, name: str, extra: dict[str, Any] | None = None) -> LayerData:
+    """An Image layer of a volume (NIfTI or DICOM) in RAS+ orientation, its geometry in ``metadata["nifti"]``.
+
+    Args:
+        vol: what :func:`~segnet_domains.medical.volumes.read_any_volume` returned.
+        name: the layer name.
+        extra: more metadata (e.g. ``{"dicom": {...}}``).
+    """
+    ras = np.ascontiguousarray(vol.to_ras())
+    ras_affine = vol.ras_affine()
+    spacing = np.linalg.norm(ras_affine[:3, :3], axis=0)
+    lo, hi = np.percentile(ras, [0.5, 99.5]) if ras.size else (0.0, 1.0)
+    header = vol.image.header
+    meta = {
+        "nifti": {
+            "path": os.path.abspath(vol.path),
+            "header": bytes(header.binaryblock),
+            "header_class": type(header).__name__,
+            "affine": vol.affine.tolist(),
+            "stored_shape": list(vol.data.shape),
+            "stored_axcodes": list(vol.axcodes),
+            "stored_spacing": list(vol.spacing),
+            "ras_affine": ras_affine.tolist(),
+            "orientation": "RAS",
+        },
+        **(extra or {}),
+    }
+    kwargs = {
+        "name": name,
+        "scale": tuple(float(s) for s in spacing),
+        "translate": tuple(float(t) for t in ras_affine[:3, 3]),
+        "metadata": meta,
+        "colormap": "gray",
+        "contrast_limits": (float(lo), float(hi) if hi > lo else float(lo) + 1.0),
+    }
+    return (ras, kwargs, "image")
+
+
+# --------------------------------------------------------------------------- DICOM
+
+
+def get_dicom_reader(path: PathLike | Sequence[PathLike]) -> ReaderFunction | None:
+    """Return :func:`read_dicom` for a folder holding DICOM files or a DICOM file, else ``None``.
+
+    Cheap: it looks for the ``DICM`` marker, it does not parse the series.
+    """
+    paths = _paths(path)
+    if not paths or not all(_looks_dicom(p) for p in paths):
+        return None
+    return read_dicom
+
+
+def _looks_dicom(path: str) -> bool:
+    if is_nifti(path):
+        return False
+    if os.path.isdir(path):
+        return is_dicom(path)
+    return os.path.isfile(path) and is_dicom_file(path)
+
+
+def read_dicom(path: PathLike | Sequence[PathLike]) -> list[LayerData]:
+    """Read DICOM series as Image layers, shown and described like NIfTI volumes.
+
+    A folder gives one layer per image series it holds (napari has no
+    ``--series`` to ask for); a file gives its own series. The layer keeps
+    the series' UID, description and files in ``metadata["dicom"]`` beside
+    the geometry in ``metadata["nifti"]``, so the NIfTI writer saves masks
+    aligned with the series.
+
+    Raises:
+        InputError: a broken series (see :func:`~segnet_domains.medical.dicom.read_dicom_series`).
+    """
     layers = []
     for p in _paths(path):
-        vol = read_volume(p)
-        ras = np.ascontiguousarray(vol.to_ras())
-        ras_affine = vol.ras_affine()
-        spacing = np.linalg.norm(ras_affine[:3, :3], axis=0)
-        lo, hi = np.percentile(ras, [0.5, 99.5]) if ras.size else (0.0, 1.0)
-        header = vol.image.header
-        meta = {
-            "nifti": {
-                "path": os.path.abspath(p),
-                "header": bytes(header.binaryblock),
-                "header_class": type(header).__name__,
-                "affine": vol.affine.tolist(),
-                "stored_shape": list(vol.data.shape),
-                "stored_axcodes": list(vol.axcodes),
-                "stored_spacing": list(vol.spacing),
-                "ras_affine": ras_affine.tolist(),
-                "orientation": "RAS",
+        uids = list(find_series(p)) if os.path.isdir(p) else [None]
+        for uid in uids:
+            vol = read_dicom_series(p, uid)
+            dicom = {
+                "series_uid": vol.series_uid,
+                "description": vol.description,
+                "files": [os.path.abspath(f) for f in vol.files],
             }
-        }
-        kwargs = {
-            "name": _stem(p),
-            "scale": tuple(float(s) for s in spacing),
-            "translate": tuple(float(t) for t in ras_affine[:3, 3]),
-            "metadata": meta,
-            "colormap": "gray",
-            "contrast_limits": (float(lo), float(hi) if hi > lo else float(lo) + 1.0),
-        }
-        layers.append((ras, kwargs, "image"))
+            name = vol.description or Path(p).name
+            layers.append(volume_layer(vol, name if len(uids) == 1 else f"{name} ({vol.series_uid[-8:]})",
+                                       {"dicom": dicom}))  # fmt: skip
     return layers
 
 

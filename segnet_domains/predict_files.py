@@ -13,7 +13,7 @@ import numpy as np
 
 from segnet_domains.inference import Segmenter
 from segnet_domains.io.images import overlay, read_image, write_labels, write_png
-from segnet_domains.medical.nifti import read_volume, write_like
+from segnet_domains.medical.volumes import check_labels_output, read_any_volume, write_volume_labels
 
 
 def predict_image_file(
@@ -38,21 +38,29 @@ def predict_volume_file(
     out: str | Path,
     axis: int | None = None,
     progress: bool = True,
+    series_uid: str | None = None,
+    seg_type: str = "binary",
 ) -> np.ndarray:
-    """Segment a NIfTI volume slice by slice; write a mask aligned voxel for voxel.
+    """Segment a NIfTI volume or a DICOM series slice by slice; write a mask aligned voxel for voxel.
 
     The volume is reoriented to RAS+ for the network, so ``axis`` is anatomical
     (0: sagittal, 1: coronal, 2: axial) whatever the stored orientation, and
-    the mask is written back in the input's orientation with its affine and
-    header.
+    the mask is written back in the input's orientation: as NIfTI with the
+    input's affine (and header), or, for ``out`` ending in ``.dcm`` and a DICOM
+    input, as a DICOM SEG referencing the source series.
+
+    Args:
+        series_uid: the DICOM series to read when a folder holds several.
+        seg_type: ``"binary"`` or ``"labelmap"`` DICOM SEG.
 
     Returns:
         The labels in the stored orientation (same shape as the input).
     """
-    volume = read_volume(volume_path)
+    check_labels_output(volume_path, out)
+    volume = read_any_volume(volume_path, series_uid)
     ras_labels = segmenter.predict_volume(
         volume.to_ras(), axis=axis, progress=progress, source=str(volume_path)
     )
     labels = volume.from_ras(ras_labels)
-    write_like(volume, labels, out)
+    write_volume_labels(volume, labels, out, segmenter.info, seg_type)
     return labels

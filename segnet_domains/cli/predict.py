@@ -7,6 +7,8 @@ import argparse
 import numpy as np
 
 from segnet_domains.cli.common import add_model_args, check_output, load_segmenter
+from segnet_domains.medical.dicom import SEG_TYPES
+from segnet_domains.medical.volumes import check_labels_output
 from segnet_domains.predict_files import predict_image_file, predict_volume_file
 
 
@@ -18,9 +20,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_args(p)
     p.set_defaults(func=run_image)
 
-    p = sub.add_parser("predict-volume", help="segment a NIfTI volume slice by slice")
-    p.add_argument("volume", help="input .nii or .nii.gz")
-    p.add_argument("--out", "-o", required=True, help="mask .nii.gz (same shape, affine and header)")
+    p = sub.add_parser("predict-volume", help="segment a NIfTI volume or a DICOM series slice by slice")
+    p.add_argument("volume", help="input .nii / .nii.gz, or a DICOM series (its folder or one of its files)")
+    p.add_argument(
+        "--out",
+        "-o",
+        required=True,
+        help="mask .nii.gz (same shape, affine and header), or .dcm: DICOM SEG of a DICOM input",
+    )
+    p.add_argument("--series", metavar="UID", help="SeriesInstanceUID to read when a folder holds several")
+    p.add_argument(
+        "--seg-type",
+        choices=list(SEG_TYPES),
+        default="binary",
+        help="DICOM SEG encoding: binary (one frame per segment and slice) or labelmap (DICOM 2024)",
+    )
     p.add_argument(
         "--axis",
         type=int,
@@ -43,8 +57,11 @@ def run_image(args: argparse.Namespace) -> int:
 
 def run_volume(args: argparse.Namespace) -> int:
     check_output(args.out)
+    check_labels_output(args.volume, args.out)
     seg = load_segmenter(args)
-    labels = predict_volume_file(seg, args.volume, args.out, axis=args.axis)
+    labels = predict_volume_file(
+        seg, args.volume, args.out, axis=args.axis, series_uid=args.series, seg_type=args.seg_type
+    )
     _report(args.out, labels, seg.info.class_names)
     return 0
 

@@ -22,6 +22,7 @@ def test_manifest_validates_and_is_registered() -> None:
     assert [w.display_name for w in contrib.widgets] == ["SegNet segmentation"]
     assert {tuple(r.filename_patterns) for r in contrib.readers} == {
         ("*.nii", "*.nii.gz"),
+        ("*",),  # DICOM: series folders and files without a suffix
         ("*.tif", "*.tiff"),
     }
     assert {w.layer_types[0] for w in contrib.writers} == {"labels"}

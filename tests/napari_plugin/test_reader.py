@@ -8,6 +8,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import psutil
+import pydicom
 import pytest
 
 from napari_plugin._reader import get_geotiff_reader, get_nifti_reader, read_geotiff, read_nifti
@@ -124,3 +125,75 @@ def test_nifti_reader_accepts_both_suffixes(tmp_path: Path, name: str) -> None:
     ((data, kwargs, _),) = get_nifti_reader(str(tmp_path / name))(str(tmp_path / name))
     assert data.shape == (2, 3, 4) and kwargs["scale"] == (2.0, 3.0, 4.0)
     assert kwargs["name"] == name.split(".")[0]
+
+
+# --------------------------------------------------------------------------- DICOM
+
+
+def test_dicom_folder_opens_like_the_same_nifti(tmp_path: Path) -> None:
+    """An oblique DICOM series gives the layer the NIfTI of the same voxels and affine gives."""
+    from napari_plugin._reader import get_dicom_reader, read_dicom
+    from tests.data.dicom import block_volume, oblique_affine, write_series
+
+    data = block_volume((12, 10, 8), (60.0, 100.0, 300.0, 340.0), seed=3)
+    files = write_series(tmp_path / "series", data, oblique_affine(), shuffle=True, description="FLAIR ax")
+    nib.save(nib.Nifti1Image(data, oblique_affine()), tmp_path / "same.nii.gz")
+    assert get_dicom_reader(str(tmp_path / "series")) is read_dicom
+    ((dicom, dkw, kind),) = get_dicom_reader(str(tmp_path / "series"))(str(tmp_path / "series"))
+    ((nifti, nkw, _),) = read_nifti(str(tmp_path / "same.nii.gz"))
+    assert kind == "image" and dkw["name"] == "FLAIR ax"
+    np.testing.assert_array_equal(dicom, nifti)
+    np.testing.assert_allclose(dkw["scale"], nkw["scale"], atol=1e-5)
+    np.testing.assert_allclose(dkw["translate"], nkw["translate"], atol=1e-4)
+    d, n = dkw["metadata"]["nifti"], nkw["metadata"]["nifti"]
+    np.testing.assert_allclose(d["ras_affine"], n["ras_affine"], atol=1e-4)
+    np.testing.assert_allclose(d["affine"], oblique_affine(), atol=1e-4)
+    assert d["stored_shape"] == n["stored_shape"] == [12, 10, 8]
+    assert d["stored_axcodes"] == n["stored_axcodes"]
+    series = dkw["metadata"]["dicom"]
+    assert series["series_uid"] == str(pydicom.dcmread(files[0]).SeriesInstanceUID)
+    assert series["files"] == [os.path.abspath(f) for f in files]  # in slice order
+    # one file of the series opens the series
+    ((one, _, _),) = get_dicom_reader(str(files[5]))(str(files[5]))
+    np.testing.assert_array_equal(one, nifti)
+
+
+def test_dicom_folder_with_two_series_opens_two_layers(tmp_path: Path) -> None:
+    from napari_plugin._reader import read_dicom
+    from tests.data.dicom import block_volume, oblique_affine, write_series
+
+    data = block_volume((8, 6, 4), (60.0, 300.0), seed=1)
+    write_series(tmp_path, data, oblique_affine(), description="FLAIR", prefix="A")
+    write_series(tmp_path, data + 20, oblique_affine(), description="T2", prefix="B")
+    layers = read_dicom(str(tmp_path))
+    assert sorted(kw["metadata"]["dicom"]["description"] for _, kw, _ in layers) == ["FLAIR", "T2"]
+    means = {kw["metadata"]["dicom"]["description"]: float(arr.mean()) for arr, kw, _ in layers}
+    assert means["T2"] == pytest.approx(means["FLAIR"] + 20)
+
+
+def test_dicom_reader_declines_other_paths(tmp_path: Path, mri, scene) -> None:
+    from napari_plugin._reader import get_dicom_reader
+
+    (tmp_path / "notes.txt").write_text("no DICOM here")
+    assert get_dicom_reader(str(tmp_path)) is None
+    assert get_dicom_reader(str(tmp_path / "notes.txt")) is None
+    assert get_dicom_reader(str(mri[0])) is None
+    assert get_dicom_reader(str(scene[0])) is None
+    assert get_dicom_reader(str(tmp_path / "missing")) is None
+
+
+def test_npe2_routes_a_series_folder_and_a_slice_to_the_dicom_reader(tmp_path: Path) -> None:
+    """Through the manifest (directories accepted, files without a suffix too), as napari opens them."""
+    from npe2 import PluginManager, io_utils
+
+    from tests.data.dicom import block_volume, oblique_affine, write_series
+
+    PluginManager.instance().discover()
+    files = write_series(tmp_path / "series", block_volume((8, 6, 4), (60.0, 300.0)), oblique_affine())
+    bare = files[1].rename(tmp_path / "series" / "1.3.12.2.1107.5.2")  # scanners often write no suffix
+    for path in (tmp_path / "series", bare):
+        layers, reader = io_utils.read_get_reader(str(path), plugin_name="segnet-domains")
+        assert reader.command == "segnet-domains.get_dicom_reader"
+        ((data, kwargs, kind),) = layers
+        assert kind == "image" and data.shape == (8, 6, 4)  # oblique_affine's axes are near R, A, S
+        assert kwargs["metadata"]["dicom"]["description"] == "FLAIR oblique"

@@ -95,3 +95,27 @@ def test_geotiff_writer_needs_georeferenced_source(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no georeferencing"):
         write_labels_geotiff(str(out), np.zeros((4, 4), np.uint8), {"metadata": {}, "name": "drawn"})
     assert not out.exists()
+
+
+def test_labels_of_a_dicom_layer_save_as_nifti_aligned_with_the_series(tmp_path: Path) -> None:
+    """A series opened from DICOM (stored against the slice normal, oblique): its mask lands on its voxels."""
+    from napari_plugin._reader import read_dicom
+    from tests.data.dicom import block_volume, oblique_affine, write_series
+
+    data = block_volume((10, 8, 6), (60.0, 300.0), seed=2)
+    affine = oblique_affine(flip_slices=True)  # the reader stores these slices reversed
+    write_series(tmp_path / "series", data, affine)
+    ((ras, kwargs, _),) = read_dicom(str(tmp_path / "series"))
+    viewer, image = open_in_viewer((ras, kwargs, "image"))
+    labels = viewer.add_labels((ras > 200).astype(np.uint8), name="mask", metadata=dict(image.metadata))
+    out = tmp_path / "mask.nii.gz"
+    labels.save(str(out), plugin="segnet-domains")
+    got = nib.load(out)
+    # compare in world space with the volume as written: voxel (i, j, k) of the series sits at affine @ ijk
+    ijk = np.stack(np.meshgrid(*[np.arange(s) for s in data.shape], indexing="ij"), -1).reshape(-1, 3)
+    there = nib.affines.apply_affine(np.linalg.inv(got.affine), nib.affines.apply_affine(affine, ijk))
+    idx = np.rint(there).astype(int)
+    np.testing.assert_allclose(there, idx, atol=1e-3)
+    mask = np.asarray(got.dataobj)
+    np.testing.assert_array_equal(mask[tuple(idx.T)], (data > 200)[tuple(ijk.T)])
+    assert 0.2 < mask.mean() < 0.8
