@@ -97,8 +97,10 @@ def gdal_path(text: str) -> str:
 
 def is_stac_item(text: str) -> bool:
     """A ``.json`` file or URL, or a STAC API item URL (``…/collections/<c>/items/<id>``)."""
-    path = urlsplit(text).path if "://" in text else text
-    return path.lower().endswith(".json") or ("://" in text and "/items/" in path)
+    path = (urlsplit(text).path if "://" in text else text).lower()
+    if path.endswith(RASTER_SUFFIXES):
+        return False
+    return path.endswith(".json") or ("://" in text and "/items/" in path)
 
 
 def raster_stem(name: str) -> str:

@@ -95,7 +95,7 @@ def test_urls_map_to_gdal_virtual_file_systems(text: str, gdal: str, stem: str) 
 def test_stac_items_are_recognised() -> None:
     assert is_stac_item("item.json") and is_stac_item("https://h/x/item.JSON")
     assert is_stac_item("https://stac.example/v1/collections/sentinel-2-l2a/items/S2B_33UVP_20240601")
-    assert not is_stac_item("https://h/items.tif") and not is_stac_item("scene.tif")
+    assert not is_stac_item("https://h/items/x.tif") and not is_stac_item("scene.tif")
 
 
 # ------------------------------------------------------------------------------------ remote COG
