@@ -86,7 +86,7 @@ def main() -> dict:
         worker = widget.run()
         assert worker is not None, widget.last_error
         worker.finished.connect(app_loop.quit)
-        app_loop.exec_()
+        app_loop.exec()
         elapsed = time.perf_counter() - t0
         timer.stop()
         assert "volume labels" in viewer.layers, widget.last_error

@@ -23,18 +23,30 @@ def _bands(text: str) -> list[int]:
     return bands
 
 
+def _assets(text: str) -> list[str]:
+    assets = [a for a in text.replace(" ", "").split(",") if a]
+    if not assets:
+        raise argparse.ArgumentTypeError(f"assets must be names like red,green,blue (got {text!r})")
+    return assets
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "tile",
         help="segment big rasters window by window into COG label maps (batch, resume, Dask)",
         description=(
-            "Segment GeoTIFF (any GDAL raster) scenes of any size. Writes DIR/<stem>_labels.tif "
+            "Segment GeoTIFF (any GDAL raster) scenes of any size, local or remote (https://, s3://, "
+            "/vsi... paths; STAC items with --assets). Writes DIR/<stem>_labels.tif "
             "(uint8 COG, same size/CRS/transform, colour table); reruns skip finished scenes and "
             "continue interrupted ones; DIR/tile-run-<time>.json summarises each run."
         ),
     )
     p.add_argument(
-        "scenes", nargs="+", metavar="SCENE", help="rasters, glob patterns, or .txt lists of paths"
+        "scenes",
+        nargs="+",
+        metavar="SCENE",
+        help="rasters (paths, https:// or s3:// URLs, /vsi... paths), STAC items (.json file or URL), "
+        "glob patterns, or .txt lists of these",
     )
     p.add_argument("--out-dir", "-o", required=True, metavar="DIR", help="output folder (created if missing)")
     p.add_argument(
@@ -45,6 +57,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--bands", type=_bands, metavar="1,2,3", help="1-based bands to use (default: from checkpoint)"
+    )
+    p.add_argument(
+        "--assets",
+        type=_assets,
+        metavar="red,green,blue",
+        help="STAC items: the assets (keys or eo:bands common names) to stack as bands, in order",
     )
     p.add_argument(
         "--nodata", type=float, metavar="V", help="nodata value for scenes that do not declare one"
@@ -88,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
         overlap=args.overlap,
         batch_size=args.batch_size,
         bands=args.bands,
+        assets=args.assets,
         nodata=args.nodata,
         proba=args.proba,
         uncertainty=args.uncertainty,

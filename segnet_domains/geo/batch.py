@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from segnet_domains.errors import InputError
 from segnet_domains.geo.scene import open_scene
+from segnet_domains.geo.sources import is_remote
 from segnet_domains.geo.tiler import SceneResult, TileOptions, tile_scene
 from segnet_domains.inference import Segmenter
 from segnet_domains.io.atomic import atomic_output
@@ -93,32 +94,37 @@ class RunSummary:
         }
 
 
-def expand_scenes(inputs: Sequence[str | Path]) -> list[Path]:
+def expand_scenes(inputs: Sequence[str | Path]) -> list[Path | str]:
     """Scene paths from paths, glob patterns and list files (``.txt``: one path per line).
 
     Relative paths in a list file are relative to the list file. Order is
     kept and duplicates dropped. A pattern that matches nothing is kept as
-    given, so it is reported as a missing scene.
+    given, so it is reported as a missing scene. URLs and ``/vsi…`` paths
+    (remote rasters, STAC items) are kept as strings, as given.
     """
-    out: list[Path] = []
+    out: list[Path | str] = []
     for item in inputs:
         text = str(item)
         p = Path(text)
-        if p.suffix.lower() in LIST_SUFFIXES and p.is_file():
+        if is_remote(text):
+            out.append(text)
+        elif p.suffix.lower() in LIST_SUFFIXES and p.is_file():
             for line in p.read_text().splitlines():
                 line = line.split("#", 1)[0].strip()
                 if line:
                     q = Path(line).expanduser()
-                    out.extend(expand_scenes([q if q.is_absolute() else p.parent / q]))
+                    out.extend(
+                        expand_scenes([line if is_remote(line) else q if q.is_absolute() else p.parent / q])
+                    )
         elif glob.has_magic(text) and not p.exists():
             matches = sorted(glob.glob(os.path.expanduser(text), recursive=True))
             out.extend(Path(m) for m in matches) if matches else out.append(p)
         else:
             out.append(p.expanduser())
-    seen: set[Path] = set()
+    seen: set[Path | str] = set()
     unique = []
     for p in out:
-        key = p.resolve() if p.exists() else p
+        key = p.resolve() if isinstance(p, Path) and p.exists() else p
         if key not in seen:
             seen.add(key)
             unique.append(p)
@@ -145,7 +151,7 @@ def prepare_out_dir(out_dir: str | Path) -> Path:
 
 def attempt_scene(
     segmenter: Segmenter,
-    scene: Path,
+    scene: Path | str,
     out_dir: Path,
     options: TileOptions,
     progress: bool = False,
@@ -165,13 +171,13 @@ def attempt_scene(
     )
 
 
-def _check_names(scenes: Sequence[Path]) -> dict[Path, str]:
+def _check_names(scenes: Sequence[Path | str], assets: Sequence[str] | None) -> dict[Path | str, str]:
     """Scenes whose output name another scene already takes → the error."""
-    owners: dict[str, Path] = {}
-    clashes: dict[Path, str] = {}
+    owners: dict[str, Path | str] = {}
+    clashes: dict[Path | str, str] = {}
     for s in scenes:
         try:
-            stem = open_scene(s).stem
+            stem = open_scene(s, assets).stem
         except InputError:
             continue  # reported when it is tiled
         if stem in owners:
@@ -222,7 +228,7 @@ def run_batch(
         options={**asdict(options), "workers": workers, "scheduler": scheduler, **asdict(spec)},
     )
     t0 = time.perf_counter()
-    clashes = _check_names(scenes)
+    clashes = _check_names(scenes, options.assets)
     todo = [s for s in scenes if s not in clashes]
     failed_early = {s: SceneResult(scene=str(s), status="failed", error=e) for s, e in clashes.items()}
     done: list[SceneResult] = []  # filled as scenes finish, so an interrupted run still reports them
@@ -258,7 +264,7 @@ def _write_summary(result: RunSummary, path: Path) -> Path:
 
 def _run_local(
     spec: SegmenterSpec,
-    scenes: Sequence[Path],
+    scenes: Sequence[Path | str],
     out: Path,
     options: TileOptions,
     results: list[SceneResult],
@@ -273,7 +279,7 @@ def _run_local(
                     segmenter, scene, out, options, progress=progress, position=1 if progress else None
                 )
             )
-            bar.set_postfix_str(f"{scene.name}: {results[-1].status}")
+            bar.set_postfix_str(f"{str(scene).rstrip('/').rsplit('/', 1)[-1]}: {results[-1].status}")
             bar.update(1)
     finally:
         bar.close()

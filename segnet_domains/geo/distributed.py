@@ -22,6 +22,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from segnet_domains.errors import InputError
+from segnet_domains.geo.sources import is_remote
 from segnet_domains.geo.tiler import SceneResult, TileOptions
 
 _WORKER_SEGMENTERS: dict[tuple, Any] = {}
@@ -46,12 +47,12 @@ def _tile_on_worker(
             return SceneResult(scene=scene, status="failed", error=str(exc)).to_dict()
         _WORKER_SEGMENTERS.clear()
         _WORKER_SEGMENTERS[key] = seg
-    return attempt_scene(seg, Path(scene), Path(out_dir), TileOptions(**options)).to_dict()
+    return attempt_scene(seg, scene, Path(out_dir), TileOptions(**options)).to_dict()
 
 
 def run_distributed(
     spec: Any,
-    scenes: Sequence[Path],
+    scenes: Sequence[Path | str],
     out_dir: Path,
     options: TileOptions,
     results: list[SceneResult],
@@ -97,7 +98,7 @@ def run_distributed(
                 client.submit(
                     _tile_on_worker,
                     asdict(spec),
-                    str(Path(s).absolute()),
+                    str(s) if is_remote(str(s)) else str(Path(s).absolute()),
                     str(Path(out_dir).absolute()),
                     asdict(options),
                     threads,
@@ -117,7 +118,7 @@ def run_distributed(
                             scene=str(scene), status="failed", error=f"{scene}: worker failed ({exc})"
                         )
                     results.append(row)
-                    bar.set_postfix_str(f"{Path(scene).name}: {row.status}")
+                    bar.set_postfix_str(f"{str(scene).rstrip('/').rsplit('/', 1)[-1]}: {row.status}")
                     bar.update(1)
             finally:
                 bar.close()

@@ -3,7 +3,10 @@
 A :class:`Scene` holds what the tiler needs to know about a raster without
 reading its pixels: size, band count and dtype, geometry (CRS, geotransform),
 nodata, band descriptions. :func:`open_scene` turns every way a file can be
-unusable into one :class:`~segnet_domains.errors.InputError` line.
+unusable into one :class:`~segnet_domains.errors.InputError` line. A scene is
+a local file, a remote raster (``https://``, ``s3://``, ``/vsi…``) or a STAC
+item's assets (:mod:`segnet_domains.geo.sources`); :meth:`Scene.open` opens
+any of them for windowed reads.
 
 :func:`read_window` returns the selected bands of one window and its
 validity mask (GDAL's masks: the nodata value, an internal mask or alpha
@@ -13,10 +16,11 @@ and Inf in float scenes also count as nodata).
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +33,7 @@ from rasterio.windows import Window
 
 from segnet_domains.checkpoint import ModelInfo
 from segnet_domains.errors import InputError
+from segnet_domains.geo.sources import REMOTE_GDAL_OPTIONS, Source, http_problem, resolve_source
 
 #: Pixels per band of the decimated read that normalisation statistics come from.
 SAMPLE_PIXELS = 1 << 20
@@ -42,7 +47,7 @@ class Scene:
     """A raster's metadata: everything but its pixels.
 
     Attributes:
-        path: the file.
+        path: the file (a local path; for a remote raster or a STAC item, the URL or item as given).
         width: columns.
         height: rows.
         count: bands in the file.
@@ -64,20 +69,43 @@ class Scene:
     nodata: float | None
     descriptions: tuple[str | None, ...]
     profile: dict[str, Any] = field(default_factory=dict, compare=False)
+    source: Source | None = field(default=None, compare=False)
 
     @property
     def stem(self) -> str:
-        """File name without its raster suffix(es)."""
-        name = self.path.name
-        for suffix in (".tiff", ".tif", ".vrt", ".jp2", ".img", ".png"):
-            if name.lower().endswith(suffix):
-                return name[: -len(suffix)]
-        return self.path.stem
+        """Output base name: the file or URL's name without raster suffix, or the STAC item's id."""
+        return self._source.stem
+
+    @property
+    def name(self) -> str:
+        """Short label for progress bars and tags: the file name, the URL's last segment, the item id."""
+        if self.source is not None and self.source.dataset.startswith("<VRTDataset"):
+            return self.source.stem
+        return str(self.path).rstrip("/").rsplit("/", 1)[-1]
+
+    @property
+    def identity(self) -> list[Any]:
+        """What a resumed run must find unchanged: a file's path, size and mtime; a URL; an item's assets."""
+        return list(self._source.identity)
+
+    @property
+    def _source(self) -> Source:
+        return self.source if self.source is not None else resolve_source(self.path)
+
+    @contextlib.contextmanager
+    def open(self) -> Iterator[rasterio.DatasetReader]:
+        """The dataset, opened for windowed reads (remote ones with ``REMOTE_GDAL_OPTIONS``)."""
+        src = self._source
+        with rasterio.Env(**(REMOTE_GDAL_OPTIONS if src.remote else {})), rasterio.open(src.dataset) as ds:
+            yield ds
 
 
-def _rio_error(path: Path, exc: Exception) -> InputError:
+def _rio_error(path: str | Path, exc: Exception, dataset: str | None = None) -> InputError:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    text = text.replace(str(path), "").replace(f"{path.name}:", "").strip(" :")
+    short = str(path).rstrip("/").rsplit("/", 1)[-1]
+    for name in (dataset, str(path), f"{short}:"):
+        text = text.replace(name, "") if name and not name.startswith("<") else text
+    text = text.strip(" :'")
     if "not recognized as" in text or "not a supported file format" in text:
         return InputError(path, "not a raster GDAL can read")
     if "TIFF" in text:
@@ -85,20 +113,30 @@ def _rio_error(path: Path, exc: Exception) -> InputError:
     return InputError(path, f"unreadable raster ({text})")
 
 
-def open_scene(path: str | Path) -> Scene:
+def open_scene(path: str | Path, assets: Sequence[str] | None = None) -> Scene:
     """Read a raster's metadata (no pixels).
 
+    Args:
+        path: a local raster, a URL GDAL reads (``https://``, ``s3://``, ``gs://``,
+            ``az://``), a ``/vsi…`` path, or a STAC item (file or URL).
+        assets: a STAC item's assets to stack as bands, in order.
+
     Raises:
-        InputError: missing, not a raster, unsupported pixel type, no bands,
-            or smaller than 2×2 pixels.
+        InputError: missing, unreachable, not a raster, unsupported pixel type, no
+            bands, or smaller than 2×2 pixels; a STAC item without the assets or
+            whose assets do not share one grid.
     """
-    path = Path(path)
-    if not path.is_file():
+    source = resolve_source(path, assets)
+    path = source.local or source.name
+    if source.local is not None and not source.local.is_file():
         raise InputError(
             path, "no file matches this pattern" if glob.has_magic(str(path)) else "file not found"
         )
     try:
-        with rasterio.open(path) as src:
+        with (
+            rasterio.Env(**(REMOTE_GDAL_OPTIONS if source.remote else {})),
+            rasterio.open(source.dataset) as src,
+        ):
             dtypes = set(src.dtypes)
             transform = None if src.transform.is_identity and src.crs is None else src.transform.to_gdal()
             scene = Scene(
@@ -112,9 +150,13 @@ def open_scene(path: str | Path) -> Scene:
                 nodata=src.nodata,
                 descriptions=tuple(src.descriptions),
                 profile=dict(src.profile),
+                source=source,
             )
     except (RasterioIOError, RasterioError) as exc:
-        raise _rio_error(path, exc) from None
+        problem = http_problem(source.name) if source.remote else None
+        if problem:
+            raise InputError(path, f"cannot read the URL: {problem}") from None
+        raise _rio_error(path, exc, source.dataset) from None
     if scene.count == 0:
         raise InputError(path, "raster has no bands")
     if len(dtypes) > 1:

@@ -79,6 +79,7 @@ class TileOptions:
         batch_size: tiles per forward pass (default: the segmenter's).
         bands: 1-based bands to use (default: by the checkpoint's band names,
             else all bands).
+        assets: a STAC item's assets to stack as the scene's bands, in order.
         nodata: nodata value for scenes that do not declare one (overrides).
         proba: also write per-class probabilities.
         uncertainty: also write Monte Carlo dropout variance.
@@ -91,6 +92,7 @@ class TileOptions:
     overlap: int | None = None
     batch_size: int | None = None
     bands: list[int] | None = None
+    assets: list[str] | None = None
     nodata: float | None = None
     proba: bool = False
     uncertainty: bool = False
@@ -131,10 +133,9 @@ def model_fingerprint(segmenter: Segmenter) -> str:
 
 
 def _run_key(segmenter: Segmenter, scene: Scene, params: dict[str, Any]) -> str:
-    st = scene.path.stat()
     src = {
         "model": model_fingerprint(segmenter),
-        "scene": [str(scene.path.resolve()), st.st_size, st.st_mtime_ns],
+        "scene": scene.identity,
         **params,
     }
     return hashlib.sha256(json.dumps(src, sort_keys=True).encode()).hexdigest()[:20]
@@ -157,7 +158,8 @@ def tile_scene(
     Args:
         segmenter: the model.
         scene_path: a raster rasterio can read (any band count; uint8, int16,
-            uint16, float32 …).
+            uint16, float32 …), local or remote (``https://``, ``s3://``,
+            ``/vsi…``), or a STAC item (with ``options.assets``).
         out_dir: destination folder (must exist).
         options: :class:`TileOptions`.
         progress: ``True`` for a tqdm bar, or ``callback(tiles done, total)``.
@@ -175,7 +177,7 @@ def tile_scene(
     t0 = time.perf_counter()
     opts = options or TileOptions()
     out_dir = Path(out_dir)
-    scene = open_scene(scene_path)
+    scene = open_scene(scene_path, opts.assets)
     info = segmenter.info
     bands = select_bands(scene, info, opts.bands)
     tile_size, overlap = resolve_tiling(segmenter, opts.tile_size, opts.overlap)
@@ -215,7 +217,7 @@ def tile_scene(
     first = int(saved["tile_rows_done"]) if saved else 0
     try:
         store.open(fresh=saved is None)
-        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), rasterio.open(scene.path) as src:
+        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), scene.open() as src:
             sample, valid = read_sample(src, bands, opts.nodata)
         normalizer = SceneNormalizer(info.normalization, sample, valid)
         del sample, valid
@@ -224,7 +226,7 @@ def tile_scene(
             job.run(first, progress, position, on_rows)
         tags = {
             RUN_KEY_TAG: key,
-            "SEGNET_SOURCE": scene.path.name,
+            "SEGNET_SOURCE": scene.name,
             "SEGNET_ARCHITECTURE": info.architecture,
             "SEGNET_DOMAIN": str(info.domain),
             "SEGNET_TILE": str(tile_size),
@@ -271,7 +273,7 @@ class _Job:
 
     def batches(self, first_row: int) -> Iterator[tuple[int, int, list[Tile], np.ndarray, np.ndarray, bool]]:
         """``(tile row, chunk index, tiles, B×C×h×w input, B×h×w valid, last chunk of the row)``."""
-        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), rasterio.open(self.scene.path) as src:
+        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), self.scene.open() as src:
             for i in range(first_row, self.grid.shape[0]):
                 chunks = list(tile_batches(self.grid.row(i), self.batch_size))
                 for c, chunk in enumerate(chunks):
@@ -369,7 +371,7 @@ class _Job:
             bar = tqdm(
                 total=len(grid),
                 initial=first * per_row,
-                desc=self.scene.path.name,
+                desc=self.scene.name,
                 unit="tile",
                 position=position,
                 leave=position is None,
