@@ -30,6 +30,7 @@ import numpy as np
 from segnet_domains.errors import InputError
 from segnet_domains.io.images import read_image
 from segnet_domains.medical.nifti import is_nifti, read_volume
+from segnet_domains.medical.rite import decode_av
 from segnet_domains.metrics import (
     _json_ready,
     bf_score,
@@ -135,12 +136,16 @@ def match_pairs(
     return pairs
 
 
-def read_labels(path: Path, binary_255: bool = True) -> LabelFile:
+def read_labels(
+    path: Path, binary_255: bool = True, colour: Callable[[np.ndarray, str], np.ndarray] | None = None
+) -> LabelFile:
     """Read a label file as integer classes.
 
     Args:
         path: NIfTI or 2D label image.
         binary_255: read an image holding only 0 and 255 as a 0/1 mask.
+        colour: decoder of a colour-coded label image (``H×W×3`` → ``H×W``
+            labels), e.g. RITE's artery/vein PNGs; without it colour is refused.
 
     Raises:
         InputError: unreadable, not integer-valued, or a colour image.
@@ -150,6 +155,8 @@ def read_labels(path: Path, binary_255: bool = True) -> LabelFile:
         data, affine = vol.data, vol.affine
     else:
         data, affine = read_image(path), None
+        if data.ndim == 3 and colour is not None:
+            data = colour(data, str(path))
         if data.ndim == 3:
             if not all(np.array_equal(data[..., 0], data[..., c]) for c in range(1, data.shape[-1])):
                 raise InputError(
@@ -182,14 +189,21 @@ def find_valid_mask(masks: Path, name: str) -> Path:
 
 
 def load_pair(
-    name: str, pred: Path, truth: Path, valid_masks: str | Path | None = None, binary_255: bool = True
+    name: str,
+    pred: Path,
+    truth: Path,
+    valid_masks: str | Path | None = None,
+    binary_255: bool = True,
+    truth_colour: Callable[[np.ndarray, str], np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Prediction labels, truth labels and valid mask (or ``None``) of one case, checked to align.
+
+    ``truth_colour`` decodes a colour-coded truth image (see :func:`read_labels`).
 
     Raises:
         InputError: unreadable files, shape or (NIfTI) affine mismatch, a mask of another shape.
     """
-    lp, lt = read_labels(pred, binary_255), read_labels(truth, binary_255)
+    lp, lt = read_labels(pred, binary_255), read_labels(truth, binary_255, truth_colour)
     if lp.labels.shape != lt.labels.shape:
         raise InputError(
             pred, f"prediction shape {lp.labels.shape} differs from truth {truth.name} {lt.labels.shape}"
@@ -260,6 +274,15 @@ def format_report(report: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------- protocols
 
 
+def _rite_vessels(rgb: np.ndarray, source: str) -> np.ndarray:
+    """RITE's colour-coded ``av/NN_test.png`` → vessel (any annotated colour) / background."""
+    return (decode_av(rgb, source) > 0).astype(np.uint8)
+
+
+#: Decoders of colour-coded truth images, by :attr:`Protocol.colour_truth`.
+COLOUR_DECODERS: dict[str, Callable[[np.ndarray, str], np.ndarray]] = {"rite_av": _rite_vessels}
+
+
 def _focus_counts(cm: np.ndarray, c: int) -> dict[str, float]:
     """Dice, Jaccard, precision, recall of class ``c`` read off a confusion matrix.
 
@@ -312,7 +335,8 @@ def _score_labels(
     rows: list[dict[str, Any]] = []
     bf_rows: list[np.ndarray] = []
     for name, p, t in pairs:
-        pred, truth_raw, fov = load_pair(name, p, t, valid_masks, protocol.binary_255)
+        colour = COLOUR_DECODERS[protocol.colour_truth] if protocol.colour_truth else None
+        pred, truth_raw, fov = load_pair(name, p, t, valid_masks, protocol.binary_255, colour)
         classes, valid = protocol.map_truth(truth_raw, str(t))
         if fov is not None:
             valid &= fov

@@ -71,6 +71,8 @@ class Protocol:
         truth_offset: model class = truth value + offset (after ignoring).
         binary_255: a truth/prediction image holding only 0 and 255 is a
             0/1 mask (RITE vessels, TLCGIS masks).
+        colour_truth: decoder of colour-coded truth images
+            (``"rite_av"``: RITE's artery/vein PNGs, any annotated colour = vessel).
         aggregation: ``"dataset"``, ``"image"`` or ``"patient"`` (module docstring).
         metrics: the headline metrics, in the source's order (:data:`METRICS`).
         focus_class: the class of ``iou``/``dice``/… (the foreground, the road).
@@ -90,6 +92,7 @@ class Protocol:
     ignore: tuple[int, ...] = ()
     truth_offset: int = 0
     binary_255: bool = False
+    colour_truth: str | None = None
     aggregation: str = "dataset"
     metrics: tuple[str, ...] = ("global_accuracy", "class_accuracy", "miou")
     focus_class: int | None = None
@@ -267,12 +270,15 @@ register_protocol(
         kind="labels",
         class_names=("background", "vessel"),
         binary_255=True,
+        colour_truth="rite_av",
         aggregation="image",
         metrics=("dice", "jaccard"),
         focus_class=1,
         requires_mask=True,
         notes="Vessel Dice and Jaccard inside the field of view (--mask: RITE's NN_test_mask.gif), per "
-        "image then averaged; the pooled values over all pixels are reported beside them.",
+        "image then averaged; the pooled values over all pixels are reported beside them. Truth: a 0/255 "
+        "vessel map, or RITE's colour-coded av/NN_test.png (any annotated colour is vessel, as our "
+        "rite_vessels task trains).",
     )
 )
 register_protocol(

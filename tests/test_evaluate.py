@@ -182,3 +182,26 @@ def test_counting(tmp_path: Path) -> None:
     (pred / "img_0003.txt").write_text("thirty\n")
     with pytest.raises(InputError, match="img_0003.txt: expected one number"):
         evaluate_protocol(pred, truth, "counting")
+
+
+def test_rite_colour_coded_av_truth(tmp_path: Path) -> None:
+    """RITE as distributed: ``test/av/NN_test.png`` colour codes and ``test/mask/NN_test_mask.gif``."""
+    from segnet_domains.io.images import read_image
+    from tests.data.medical import make_rite
+
+    root = make_rite(tmp_path / "RITE", train=0, test=1, size=(64, 72))
+    av = iio.imread(root / "test" / "av" / "01_test.png")[..., :3]
+    fov = read_image(root / "test" / "mask" / "01_test_mask.gif")
+    fov = (fov[..., 0] if fov.ndim == 3 else fov) > 0
+    vessel = (av >= 128).any(-1)  # red artery, blue vein, green crossing, white unknown: all vessel
+    pred = vessel.astype(np.uint8)
+    missed = np.argwhere(vessel & fov)[:5]
+    pred[tuple(missed.T)] = 0  # five vessel pixels missed inside the field of view
+    pred[~fov] = 1 - pred[~fov]  # everything wrong outside it, where nothing counts
+    (tmp_path / "pred").mkdir()
+    iio.imwrite(tmp_path / "pred" / "01_test.png", pred)
+    r = evaluate_protocol(tmp_path / "pred", root / "test" / "av", "rite", valid_masks=root / "test" / "mask")
+    v = int((vessel & fov).sum())
+    assert v > 20
+    assert r["metrics"]["dice"] == pytest.approx(2 * (v - 5) / (2 * (v - 5) + 5))
+    assert r["metrics"]["jaccard"] == pytest.approx((v - 5) / v)
