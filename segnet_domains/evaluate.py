@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from segnet_domains.counting.annotations import read_count
 from segnet_domains.errors import InputError
 from segnet_domains.io.images import read_image
 from segnet_domains.medical.nifti import is_nifti, read_volume
@@ -374,15 +375,13 @@ def _score_labels(
 
 
 def _score_counts(pairs: list[tuple[str, Path, Path]]) -> dict[str, Any]:
-    from segnet_domains.counting.annotations import read_count
-
     rows = []
     for name, p, t in pairs:
         predicted, true = read_count(p), read_count(t)
         rows.append({"name": name, "predicted": predicted, "true": true, "error": predicted - true})
     errors = count_errors([r["predicted"] for r in rows], [r["true"] for r in rows])
-    n = errors.pop("n")
-    return {"metrics": errors, "all_metrics": errors, "pooled": {}, "per_class": {}, "cases": rows, "n": n}
+    errors.pop("n")
+    return {"metrics": errors, "all_metrics": errors, "pooled": {}, "per_class": {}, "cases": rows}
 
 
 def _mean(values: list[float]) -> float:
@@ -420,15 +419,8 @@ def evaluate_protocol(
     proto = get_protocol(protocol)
     if proto.requires_mask and valid_masks is None:
         raise InputError(truth, f"protocol {proto.name!r} needs --mask (valid pixels, e.g. fields of view)")
-    if proto.kind == "counts":
-        from segnet_domains.counting.annotations import COUNT_SUFFIXES, count_case_name
-
-        pairs = match_pairs(
-            pred, truth, suffixes=(".txt", ".npy"), truth_suffixes=COUNT_SUFFIXES, truth_stem=count_case_name
-        )
-        result = _score_counts(pairs)
-    else:
-        result = _score_labels(proto, match_pairs(pred, truth), valid_masks)
+    pairs = match_pairs(pred, truth, proto.pred_files, proto.truth_files, proto.case_name)
+    result = _score_counts(pairs) if proto.kind == "counts" else _score_labels(proto, pairs, valid_masks)
     report = {
         "protocol": proto.name,
         "source": proto.source,

@@ -35,7 +35,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from segnet_domains.counting.annotations import COUNT_SUFFIXES
 from segnet_domains.errors import InputError
+
+#: File kinds: 2D label images (our predict-image writes PNG or TIFF; RITE masks are GIF), NIfTI volumes.
+LABEL_IMAGES = (".png", ".tif", ".tiff", ".gif")
+VOLUMES = (".nii.gz", ".nii")
 
 #: Every metric name a protocol may list, with what it means (for ``--help`` and the docs).
 METRICS = {
@@ -80,6 +85,9 @@ class Protocol:
             over classes: ``"skip"`` (left out) or ``"zero"`` (ADE20K's
             ``I / (eps + U)``).
         requires_mask: a valid-pixel mask (``--mask``) must be given (RITE's field of view).
+        pred_files: suffixes of the prediction files read.
+        truth_files: suffixes of the truth files read.
+        truth_suffix: dropped from a truth's stem before pairing (UCF-QNRF's ``_ann``).
         notes: what is known, and not, about the source's protocol.
     """
 
@@ -98,6 +106,9 @@ class Protocol:
     focus_class: int | None = None
     absent: str = "skip"
     requires_mask: bool = False
+    pred_files: tuple[str, ...] = LABEL_IMAGES
+    truth_files: tuple[str, ...] = LABEL_IMAGES
+    truth_suffix: str = ""
     notes: str = ""
     aliases: tuple[str, ...] = field(default=(), compare=False)
 
@@ -111,6 +122,12 @@ class Protocol:
         """Truth values that count nowhere."""
         extra = () if self.unlabelled is None or self.unlabelled_counts else (self.unlabelled,)
         return tuple(sorted(set(self.ignore) | set(extra)))
+
+    def case_name(self, truth_stem: str) -> str:
+        """The prediction stem a truth pairs with (``img_0001_ann`` → ``img_0001`` for counting)."""
+        if self.truth_suffix and truth_stem.endswith(self.truth_suffix):
+            return truth_stem[: -len(self.truth_suffix)]
+        return truth_stem
 
     def map_truth(self, values: np.ndarray, source: str = "truth") -> tuple[np.ndarray, np.ndarray]:
         """Truth values as distributed → ``(classes, valid)``.
@@ -258,6 +275,8 @@ register_protocol(
         binary_255=True,
         aggregation="patient",
         metrics=("dice", "jaccard", "precision", "recall"),
+        pred_files=VOLUMES,
+        truth_files=VOLUMES,
         focus_class=1,
         notes="Dice, IoU, precision and recall of the lesion per patient in 3D, then averaged over "
         "patients (one NIfTI mask per patient, matched by name or BIDS subject).",
@@ -288,6 +307,9 @@ register_protocol(
         kind="counts",
         aggregation="image",
         metrics=("mae", "rmse", "mse"),
+        pred_files=(".txt", ".npy"),
+        truth_files=COUNT_SUFFIXES,
+        truth_suffix="_ann",
         notes="Truth: img_NNNN_ann.mat (annPoints: one row per head), or a .txt/.npy count; prediction: "
         ".txt with the count or a .npy density map (summed). The papers' 'MSE' is sqrt(mean squared "
         "error) = rmse here; mse is the plain mean squared error.",

@@ -80,8 +80,3 @@ def read_count(path: str | Path) -> float:
             raise InputError(path, "density map holds NaN/Inf or is not numeric")
         return float(arr.sum(dtype=np.float64))
     raise InputError(path, f"cannot read a count from a {suffix or 'suffix-less'} file (.mat, .txt, .npy)")
-
-
-def count_case_name(name: str) -> str:
-    """Case name of a count file's stem: UCF-QNRF's ``img_0001_ann`` → ``img_0001``."""
-    return name[: -len("_ann")] if name.endswith("_ann") else name

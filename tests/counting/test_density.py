@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.io import savemat
 
-from segnet_domains.counting.annotations import count_case_name, read_count, read_head_points
+from segnet_domains.counting.annotations import read_count, read_head_points
 from segnet_domains.counting.density import density_map, kernel_sigmas
 from segnet_domains.errors import InputError
 from tests.data.crowd import make_ucf_qnrf, write_annotation
@@ -47,7 +47,6 @@ def test_read_head_points_from_matlab_v5(tmp_path: Path) -> None:
     assert ann.read_bytes()[:6] == b"MATLAB"  # a real v5 MAT-file header
     np.testing.assert_allclose(read_head_points(ann), [[0.0, 0.0], [9.5, 19.0]])  # 1-based -> 0-based
     assert read_count(ann) == 2.0
-    assert count_case_name("img_0001_ann") == "img_0001"
     savemat(tmp_path / "bad_ann.mat", {"points": np.zeros((3, 2))}, format="5")
     with pytest.raises(InputError, match=r"bad_ann.mat: has no 'annPoints' \(variables: points\)"):
         read_head_points(tmp_path / "bad_ann.mat")
