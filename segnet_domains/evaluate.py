@@ -1,7 +1,8 @@
 """Score predicted label files against ground truth: ``segnet-domains evaluate``.
 
 Files or folders; folders are matched by name (the file name without its
-image/NIfTI suffixes; failing that, the BIDS ``sub-…`` subject). NIfTI masks
+image/NIfTI suffixes; failing that, the BIDS ``sub-…`` subject or the ATLAS
+R1.x ``cNNNNsNNNNtNN`` id). NIfTI masks
 (``.nii``/``.nii.gz``) and 2D label images (PNG, TIFF, GIF) are read; a
 binary ``0/255`` image counts as ``0/1``. Pairs must have the same shape and,
 for NIfTI, the same affine. An optional valid mask (file or folder, e.g.
@@ -66,7 +67,8 @@ def case_name(path: Path, suffixes: tuple[str, ...] = LABEL_SUFFIXES) -> str:
 
 
 def _subject(name: str) -> str | None:
-    m = re.match(r"(sub-[A-Za-z0-9]+)", name)
+    """The subject of a BIDS name (``sub-r001s001``, ATLAS R2.0) or an ATLAS R1.x one (``c0001s0004t01``)."""
+    m = re.match(r"(sub-[A-Za-z0-9]+|c\d{4}s\d{4}t\d{2})", name)
     return m.group(1) if m else None
 
 

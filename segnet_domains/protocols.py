@@ -279,7 +279,9 @@ register_protocol(
         truth_files=VOLUMES,
         focus_class=1,
         notes="Dice, IoU, precision and recall of the lesion per patient in 3D, then averaged over "
-        "patients (one NIfTI mask per patient, matched by name or BIDS subject).",
+        "patients: one NIfTI mask per patient, matched by name, BIDS subject (R2.0) or R1.x id "
+        "(c0001s0004t01_LesionSmooth_stx.nii.gz pairs with c0001s0004t01_t1w_stx_pred.nii.gz). Where R1.2 "
+        "has several LesionSmooth masks for one patient, give their union as one file.",
     )
 )
 register_protocol(

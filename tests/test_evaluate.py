@@ -205,3 +205,19 @@ def test_rite_colour_coded_av_truth(tmp_path: Path) -> None:
     assert v > 20
     assert r["metrics"]["dice"] == pytest.approx(2 * (v - 5) / (2 * (v - 5) + 5))
     assert r["metrics"]["jaccard"] == pytest.approx((v - 5) / v)
+
+
+def test_atlas_r12_ids_pair(tmp_path: Path) -> None:
+    """ATLAS R1.2 names: ``c0001s0004t01_LesionSmooth_stx`` truth, a prediction named after the T1w."""
+    pred, truth = tmp_path / "pred", tmp_path / "truth"
+    pred.mkdir()
+    truth.mkdir()
+    t = np.zeros((6, 6, 3), np.uint8)
+    t[1:3, 1:3, 1] = 1  # 4 voxels
+    p = t.copy()
+    p[4, 4, 1] = 1  # one false positive
+    nib.save(nib.Nifti1Image(t, MNI_AFFINE), truth / "c0001s0004t01_LesionSmooth_stx.nii.gz")
+    nib.save(nib.Nifti1Image(p, MNI_AFFINE), pred / "c0001s0004t01_t1w_stx_pred.nii.gz")
+    r = evaluate_protocol(pred, truth, "atlas")
+    assert r["n_cases"] == 1 and r["metrics"]["precision"] == pytest.approx(4 / 5)
+    assert r["metrics"]["dice"] == pytest.approx(8 / 9)
