@@ -8,7 +8,10 @@ Monte Carlo dropout. The fast paths:
 * CUDA: folded BN, channels-last, autocast (bf16 where supported, else fp16).
 * elsewhere: folded BN, fp32.
 
-Softmax is always taken in fp32.
+Softmax is always taken in fp32. A model with a density head (crowd counting,
+:class:`~segnet_domains.model.SegNet` ``head="density"``) gives a density map
+instead of probabilities: :meth:`Segmenter.predict_density` and
+:meth:`Segmenter.count`, tiled like any big image.
 
 The network itself runs in a backend (:mod:`segnet_domains.backends`): the
 PyTorch model above, or its ONNX export in onnxruntime (an ``.onnx`` file, or
@@ -27,10 +30,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from segnet_domains.adapters import ImageAdapter, VolumeSliceAdapter, crop, pad_to_multiple
+from segnet_domains.adapters import ImageAdapter, VolumeSliceAdapter, crop, pad_to_multiple, to_channel_first
 from segnet_domains.backends import BACKENDS, Backend, OnnxBackend, TorchBackend
 from segnet_domains.checkpoint import ModelInfo, is_onnx, load_checkpoint, make_info, read_info
 from segnet_domains.errors import InputError
+from segnet_domains.tiling import predict_proba_tiled
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -82,6 +86,10 @@ class Segmenter:
             self.info, self.backend = info, model
         self.batch_size = max(1, int(batch_size))
         self.tta = tta
+        #: ``"segmentation"`` (softmax over classes) or ``"density"`` (a density map; :meth:`count`).
+        self.head = str(self.info.args.get("head", "segmentation"))
+        #: Density targets were scaled by this (checkpoint ``density_scale``); outputs are divided by it.
+        self.density_scale = float(self.info.extra.get("density_scale", 1.0))
 
     # ------------------------------------------------------------------ construction
 
@@ -148,12 +156,19 @@ class Segmenter:
 
     # ------------------------------------------------------------------ core
 
+    def _output(self, logits: torch.Tensor) -> torch.Tensor:
+        """The head's output map: softmax probabilities, or persons per pixel for a density head."""
+        if self.head == "density":
+            return logits.float() / self.density_scale
+        return torch.softmax(logits.float(), dim=1)
+
     @torch.inference_mode()
     def forward(self, batch: torch.Tensor | np.ndarray, mc_dropout: bool = False) -> torch.Tensor:
-        """Softmax probabilities for a normalised ``B×C×H×W`` batch (any H, W).
+        """Softmax probabilities (density: persons per pixel) for a normalised ``B×C×H×W`` batch.
 
         Pads to the network's stride, applies test-time flips if enabled, runs
-        the backend and returns ``B×K×H×W`` float32 on the CPU.
+        the backend and returns ``B×K×H×W`` float32 on the CPU (``K = 1`` for a
+        density head).
 
         Raises:
             InputError: Monte Carlo dropout asked of a backend that cannot sample it (onnxruntime).
@@ -170,7 +185,7 @@ class Segmenter:
         total = None
         for dims in flips:  # flip the image itself, then pad: padding stays bottom/right
             xi, size = pad_to_multiple(x.flip(dims) if dims else x, self.multiple)
-            p = crop(torch.softmax(self.backend(xi, mc_dropout=sample).float(), dim=1), size)
+            p = crop(self._output(self.backend(xi, mc_dropout=sample)), size)
             p = p.flip(dims) if dims else p
             total = p if total is None else total + p
         assert total is not None
@@ -181,14 +196,54 @@ class Segmenter:
     def _image(self, image: np.ndarray, source: str) -> np.ndarray:
         return ImageAdapter(self.info.in_channels, self.info.normalization)(image, source)
 
+    def _require_head(self, head: str, source: str) -> None:
+        if self.head != head:
+            hint = "predict()" if head == "density" else "predict_density()/count() (predict-image --count)"
+            raise InputError(source, f"the checkpoint is a {self.head} model, not {head}: use {hint}")
+
     def predict_proba(self, image: np.ndarray, source: str = "image") -> np.ndarray:
         """Class probabilities ``K×H×W`` float32 (sum to 1 over K) for a 2D image.
 
         Args:
             image: ``H×W``, ``H×W×C`` or ``C×H×W``, any numeric dtype.
             source: name used in error messages (the file name).
+
+        Raises:
+            InputError: a density (counting) model.
         """
+        self._require_head("segmentation", source)
         return self.forward(self._image(image, source)[None])[0].numpy()
+
+    def predict_density(
+        self,
+        image: np.ndarray,
+        source: str = "image",
+        tile_size: int | None = None,
+        overlap: int | None = None,
+    ) -> np.ndarray:
+        """Crowd density ``H×W`` float32 (persons per pixel) of a 2D image; a density head only.
+
+        An image larger than ``tile_size`` (default: the checkpoint's
+        ``tile_size``; none: never tiled) in either side is cut into
+        overlapping tiles and blended with
+        :func:`~segnet_domains.tiling.predict_proba_tiled`, which normalises
+        the whole image once, so tiled and whole-image maps differ only where a
+        tile edge cuts the receptive field; blending takes a weighted average
+        of the tiles' densities, so the count stays the sum of the map.
+
+        Raises:
+            InputError: a segmentation model, or an image the checkpoint cannot take.
+        """
+        self._require_head("density", source)
+        tile = tile_size or self.info.tile_size
+        h, w = to_channel_first(image, self.info.in_channels, source).shape[1:]
+        if tile and max(h, w) > int(tile):
+            return predict_proba_tiled(self, image, int(tile), overlap, source=source)[0]
+        return self.forward(self._image(image, source)[None])[0, 0].numpy()
+
+    def count(self, image: np.ndarray, source: str = "image", tile_size: int | None = None) -> float:
+        """Estimated number of people in a 2D image: the sum of :meth:`predict_density`."""
+        return float(self.predict_density(image, source, tile_size).sum(dtype=np.float64))
 
     def predict(self, image: np.ndarray, source: str = "image") -> np.ndarray:
         """Labels ``H×W`` (uint8 when K ≤ 256) for a 2D image."""
@@ -227,6 +282,7 @@ class Segmenter:
         Front ends that need progress or cancellation (napari's thread worker)
         drive this directly; stopping the generator stops the work.
         """
+        self._require_head("segmentation", source)
         axis = self.info.slice_axis if axis is None else axis
         axis = 2 if axis is None else axis
         adapter = VolumeSliceAdapter(axis, self.info.context, self.info.normalization)

@@ -9,6 +9,12 @@ Undefined ratios (a class absent from both prediction and truth) are ``nan``
 and left out of means (``nanmean``), the convention of MONAI's metrics with
 ``ignore_empty=True``.
 
+Beside those per-case scores, the protocols of published results
+(:mod:`segnet_domains.protocols`) need a dataset-level ``K×K``
+:func:`confusion_matrix` and what follows from it (:func:`confusion_scores`:
+global accuracy, class-average accuracy, IoU per class), SegNet's boundary
+F1 score (:func:`bf_score`) and crowd-count errors (:func:`count_errors`).
+
 Typical use::
 
     case = evaluate_case(pred, truth, num_classes=2, mask=fov, name="01_test")
@@ -30,6 +36,8 @@ from typing import Any
 import numpy as np
 import torch
 from monai.metrics import get_confusion_matrix
+from scipy import ndimage
+from scipy.spatial import cKDTree
 
 #: The per-class scores every report carries.
 SCORE_NAMES = ("dice", "jaccard", "precision", "recall")
@@ -140,8 +148,18 @@ def evaluate_case(
     num_classes: int,
     mask: np.ndarray | None = None,
     name: str = "case",
+    ignore_index: int | None = None,
 ) -> CaseScores:
-    """Confusion counts and per-class scores of one case (see :func:`class_counts`)."""
+    """Confusion counts and per-class scores of one case (see :func:`class_counts`).
+
+    ``ignore_index``: truth pixels with this value count nowhere (as if
+    outside ``mask``); it may lie outside ``0..num_classes-1`` (CamVid's 11).
+    """
+    if ignore_index is not None:
+        truth = np.asarray(truth)
+        keep = truth != ignore_index
+        mask = keep if mask is None else (np.asarray(mask).astype(bool) & keep)
+        truth = np.where(keep, truth, 0)
     counts = class_counts(pred, truth, num_classes, mask)
     return CaseScores(name=name, counts=counts, per_class=scores(counts))
 
@@ -196,3 +214,204 @@ def _json_ready(obj: Any) -> Any:
     if isinstance(obj, float | np.floating):
         return None if math.isnan(obj) else float(obj)
     return obj
+
+
+# --------------------------------------------------------------------------- confusion matrices
+
+
+def confusion_matrix(
+    pred: np.ndarray, truth: np.ndarray, num_classes: int, valid: np.ndarray | None = None
+) -> np.ndarray:
+    """``K×K`` pixel counts of one image (rows: true class, columns: predicted class).
+
+    MONAI's :func:`~monai.metrics.get_confusion_matrix` gives per-class
+    ``tp/fp/tn/fn`` of one-hot maps, not the ``K×K`` matrix that the SegNet,
+    RTFNet and ADE20K protocols sum over a whole test set, so this is the
+    usual ``bincount(K·truth + pred)``: int64, one matrix per image, summed in
+    a stream (a test set never has to be in memory at once).
+
+    Args:
+        pred: predicted classes ``0..K-1`` (any shape).
+        truth: true classes ``0..K-1``, same shape (ignored pixels may hold anything).
+        num_classes: K.
+        valid: optional boolean array, same shape: only its ``True`` pixels count.
+
+    Raises:
+        ValueError: shapes differ or a counted label lies outside ``0..K-1``.
+    """
+    pred, truth = np.asarray(pred), np.asarray(truth)
+    if pred.shape != truth.shape:
+        raise ValueError(f"prediction shape {pred.shape} differs from truth shape {truth.shape}")
+    p, t = pred.ravel(), truth.ravel()
+    if valid is not None:
+        keep = np.asarray(valid).astype(bool)
+        if keep.shape != truth.shape:
+            raise ValueError(f"mask shape {keep.shape} differs from truth shape {truth.shape}")
+        p, t = p[keep.ravel()], t[keep.ravel()]
+    for name, arr in (("prediction", p), ("truth", t)):
+        if arr.size and (arr.min() < 0 or arr.max() >= num_classes):
+            raise ValueError(f"{name} has labels outside 0..{num_classes - 1}")
+    flat = t.astype(np.int64) * num_classes + p.astype(np.int64)
+    return np.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def confusion_scores(cm: np.ndarray) -> dict[str, Any]:
+    """Scores from a ``K×K`` confusion matrix (rows true, columns predicted).
+
+    Returns:
+        ``global_accuracy`` (correct / counted pixels), ``class_accuracy``
+        (``K``: correct / true pixels of the class, i.e. recall),
+        ``iou`` (``K``: ``cm[c,c] / (row_c + col_c - cm[c,c])``),
+        ``true_pixels`` and ``predicted_pixels`` (``K`` each). Undefined
+        ratios (0/0) are ``nan``.
+    """
+    cm = np.asarray(cm, dtype=np.float64)
+    diag, rows, cols = np.diag(cm), cm.sum(1), cm.sum(0)
+    total = cm.sum()
+    return {
+        "global_accuracy": float(diag.sum() / total) if total > 0 else math.nan,
+        "class_accuracy": _ratio(diag, rows),
+        "iou": _ratio(diag, rows + cols - diag),
+        "true_pixels": rows,
+        "predicted_pixels": cols,
+    }
+
+
+def class_mean(values: np.ndarray, classes: Sequence[int] | None = None, absent: str = "skip") -> float:
+    """Mean of per-class values over ``classes`` (default: all).
+
+    Args:
+        values: one value per class, ``nan`` where undefined (a class absent
+            from both prediction and truth).
+        classes: the class indices that enter the mean.
+        absent: ``"skip"`` leaves ``nan`` classes out (MONAI's ``nanmean``);
+            ``"zero"`` counts them as 0, as ADE20K's ``intersectionAndUnion``
+            does with its ``I / (eps + U)``.
+    """
+    arr = np.asarray(values, dtype=np.float64)
+    if classes is not None:
+        arr = arr[list(classes)]
+    if absent == "zero":
+        return float(np.nan_to_num(arr, nan=0.0).mean()) if arr.size else math.nan
+    if absent != "skip":
+        raise ValueError(f"absent must be 'skip' or 'zero', not {absent!r}")
+    return _nanmean(arr)
+
+
+# --------------------------------------------------------------------------- boundary F1 (BF)
+
+#: SegNet's BF tolerance: 0.75 % of the image diagonal (Badrinarayanan et al. §4, after Csurka et al. 2013).
+BF_TOLERANCE = 0.0075
+
+
+def _boundary(mask: np.ndarray) -> np.ndarray:
+    """Object pixels with a 4-connected (6 in 3D) background neighbour; outside the image is background."""
+    cross = ndimage.generate_binary_structure(mask.ndim, 1)
+    return mask & ~ndimage.binary_erosion(mask, structure=cross, border_value=0)
+
+
+def boundary_f1(pred_mask: np.ndarray, true_mask: np.ndarray, tolerance: float) -> tuple[float, float, float]:
+    """``(F1, precision, recall)`` of one class's boundary (MATLAB's ``bwbfscore2``).
+
+    Boundaries are the pixels removed by a one-pixel erosion with a cross
+    (zero padding, so objects touching the image edge get a boundary there);
+    a predicted boundary pixel is matched when a true boundary pixel lies
+    closer than ``tolerance`` (strictly, Euclidean, in pixels), and vice versa.
+    Precision = matched predicted / predicted boundary pixels, recall =
+    matched true / true boundary pixels, F1 their harmonic mean.
+
+    The matching is MATLAB's pairwise test ``(dI² + dJ²) < θ²`` answered by a
+    k-d tree over the boundary pixels (scipy's ``cKDTree``), so its cost grows
+    with the boundary length, not the image area; the masks are cropped to
+    the class's bounding box first. MONAI's ``SurfaceDiceMetric`` is not used:
+    the normalised surface Dice pools both boundaries into one ratio instead of
+    taking the harmonic mean of precision and recall, a different number.
+
+    Undefined cases: a class absent from both → ``nan``; absent from the
+    truth only → ``nan`` (recall 0/0, as MATLAB); present in the truth but
+    with no predicted boundary → 0 (MATLAB's formula gives 0/0 there; the
+    class was missed entirely, which the SegNet protocol scores as a failure).
+    """
+    pred_mask, true_mask = np.asarray(pred_mask, bool), np.asarray(true_mask, bool)
+    box = _bounding_box(pred_mask | true_mask)
+    pb = np.argwhere(_boundary(pred_mask[box])) if box else np.zeros((0, pred_mask.ndim))
+    tb = np.argwhere(_boundary(true_mask[box])) if box else np.zeros((0, true_mask.ndim))
+    if len(tb) == 0:
+        return math.nan, (0.0 if len(pb) else math.nan), math.nan
+    if len(pb) == 0:
+        return 0.0, math.nan, 0.0
+    d_pred, _ = cKDTree(tb).query(pb, distance_upper_bound=tolerance)
+    d_true, _ = cKDTree(pb).query(tb, distance_upper_bound=tolerance)
+    precision = float((d_pred < tolerance).sum() / len(pb))
+    recall = float((d_true < tolerance).sum() / len(tb))
+    f1 = 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
+    return f1, precision, recall
+
+
+def _bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
+    """Slices of ``mask``'s bounding box grown by one pixel (clipped to the array), ``None`` if empty.
+
+    Cropping there leaves every boundary pixel of :func:`_boundary` unchanged:
+    the extra ring is background, and at the array's edge erosion pads with background.
+    """
+    if not mask.any():
+        return None
+    box = []
+    for axis in range(mask.ndim):
+        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        box.append(slice(max(int(hit[0]) - 1, 0), min(int(hit[-1]) + 2, mask.shape[axis])))
+    return tuple(box)
+
+
+def bf_score(
+    pred: np.ndarray,
+    truth: np.ndarray,
+    num_classes: int,
+    valid: np.ndarray | None = None,
+    tolerance: float = BF_TOLERANCE,
+) -> tuple[float, np.ndarray]:
+    """SegNet's boundary F1 of one image: per class, then averaged over the classes in the truth.
+
+    SegNet (TPAMI 2017, §4): "The F1-measure for each class that is present
+    in the ground truth test image is averaged to produce an image
+    F1-measure"; the dataset BF is the mean of the image values. The
+    tolerance is ``tolerance`` × the image diagonal (0.75 %). Pixels outside
+    ``valid`` (unlabelled) belong to no class in either map, as MATLAB's
+    ``evaluateSemanticSegmentation`` masks them.
+
+    Returns:
+        ``(image BF, K per-class F1)``; the image value is ``nan`` when no
+        class is present in the truth.
+    """
+    pred, truth = np.asarray(pred), np.asarray(truth)
+    keep = np.ones(truth.shape, bool) if valid is None else np.asarray(valid).astype(bool)
+    theta = tolerance * math.sqrt(sum(n * n for n in truth.shape))
+    per_class = np.full(num_classes, math.nan)
+    present = []
+    for c in range(num_classes):
+        t, p = (truth == c) & keep, (pred == c) & keep
+        if t.any():
+            present.append(c)
+        if t.any() or p.any():
+            per_class[c] = boundary_f1(p, t, theta)[0]
+    image = float(np.mean(per_class[present])) if present else math.nan
+    return image, per_class
+
+
+# --------------------------------------------------------------------------- counts
+
+
+def count_errors(predicted: Sequence[float], true: Sequence[float]) -> dict[str, float]:
+    """Crowd-count errors over images: ``mae``, ``mse`` (mean squared) and ``rmse``.
+
+    The counting papers (MCNN, CVPR 2016; Idrees et al., ECCV 2018 for
+    UCF-QNRF) call ``sqrt(mean((C - Ĉ)²))`` "MSE": that is ``rmse`` here.
+    """
+    p, t = np.asarray(predicted, np.float64), np.asarray(true, np.float64)
+    if p.shape != t.shape or p.ndim != 1:
+        raise ValueError(f"{p.shape} predicted counts for {t.shape} true counts")
+    if not p.size:
+        return {"mae": math.nan, "mse": math.nan, "rmse": math.nan, "n": 0}
+    err = p - t
+    mse = float(np.mean(err**2))
+    return {"mae": float(np.mean(np.abs(err))), "mse": mse, "rmse": math.sqrt(mse), "n": int(p.size)}

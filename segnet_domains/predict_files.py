@@ -11,7 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
+from segnet_domains.errors import InputError
 from segnet_domains.inference import Segmenter
+from segnet_domains.io.atomic import atomic_output
 from segnet_domains.io.images import overlay, read_image, write_labels, write_png
 from segnet_domains.medical.volumes import check_labels_output, read_any_volume, write_volume_labels
 
@@ -30,6 +32,45 @@ def predict_image_file(
     if overlay_path is not None:
         write_png(overlay_path, overlay(image, labels, segmenter.info.class_colors))
     return labels
+
+
+def count_image_file(
+    segmenter: Segmenter, image_path: str | Path, out: str | Path | None = None, tile_size: int | None = None
+) -> float:
+    """Count people in an image with a density-head checkpoint; write the count or the density map.
+
+    A grey image given to a 3-band model is repeated to RGB (UCF-QNRF has a
+    few grey photographs; training does the same). Big images are tiled
+    (:meth:`~segnet_domains.inference.Segmenter.predict_density`).
+
+    Args:
+        segmenter: a density (counting) model.
+        image_path: PNG/JPEG/TIFF.
+        out: ``.txt`` (the count, one number) or ``.npy`` (the ``H×W`` float32
+            density map, persons per pixel); ``None`` writes nothing.
+        tile_size: tile above this size (default: the checkpoint's).
+
+    Returns:
+        The count: the sum of the density map.
+
+    Raises:
+        InputError: a segmentation checkpoint, an unusable image, an output of another kind.
+    """
+    if out is not None and Path(out).suffix.lower() not in (".txt", ".npy"):
+        raise InputError(out, "a count is written as .txt (the number) or .npy (the density map)")
+    image = read_image(image_path)
+    if image.ndim == 2 and segmenter.info.in_channels == 3:
+        image = np.repeat(image[..., None], 3, axis=-1)
+    density = segmenter.predict_density(image, source=str(image_path), tile_size=tile_size)
+    count = float(density.sum(dtype=np.float64))
+    if out is not None:
+        with atomic_output(Path(out)) as tmp:
+            if Path(out).suffix.lower() == ".npy":
+                with open(tmp, "wb") as fh:
+                    np.save(fh, density)
+            else:
+                tmp.write_text(f"{count:.6f}\n")
+    return count
 
 
 def predict_volume_file(

@@ -96,3 +96,23 @@ def test_cuda_mixed_precision_matches_fp32(trained_checkpoint: Path) -> None:
     ref = Segmenter.from_checkpoint(trained_checkpoint, device="cpu", precision="fp32")
     img, _ = blob_scene(np.random.default_rng(5), 128, 160)
     assert (gpu.predict(img) == ref.predict(img)).mean() >= 0.995
+
+
+def test_density_head_is_not_softmaxed(tmp_path) -> None:
+    """A density model's Segmenter output is the network's map / ``density_scale``; count() sums it."""
+    from segnet_domains import save_checkpoint
+    from segnet_domains.errors import InputError
+
+    torch.manual_seed(0)
+    model = SegNet(3, 1, features=(4, 8, 8, 8, 8), head="density").eval()
+    path = save_checkpoint(
+        tmp_path / "d.pt", model, class_names=["density"], density_scale=50.0, normalization={"mode": "none"}
+    )
+    seg = Segmenter.from_checkpoint(path, device="cpu", precision="fp32")
+    image = np.random.default_rng(0).normal(size=(3, 64, 64)).astype(np.float32)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(image)[None])[0, 0].numpy() / 50.0
+    np.testing.assert_allclose(seg.predict_density(image), expected, rtol=1e-4, atol=1e-5)
+    assert seg.count(image) == pytest.approx(float(expected.sum(dtype=np.float64)), rel=1e-4, abs=1e-4)
+    with pytest.raises(InputError, match="is a density model, not segmentation"):
+        seg.predict(image)

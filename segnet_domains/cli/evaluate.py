@@ -1,9 +1,16 @@
-"""``segnet-domains evaluate --pred P --truth T [--json]``: Dice, Jaccard, precision, recall."""
+"""``segnet-domains evaluate --pred P --truth T [--protocol NAME] [--json]``.
+
+Without ``--protocol``: Dice, Jaccard, precision, recall per case and mean.
+With it: the metrics of a published result, computed its source's way
+(:mod:`segnet_domains.protocols`).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+
+from segnet_domains.protocols import PROTOCOLS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,13 +27,30 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--include-background", action="store_true", help="average over all classes, not the foreground"
     )
+    p.add_argument(
+        "--protocol",
+        choices=sorted({proto.name for proto in PROTOCOLS.values()}),
+        help="score as a published result did (truth as distributed; see segnet_domains/protocols.py)",
+    )
     p.add_argument("--json", action="store_true", help="print the full report as JSON")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from segnet_domains.evaluate import evaluate_paths, format_report
+    from segnet_domains.errors import InputError
+    from segnet_domains.evaluate import (
+        evaluate_paths,
+        evaluate_protocol,
+        format_protocol_report,
+        format_report,
+    )
 
+    if args.protocol:
+        if args.classes is not None or args.include_background:
+            raise InputError(None, "--classes and --include-background do not apply with --protocol")
+        report = evaluate_protocol(args.pred, args.truth, args.protocol, valid_masks=args.mask)
+        print(json.dumps(report, indent=2) if args.json else format_protocol_report(report))
+        return 0
     report = evaluate_paths(
         args.pred,
         args.truth,

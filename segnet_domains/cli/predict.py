@@ -7,9 +7,10 @@ import argparse
 import numpy as np
 
 from segnet_domains.cli.common import add_model_args, check_output, load_segmenter
+from segnet_domains.errors import InputError
 from segnet_domains.medical.dicom import SEG_TYPES
 from segnet_domains.medical.volumes import check_labels_output
-from segnet_domains.predict_files import predict_image_file, predict_volume_file
+from segnet_domains.predict_files import count_image_file, predict_image_file, predict_volume_file
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,6 +18,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("image", help="input image")
     p.add_argument("--out", "-o", required=True, help="label image (.png or .tif)")
     p.add_argument("--overlay", help="also write a PNG of the mask drawn over the image")
+    p.add_argument(
+        "--count",
+        action="store_true",
+        help="crowd counting (density-head model): print the count; --out .txt (count) or .npy (density)",
+    )
     add_model_args(p)
     p.set_defaults(func=run_image)
 
@@ -50,6 +56,12 @@ def run_image(args: argparse.Namespace) -> int:
     if args.overlay:
         check_output(args.overlay)
     seg = load_segmenter(args)
+    if args.count:
+        if args.overlay:
+            raise InputError(args.overlay, "--overlay does not apply to --count")
+        count = count_image_file(seg, args.image, args.out)
+        print(f"count {count:.2f} ({args.image}); wrote {args.out}")
+        return 0
     labels = predict_image_file(seg, args.image, args.out, args.overlay)
     _report(args.out, labels, seg.info.class_names)
     return 0

@@ -29,6 +29,8 @@ class _EncoderDecoder(nn.Module):
 
     encoder: SegNetEncoder
     decoder: SegNetDecoder
+    #: What the last layer predicts: ``"segmentation"`` (class scores) or ``"density"`` (see :class:`SegNet`).
+    head: str = "segmentation"
 
     def __init__(self, config: dict[str, Any], dropout: float) -> None:
         super().__init__()
@@ -61,11 +63,26 @@ class _EncoderDecoder(nn.Module):
             self.dropout.train(enabled)
 
 
+#: The heads a SegNet can end with (see :class:`SegNet`).
+HEADS = ("segmentation", "density")
+
+
 class SegNet(_EncoderDecoder):
     """SegNet with a VGG16 encoder (13 convs) and a mirrored index-unpooling decoder.
 
     ``SegNet(3, 12)`` has 26 conv layers and 29.4 M parameters. Any input size
     works, odd sizes included; any number of input bands.
+
+    Heads (the contract every consumer relies on):
+
+    * ``head="segmentation"`` (default): the decoder's last 3×3 conv gives
+      ``out_channels`` class scores per pixel; consumers take a softmax.
+    * ``head="density"``: the same encoder and decoder end in a one-channel
+      linear 3×3 conv (``out_channels`` must be 1) whose output is a crowd
+      density map: persons per pixel times the checkpoint's ``density_scale``
+      (the training targets' scale), no activation, trained with an MSE loss.
+      The count of an image is the map's sum divided by ``density_scale``
+      (:meth:`segnet_domains.inference.Segmenter.count`); no softmax is taken.
 
     Args:
         in_channels: input bands.
@@ -75,6 +92,10 @@ class SegNet(_EncoderDecoder):
         dropout: Bayesian SegNet dropout probability applied after the deepest
             encoder and decoder stages (paper: 0.5; 0 disables it).
         depths: convs per stage (VGG16: 2, 2, 3, 3, 3).
+        head: ``"segmentation"`` or ``"density"`` (above).
+
+    Raises:
+        ValueError: an unknown head, or a density head with ``out_channels != 1``.
 
     Example:
         >>> model = SegNet(in_channels=1, out_channels=2)
@@ -89,18 +110,24 @@ class SegNet(_EncoderDecoder):
         features: Sequence[int] = (64, 128, 256, 512, 512),
         dropout: float = 0.0,
         depths: Sequence[int] = (2, 2, 3, 3, 3),
+        head: str = "segmentation",
     ) -> None:
         features, depths = tuple(int(f) for f in features), tuple(int(d) for d in depths)
-        super().__init__(
-            {
-                "in_channels": int(in_channels),
-                "out_channels": int(out_channels),
-                "features": list(features),
-                "dropout": float(dropout),
-                "depths": list(depths),
-            },
-            dropout,
-        )
+        if head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, not {head!r}")
+        if head == "density" and int(out_channels) != 1:
+            raise ValueError(f"a density head has out_channels=1, not {out_channels}")
+        config: dict[str, Any] = {
+            "in_channels": int(in_channels),
+            "out_channels": int(out_channels),
+            "features": list(features),
+            "dropout": float(dropout),
+            "depths": list(depths),
+        }
+        if head != "segmentation":  # segmentation checkpoints keep their header as before
+            config["head"] = head
+        super().__init__(config, dropout)
+        self.head = head
         self.in_channels, self.out_channels = in_channels, out_channels
         self.encoder = SegNetEncoder(in_channels, features, depths, kernel_size=3)
         self.decoder = SegNetDecoder(out_channels, features, depths, kernel_size=3)

@@ -64,6 +64,17 @@ Optional: ``train_labels()`` yielding ``(label, mask)`` per training image
 ``predict(segmenter, case)`` (default: ``segmenter.predict_volume`` for
 volumes, ``segmenter.predict`` for images; override to tile big scenes).
 
+Regression tasks (crowd counting, ``segnet_domains.counting.task``) plug in
+with two more hooks and a class attribute: ``loss(num_classes, weights)``
+returns the training loss ``loss(output, label, mask)`` (default ``None``:
+Dice + CE; counting: MSE on the density, whose ``"label"`` items are float
+maps), ``evaluate(segmenter)`` returns the validation report itself (default
+``None``: the engine scores ``val_cases()`` as segmentations; the report
+needs ``mean``, ``pooled``, ``miou``, ``per_class_mean``, ``n_cases``,
+``cases``, ``inference_only``), and ``best_mode = "min"`` makes ``best.pt``
+the lowest ``best_metric`` (an error such as MAE). ``model.head: density``
+builds SegNet's one-channel density head.
+
 Bad data must raise :class:`~segnet_domains.errors.InputError` naming the
 file (use :func:`check_labels` for label values); with ``data.skip_corrupt:
 true`` a task may skip an unreadable file with a ``warnings.warn`` instead.

@@ -54,6 +54,7 @@ DEFAULTS: dict[str, Any] = {
         "features": [64, 128, 256, 512, 512],
         "dropout": 0.0,
         "depths": [2, 2, 3, 3, 3],
+        "head": "segmentation",
     },
     "train": {
         "epochs": 50,
@@ -285,10 +286,14 @@ def validate(
 
     Returns:
         :func:`~segnet_domains.metrics.summarize`'s report plus
-        ``"inference_only"``: names of cases without labels (predicted, not scored).
+        ``"inference_only"``: names of cases without labels (predicted, not scored);
+        or the task's own report when :meth:`Task.evaluate` gives one (counting).
     """
     info = make_info(_unwrap(model), **metadata)
     seg = Segmenter(_unwrap(model), device=device, info=info, precision=precision)
+    custom = task.evaluate(seg)  # a regression task (counting) scores itself
+    if custom is not None:
+        return custom
     k = info.out_channels
     scored, unlabeled = [], []
     for case in task.val_cases():
@@ -311,9 +316,12 @@ def validate(
     return report
 
 
-def _score(report: dict[str, Any], metric: str) -> float:
+def _score(report: dict[str, Any], metric: str, mode: str = "max") -> float:
+    """The validation score, higher = better (an error metric with ``mode="min"`` is negated)."""
     value = report.get("miou") if metric == "miou" else report.get("mean", {}).get(metric)
-    return -math.inf if value is None else float(value)
+    if value is None:
+        return -math.inf
+    return float(value) if mode == "max" else -float(value)
 
 
 # --------------------------------------------------------------------------- the loop
@@ -358,13 +366,16 @@ def _train(config: dict[str, Any], resume: bool, ctx: dist.Context) -> TrainResu
     if str(tcfg["class_weights"]).lower() == "median_frequency":
         weights = median_frequency_weights(task.train_labels(), k)
         log.info("median-frequency class weights: %s", np.round(weights, 3).tolist())
-    loss_fn = SegmentationLoss(
-        k,
-        weight=weights,
-        ignore_index=task.ignore_index,
-        lambda_dice=float(tcfg["lambda_dice"]),
-        lambda_ce=float(tcfg["lambda_ce"]),
-    ).to(device)
+    loss_fn = task.loss(k, weights)  # a regression task (a density head) brings its own
+    if loss_fn is None:
+        loss_fn = SegmentationLoss(
+            k,
+            weight=weights,
+            ignore_index=task.ignore_index,
+            lambda_dice=float(tcfg["lambda_dice"]),
+            lambda_ce=float(tcfg["lambda_ce"]),
+        )
+    loss_fn = loss_fn.to(device)
     optimizer = build_optimizer(model.parameters(), tcfg)
 
     start_epoch, best_score, history = 0, -math.inf, []
@@ -410,7 +421,7 @@ def _train(config: dict[str, Any], resume: bool, ctx: dist.Context) -> TrainResu
                 {k_: v for k_, v in c.items() if k_ != "per_class"} for c in report["cases"]
             ]
             record["val_seconds"] = round(time.perf_counter() - t0, 3)
-            score = _score(report, task.best_metric)
+            score = _score(report, task.best_metric, task.best_mode)
             record["best"] = score > best_score or not report["n_cases"]  # nothing to score: latest
             if record["best"]:
                 best_score = score

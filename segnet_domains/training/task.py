@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
+from torch import nn
 from torch.utils.data import Dataset
 
 from segnet_domains.errors import InputError
@@ -25,6 +26,7 @@ TASKS: dict[str, str] = {
     "rite_vessels": "segnet_domains.medical.rite:RiteVesselTask",
     "rite_av": "segnet_domains.medical.rite:RiteArteryVeinTask",
     "aerial": "segnet_domains.geo.aerial_task:AerialTask",
+    "ucf_qnrf": "segnet_domains.counting.task:UcfQnrfTask",
 }
 
 
@@ -65,6 +67,8 @@ class Task:
             cover) instead of the foreground classes (lesion, vessel).
         best_metric: key of the validation summary's ``mean`` (``"dice"``,
             ``"jaccard"`` …) or ``"miou"`` that picks ``best.pt``.
+        best_mode: ``"max"`` (higher ``best_metric`` is better) or ``"min"``
+            (an error such as a counting MAE).
         ignore_index: label value the loss and metrics ignore (or ``None``).
 
     Args:
@@ -75,6 +79,7 @@ class Task:
     data_defaults: ClassVar[dict[str, Any]] = {}
     include_background: ClassVar[bool] = False
     best_metric: ClassVar[str] = "dice"
+    best_mode: ClassVar[str] = "max"
     ignore_index: ClassVar[int | None] = None
 
     def __init__(self, config: dict[str, Any]) -> None:
@@ -138,6 +143,23 @@ class Task:
         Needed only when ``train.class_weights: median_frequency``.
         """
         raise NotImplementedError(f"task {self.name!r} does not provide train_labels()")
+
+    def loss(self, num_classes: int, weights: np.ndarray | None) -> nn.Module | None:
+        """The training loss ``loss(output, label, mask)``; ``None`` (default): the engine's
+        :class:`~segnet_domains.training.loss.SegmentationLoss` (Dice + CE). A regression task
+        (a density head) returns its own, e.g. an MSE."""
+        return None
+
+    def evaluate(self, segmenter: Segmenter) -> dict[str, Any] | None:
+        """Score the validation data your own way; ``None`` (default): the engine scores
+        :meth:`val_cases` as segmentations (Dice, Jaccard …).
+
+        A custom report has the keys the engine logs: ``"mean"`` (metric →
+        value, holding ``best_metric``), ``"pooled"``, ``"miou"``,
+        ``"per_class_mean"``, ``"n_cases"``, ``"cases"`` (one dict per case)
+        and ``"inference_only"``, JSON-ready (``None`` for undefined values).
+        """
+        return None
 
     def predict(self, segmenter: Segmenter, case: Case) -> np.ndarray:
         """Labels for a validation case through the shared inference path."""

@@ -110,3 +110,95 @@ def test_field_of_view_masks_ignore_outside_pixels(
     (tmp_path / "mask" / "01_test_mask.gif").rename(tmp_path / "mask" / "other.gif")
     assert main([*argv, "--mask", str(tmp_path / "mask")]) == 2
     assert "no valid mask for case '01_test'" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- --protocol
+
+# (protocol, prediction, truth as distributed, metric, value counted by hand)
+PROTOCOL_CASES = [
+    ("camvid", [[0, 1, 1], [1, 2, 0]], [[0, 0, 1], [1, 2, 11]], "global_accuracy", 4 / 5),  # 11 = void
+    ("sunrgbd", [[5, 0, 1], [36, 35, 0]], [[0, 1, 2], [37, 37, 0]], "global_accuracy", 3 / 4),  # seglabel - 1
+    ("mfn", [[0, 1, 1], [2, 8, 0]], [[0, 0, 1], [2, 8, 8]], "miou", (1 / 3 + 1 / 2 + 1 + 1 / 2) / 4),
+    ("ade20k", [[7, 0], [1, 148]], [[0, 1], [2, 150]], "miou", 2 / 150),  # absent classes score 0
+    ("skyscapes", [[0, 19], [3, 4]], [[0, 19], [255, 5]], "global_accuracy", 2 / 3),
+    ("tlcgis", [[0, 1, 1], [0, 0, 1]], [[0, 0, 255], [0, 255, 255]], "iou", 2 / 4),  # road = 0
+]
+
+
+@pytest.mark.parametrize(("protocol", "pred", "truth", "metric", "expected"), PROTOCOL_CASES)
+def test_protocols_on_png_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], protocol, pred, truth, metric, expected
+) -> None:
+    for sub, arr in (("pred", pred), ("truth", truth)):
+        (tmp_path / sub).mkdir()
+        iio.imwrite(tmp_path / sub / "frame_0001.png", np.asarray(arr, np.uint8))
+    argv = [
+        "evaluate",
+        "--protocol",
+        protocol,
+        "--pred",
+        str(tmp_path / "pred"),
+        "--truth",
+        str(tmp_path / "truth"),
+    ]
+    assert main([*argv, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["protocol"] == protocol and report["n_cases"] == 1
+    assert report["metrics"][metric] == pytest.approx(expected)
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith(f"protocol {protocol}: ")
+    assert [line.split()[0] for line in lines[2:]] == list(report["metrics"])
+
+
+def test_protocol_atlas_and_rite(folders, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pred, truth = folders
+    assert (
+        main(["evaluate", "--protocol", "atlas", "--pred", str(pred), "--truth", str(truth), "--json"]) == 0
+    )
+    assert json.loads(capsys.readouterr().out)["metrics"]["dice"] == pytest.approx((0.8 + 1.0) / 2)
+    rite = tmp_path / "rite"
+    for sub in ("pred", "truth", "mask"):
+        (rite / sub).mkdir(parents=True)
+    t = np.zeros((16, 16), np.uint8)
+    t[4:12, 6:8] = 255
+    p = (t > 0).astype(np.uint8)
+    p[0:2, :] = 1  # outside the field of view
+    fov = np.zeros((16, 16), np.uint8)
+    fov[3:13, 3:13] = 255
+    iio.imwrite(rite / "truth" / "01_test.png", t)
+    iio.imwrite(rite / "pred" / "01_test.png", p)
+    iio.imwrite(rite / "mask" / "01_test_mask.gif", fov)
+    argv = ["evaluate", "--protocol", "rite", "--pred", str(rite / "pred"), "--truth", str(rite / "truth")]
+    assert main(argv) == 2
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .endswith("protocol 'rite' needs --mask (valid pixels, e.g. fields of view)")
+    )
+    assert main([*argv, "--mask", str(rite / "mask"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["metrics"] == {"dice": 1.0, "jaccard": 1.0}
+
+
+def test_protocol_counting_and_bad_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.data.crowd import write_annotation
+
+    (tmp_path / "pred").mkdir()
+    (tmp_path / "Test").mkdir()
+    write_annotation(tmp_path / "Test" / "img_0001_ann.mat", np.ones((7, 2)))
+    (tmp_path / "pred" / "img_0001.txt").write_text("10\n")
+    argv = [
+        "evaluate",
+        "--protocol",
+        "counting",
+        "--pred",
+        str(tmp_path / "pred"),
+        "--truth",
+        str(tmp_path / "Test"),
+    ]
+    assert main([*argv, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["metrics"] == {"mae": 3.0, "rmse": 3.0, "mse": 9.0}
+    assert main([*argv, "--classes", "3"]) == 2
+    assert "--classes and --include-background do not apply with --protocol" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse: an unknown protocol is a usage error
+        main(["evaluate", "--protocol", "pascal", "--pred", "a", "--truth", "b"])

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from segnet_domains import Segmenter, SegNet, SegNetBasic
+from segnet_domains import Segmenter, SegNet, SegNetBasic, load_checkpoint, save_checkpoint
 from segnet_domains.model import load_vgg16_bn
 from segnet_domains.model.unpool import IndexUnpool
 from tests.model.base import ModelTestMixin
@@ -157,3 +157,25 @@ def test_load_vgg16_bn_rejects_other_layouts(tmp_path: Path) -> None:
         load_vgg16_bn(SegNet(3, 2), tmp_path / "other.pth")
     with pytest.raises(ValueError, match="VGG16-BN weights need"):
         load_vgg16_bn(SegNet(3, 2, features=(8, 8, 8, 8, 8)), tmp_path / "other.pth")
+
+
+def test_density_head(tmp_path: Path) -> None:
+    """``head="density"``: the same encoder/decoder, one output channel, recorded in the checkpoint."""
+    torch.manual_seed(0)
+    model = SegNet(3, 1, features=(4, 8, 8, 8, 8), head="density").eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, 33, 35))
+    assert out.shape == (2, 1, 33, 35)
+    assert model.config["args"]["head"] == "density"
+    assert "head" not in SegNet(3, 2, features=(4, 8, 8, 8, 8)).config["args"]  # old headers unchanged
+    assert model.decoder.classifier.out_channels == 1
+    path = save_checkpoint(tmp_path / "d.pt", model, class_names=["density"], density_scale=100.0)
+    loaded = load_checkpoint(path)
+    assert loaded.info.args["head"] == "density" and loaded.info.extra["density_scale"] == 100.0
+    x = torch.randn(1, 3, 40, 44)
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded.model(x))
+    with pytest.raises(ValueError, match="a density head has out_channels=1, not 2"):
+        SegNet(3, 2, head="density")
+    with pytest.raises(ValueError, match="head must be one of"):
+        SegNet(3, 1, head="boxes")

@@ -1,0 +1,1 @@
+"""Crowd counting: UCF-QNRF annotations, Gaussian density targets, the training task."""
