@@ -17,8 +17,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", required=True, help="split name: train, val, test, test_day, validation …")
     p.add_argument("--out-dir", required=True, help="folder for pred/ and truth/ (must not hold files)")
     p.add_argument("--data-root", help="local copy of the data set (default: the training config's)")
-    p.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
-                   help="override data settings, e.g. --set data.bands=[red,green,blue]")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override data settings, e.g. --set data.bands=[red,green,blue]",
+    )
     add_model_args(p)
     p.set_defaults(func=run)
 

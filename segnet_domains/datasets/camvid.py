@@ -44,7 +44,19 @@ LAYOUT = DatasetLayout(
 )  # fmt: skip
 
 #: ``class_weighting`` of SegNet-Tutorial's ``segnet_train.prototxt`` (median-frequency, void 0).
-TUTORIAL_CLASS_WEIGHTS = (0.2595, 0.1826, 4.5640, 0.1417, 0.9051, 0.3826, 9.6446, 1.8418, 0.6823, 6.2478, 7.3614)
+TUTORIAL_CLASS_WEIGHTS = (
+    0.2595,
+    0.1826,
+    4.5640,
+    0.1417,
+    0.9051,
+    0.3826,
+    9.6446,
+    1.8418,
+    0.6823,
+    6.2478,
+    7.3614,
+)
 
 
 class CamVidTask(BenchmarkTask):

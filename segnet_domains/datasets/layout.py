@@ -154,9 +154,8 @@ class DatasetLayout:
             InputError: non-integer values or values the layout does not declare (the file named).
         """
         arr = np.asarray(native)
-        if np.issubdtype(arr.dtype, np.floating):
-            if not np.array_equal(arr, np.round(arr)):
-                raise InputError(source, "label has non-integer values (expected class indices)")
+        if np.issubdtype(arr.dtype, np.floating) and not np.array_equal(arr, np.round(arr)):
+            raise InputError(source, "label has non-integer values (expected class indices)")
         arr = arr.astype(np.int64)
         top = max([*self.label_values, *self.ignore_values, 0]) + 1
         if arr.size and (arr.min() < 0 or arr.max() >= top):
@@ -230,4 +229,6 @@ def dataset_folder(root: str | Path | None, layout: DatasetLayout, marker: str) 
     for candidate in (root, root / layout.folder):
         if (candidate / marker).exists():
             return candidate
-    raise InputError(root, f"not a {layout.name} folder (expected {layout.folder}/{marker} or {marker} in it)")
+    raise InputError(
+        root, f"not a {layout.name} folder (expected {layout.folder}/{marker} or {marker} in it)"
+    )

@@ -55,5 +55,7 @@ class MfnTask(BenchmarkTask):
     def read_bands(self, sample: Sample, bands: list[str]) -> np.ndarray:
         img = read_image(sample.files["image"], keep_alpha=True)
         if img.ndim != 3 or img.shape[-1] != 4:
-            raise InputError(sample.files["image"], f"expected a 4-channel RGB-thermal PNG, got shape {img.shape}")
+            raise InputError(
+                sample.files["image"], f"expected a 4-channel RGB-thermal PNG, got shape {img.shape}"
+            )
         return np.moveaxis(img, -1, 0)[self.layout.band_indices(bands)]

@@ -101,10 +101,14 @@ class SunRgbdTask(BenchmarkTask):
         meta_path, split_path = (self.pattern_path(folder, r) for r in ("meta", "split"))
         try:
             meta = scipy.io.loadmat(meta_path, squeeze_me=True, struct_as_record=False)["SUNRGBDMeta"]
-            listed = scipy.io.loadmat(split_path, squeeze_me=True, struct_as_record=False)[LAYOUT.splits[split]]
+            listed = scipy.io.loadmat(split_path, squeeze_me=True, struct_as_record=False)[
+                LAYOUT.splits[split]
+            ]
         except (OSError, ValueError, KeyError, NotImplementedError) as exc:
             bad = meta_path if "meta" not in locals() else split_path
-            raise InputError(bad, f"cannot be read as the toolbox's .mat ({type(exc).__name__}: {exc})") from None
+            raise InputError(
+                bad, f"cannot be read as the toolbox's .mat ({type(exc).__name__}: {exc})"
+            ) from None
         wanted = {sequence_key(p) for p in np.atleast_1d(listed)}
         samples = []
         for row, m in enumerate(np.atleast_1d(meta)):
@@ -139,10 +143,16 @@ class SunRgbdTask(BenchmarkTask):
         try:
             with h5py.File(path, "r") as f:
                 refs = f["SUNRGBD2Dseg"]["seglabel"]
-                ref = refs[sample.extra["row"], 0] if refs.shape[0] > refs.shape[-1] else refs[0, sample.extra["row"]]
+                ref = (
+                    refs[sample.extra["row"], 0]
+                    if refs.shape[0] > refs.shape[-1]
+                    else refs[0, sample.extra["row"]]
+                )
                 return np.asarray(f[ref][()]).T
         except (OSError, KeyError, ValueError, IndexError) as exc:
-            raise InputError(path, f"cannot read label {sample.extra['row']} ({type(exc).__name__}: {exc})") from None
+            raise InputError(
+                path, f"cannot read label {sample.extra['row']} ({type(exc).__name__}: {exc})"
+            ) from None
 
     def label_source(self, sample: Sample) -> str:
         return f"{sample.extra['seg']} (seglabel {sample.extra['row'] + 1})"

@@ -206,9 +206,14 @@ class BenchmarkTask(Task):
 
     def train_dataset(self) -> CheckedCacheDataset:
         keys = ["image", "label"]
-        transforms: list[Any] = [LoadSampled(self), Normalized("image", self.layout.normalization(self.band_names))]
+        transforms: list[Any] = [
+            LoadSampled(self),
+            Normalized("image", self.layout.normalization(self.band_names)),
+        ]
         if self.data["size"]:
-            transforms.append(Resized(keys, spatial_size=tuple(self.data["size"]), mode=("bilinear", "nearest")))
+            transforms.append(
+                Resized(keys, spatial_size=tuple(self.data["size"]), mode=("bilinear", "nearest"))
+            )
         if self.data["patch_size"]:
             p = int(self.data["patch_size"])
             transforms += [

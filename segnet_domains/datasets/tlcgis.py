@@ -50,7 +50,9 @@ class TlcgisTask(BenchmarkTask):
         folder = dataset_folder(self.data["root"], LAYOUT, LAYOUT.splits[split] or "")
         names = [Path(line[0]).stem for line in read_index(folder / (LAYOUT.splits[split] or ""))]
         roles = ("image", "lidar", "label")
-        return [self.require(Sample(n, {r: self.pattern_path(folder, r, name=n) for r in roles})) for n in names]
+        return [
+            self.require(Sample(n, {r: self.pattern_path(folder, r, name=n) for r in roles})) for n in names
+        ]
 
     def read_bands(self, sample: Sample, bands: list[str]) -> np.ndarray:
         rgb = read_image(sample.files["image"])

@@ -75,7 +75,9 @@ def kfold(subjects: list[Any], folds: int, fold: int, seed: int = 0) -> tuple[li
     if not 0 <= fold < folds:
         raise InputError("data.fold", f"must be in 0..{folds - 1}, not {fold}")
     if len(subjects) < folds:
-        raise InputError("data.folds", f"{folds} folds need at least {folds} labelled subjects, got {len(subjects)}")
+        raise InputError(
+            "data.folds", f"{folds} folds need at least {folds} labelled subjects, got {len(subjects)}"
+        )
     order = np.random.default_rng(seed).permutation(len(subjects))
     parts = np.array_split(order, folds)
     val_idx = set(parts[fold].tolist())

@@ -110,13 +110,17 @@ def make_camvid(root: Path, counts: dict[str, int] | None = None, hw: tuple[int,
 
 SUN_SEQUENCES = (
     ("kv1/NYUdata/NYU{0:04d}", "NYU{0:04d}.jpg", "NYU{0:04d}.png"),
-    ("kv2/kinect2data/{0:06d}_2014-05-26_14-23-37_260595134347_rgbf000103-resize", "0000103.jpg", "0000103.png"),
+    (
+        "kv2/kinect2data/{0:06d}_2014-05-26_14-23-37_260595134347_rgbf000103-resize",
+        "0000103.jpg",
+        "0000103.png",
+    ),
     ("realsense/lg/2014_10_24-13_55_58-1311000073", "0000{0:03d}.jpg", "0000{0:03d}.png"),
 )
 
 
 def encode_depth(mm: np.ndarray) -> np.ndarray:
-    """Millimetres → SUN RGB-D's stored depth PNG value (16-bit rotate left by 3, inverse of ``read3dPoints``)."""
+    """Millimetres → the stored SUN RGB-D depth PNG value (rotate left by 3: ``read3dPoints`` inverted)."""
     d = mm.astype(np.uint16)
     return ((d << 3) | (d >> 13)).astype(np.uint16)
 
@@ -134,7 +138,9 @@ def _write_mat73_seglabel(path: Path, labels: list[np.ndarray]) -> None:
             ds = refs.create_dataset(f"l{i}", data=lab.T.astype(np.float64))  # MATLAB stores column-major
             ds.attrs["MATLAB_class"] = np.bytes_("double")
             seglabel[i, 0] = ds.ref
-    header = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Mon Jan  1 00:00:00 2015 HDF5 schema 1.00 ."
+    header = (
+        b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Mon Jan  1 00:00:00 2015 HDF5 schema 1.00 ."
+    )
     with open(path, "r+b") as fh:
         fh.write(header.ljust(116, b" ") + b"\x00" * 8 + b"\x00\x02" + b"IM")
 
@@ -224,7 +230,9 @@ def make_ade20k(root: Path, n_train: int = 3, n_val: int = 2, hw: tuple[int, int
                 mini.void_pixels[split], mini.first[split] = int((label == 0).sum()), name
     rows = ["Idx\tRatio\tTrain\tVal\tName"]
     for i in range(1, 151):
-        rows.append(f"{i}\t{0.1 / i:.4f}\t{1000 // i}\t{100 // i}\t{ADE_NAMES[i - 1] if i <= 5 else f'thing{i}'}")
+        rows.append(
+            f"{i}\t{0.1 / i:.4f}\t{1000 // i}\t{100 // i}\t{ADE_NAMES[i - 1] if i <= 5 else f'thing{i}'}"
+        )
     (folder / ade20k.OBJECT_INFO).write_text("\n".join(rows) + "\n")
     return mini
 
@@ -268,7 +276,9 @@ def make_tlcgis(root: Path, hw: tuple[int, int] = (25, 25)) -> Mini:
             _png(lay.path(folder, "lidar", name=name), np.clip(lidar, 0, 255).astype(np.uint8))
             _png(lay.path(folder, "label", name=name), mask)
             mini.native_values |= set(np.unique(mask).tolist())
-        (folder / lay.splits[split]).write_text("\n".join(f"{n}.png" if split == "test" else n for n in names))
+        (folder / lay.splits[split]).write_text(
+            "\n".join(f"{n}.png" if split == "test" else n for n in names)
+        )
         mini.void_pixels[split], mini.first[split] = 0, names[0]
     return mini
 
@@ -292,8 +302,13 @@ def make_atlas_r12(root: Path, subjects: int = 5, shape: tuple[int, int, int] = 
             half[: shape[0] // 2] = mask[: shape[0] // 2]
             rest = mask - half
             for suffix, part in (("", half), ("_1", rest)):
-                nib.save(nib.Nifti1Image(part.astype(np.uint8), affine), folder / f"{sid}_LesionSmooth{suffix}_stx.nii.gz")
+                nib.save(
+                    nib.Nifti1Image(part.astype(np.uint8), affine),
+                    folder / f"{sid}_LesionSmooth{suffix}_stx.nii.gz",
+                )
         else:
-            nib.save(nib.Nifti1Image(mask.astype(np.uint8), affine), folder / f"{sid}_LesionSmooth_stx.nii.gz")
+            nib.save(
+                nib.Nifti1Image(mask.astype(np.uint8), affine), folder / f"{sid}_LesionSmooth_stx.nii.gz"
+            )
         out.append(folder)
     return out

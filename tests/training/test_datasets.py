@@ -62,7 +62,13 @@ FAMILIES = {
     ),
     "mfn": Family("mfn", B.make_mfn, "train", "test_night", ["red", "green", "blue", "thermal"], 9),
     "ade20k": Family(
-        "ade20k", B.make_ade20k, "training", "validation", ["red", "green", "blue"], 150, ["data.size=[32,32]"]
+        "ade20k",
+        B.make_ade20k,
+        "training",
+        "validation",
+        ["red", "green", "blue"],
+        150,
+        ["data.size=[32,32]"],
     ),
     "skyscapes_dense": Family(
         "skyscapes_dense",
@@ -104,7 +110,7 @@ def test_layout_is_indexed_as_declared(name: str, minis: dict[str, B.Mini], tmp_
         assert int((label == IGNORE).sum()) == mini.void_pixels[split]
         assert set(np.unique(label[label != IGNORE]).tolist()) <= set(range(fam.classes))
         native = task.read_native_label(samples[0])
-        if not name == "tlcgis":  # every non-road value of a TLCGIS mask is written back as 255
+        if name != "tlcgis":  # every non-road value of a TLCGIS mask is written back as 255
             np.testing.assert_array_equal(task.layout.to_native(label), native)
     assert task.metadata()["band_names"] == fam.bands
     assert task.metadata()["in_channels"] == len(fam.bands)
@@ -165,21 +171,41 @@ def test_extra_band_can_be_left_out(name: str, minis: dict[str, B.Mini], tmp_pat
 # --------------------------------------------------------------------------- CLI: train, predict, evaluate
 
 
+@pytest.fixture(scope="module")
+def trained(minis: dict[str, B.Mini], tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """``trained(name)``: the run folder of one CLI training step on the miniature (trained once)."""
+    runs: dict[str, Path] = {}
+
+    def run(name: str) -> Path:
+        if name not in runs:
+            fam, out = FAMILIES[name], tmp_path_factory.mktemp(f"run_{name}")
+            args = ["train", str(CONFIGS / f"{fam.config}.yaml"), "--data-root", str(minis[name].root)]
+            assert main([*args, "--out", str(out), "--set", *TINY, *fam.extra]) == 0
+            runs[name] = out
+        return runs[name]
+
+    return run
+
+
 @pytest.mark.parametrize("name", list(FAMILIES))
 def test_config_trains_one_step_and_scores_through_the_cli(
-    name: str, minis: dict[str, B.Mini], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    name: str,
+    minis: dict[str, B.Mini],
+    trained: Callable[[str], Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     fam, mini = FAMILIES[name], minis[name]
-    out = tmp_path / "run"
-    args = ["train", str(CONFIGS / f"{fam.config}.yaml"), "--data-root", str(mini.root), "--out", str(out)]
-    assert main([*args, "--set", *TINY, *fam.extra]) == 0
+    out = trained(name)
     info = load_checkpoint(out / "best.pt").info
     assert info.band_names == fam.bands and info.out_channels == fam.classes
     record = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     assert record["steps"] == 1 and np.isfinite(record["loss"])
 
     pred = tmp_path / "pred"
-    rc = main(["predict-split", "--model", str(out / "best.pt"), "--split", fam.eval_split, "--out-dir", str(pred)])
+    rc = main(
+        ["predict-split", "--model", str(out / "best.pt"), "--split", fam.eval_split, "--out-dir", str(pred)]
+    )
     assert rc == 0
     n = mini.counts[fam.eval_split]
     assert len(list((pred / "pred").glob("*.png"))) == n == len(list((pred / "truth").glob("*.png")))
@@ -188,6 +214,9 @@ def test_config_trains_one_step_and_scores_through_the_cli(
     sample = task.samples(fam.eval_split)[0]
     expected = task.layout.to_native(task.layout.to_classes(task.read_native_label(sample), "t"))
     np.testing.assert_array_equal(first, expected)  # truth written in the distribution's encoding
+    predicted = iio.imread(pred / "pred" / f"{mini.first[fam.eval_split]}.png")
+    assert predicted.shape == first.shape
+    assert set(np.unique(predicted).tolist()) <= set(task.layout.label_values)  # native class values
     capsys.readouterr()
     k = max(fam.classes, *mini.native_values) + 1
     assert main(["evaluate", "--pred", str(pred / "pred"), "--truth", str(pred / "truth"), "--json",
@@ -195,30 +224,35 @@ def test_config_trains_one_step_and_scores_through_the_cli(
     assert json.loads(capsys.readouterr().out)["n_cases"] == n
 
 
-def test_predict_split_refuses_to_write_over_files(minis: dict[str, B.Mini], tmp_path: Path) -> None:
-    out = tmp_path / "run"
-    root = str(minis["camvid"].root)
-    assert main(["train", str(CONFIGS / "camvid.yaml"), "--data-root", root, "--out", str(out), "--set", *TINY]) == 0
-    (tmp_path / "p" / "pred").mkdir(parents=True)
-    (tmp_path / "p" / "pred" / "keep.png").write_bytes(b"x")
-    rc = main(["predict-split", "--model", str(out / "best.pt"), "--split", "test", "--out-dir", str(tmp_path / "p")])
-    assert rc == 2 and (tmp_path / "p" / "pred" / "keep.png").read_bytes() == b"x"
+def test_predict_split_refuses_to_write_over_files(trained: Callable[[str], Path], tmp_path: Path) -> None:
+    (tmp_path / "pred").mkdir(parents=True)
+    (tmp_path / "pred" / "keep.png").write_bytes(b"x")
+    model = str(trained("camvid") / "best.pt")
+    assert main(["predict-split", "--model", model, "--split", "test", "--out-dir", str(tmp_path)]) == 2
+    assert (tmp_path / "pred" / "keep.png").read_bytes() == b"x"
 
 
 def test_camvid_basic_config_builds_segnet_basic(minis: dict[str, B.Mini], tmp_path: Path) -> None:
     out = tmp_path / "run"
-    args = ["train", str(CONFIGS / "camvid_basic.yaml"), "--data-root", str(minis["camvid"].root), "--out", str(out)]
+    args = [
+        "train",
+        str(CONFIGS / "camvid_basic.yaml"),
+        "--data-root",
+        str(minis["camvid"].root),
+        "--out",
+        str(out),
+    ]
     assert main([*args, "--set", *[t for t in TINY if not t.startswith("model.")], "model.features=4"]) == 0
     assert load_checkpoint(out / "best.pt").info.architecture == "SegNetBasic"
 
 
-def test_mfn_four_channel_png_predicts_through_predict_image(minis: dict[str, B.Mini], tmp_path: Path) -> None:
-    out = tmp_path / "run"
-    args = ["train", str(CONFIGS / "mfn.yaml"), "--data-root", str(minis["mfn"].root), "--out", str(out)]
-    assert main([*args, "--set", *TINY]) == 0
+def test_mfn_four_channel_png_predicts_through_predict_image(
+    minis: dict[str, B.Mini], trained: Callable[[str], Path], tmp_path: Path
+) -> None:
     image = minis["mfn"].root / "images" / "00005D.png"
     assert iio.imread(image).shape[-1] == 4
-    assert main(["predict-image", str(image), "--model", str(out / "best.pt"), "--out", str(tmp_path / "p.png")]) == 0
+    model = str(trained("mfn") / "best.pt")
+    assert main(["predict-image", str(image), "--model", model, "--out", str(tmp_path / "p.png")]) == 0
     assert iio.imread(tmp_path / "p.png").shape == (24, 32)
 
 
@@ -263,3 +297,11 @@ def test_atlas_r12_trains_cropped_slices_and_scores_a_patient(atlas_r12_root: Pa
     pred = tmp_path / "pred.nii.gz"
     assert main(["predict-volume", str(t1w), "--model", str(out / "best.pt"), "--out", str(pred)]) == 0
     assert main(["evaluate", "--pred", str(pred), "--truth", str(mask)]) == 0
+
+
+def test_camvid_config_carries_the_tutorial_class_weights() -> None:
+    from segnet_domains.datasets.camvid import TUTORIAL_CLASS_WEIGHTS
+
+    cfg = build_config(CONFIGS / "camvid.yaml", data_root="unused")
+    assert tuple(cfg["train"]["class_weights"]) == TUTORIAL_CLASS_WEIGHTS
+    assert cfg["train"]["batch_size"] == 12 and cfg["train"]["lambda_dice"] == 0.0
