@@ -26,7 +26,7 @@ def predict_image_file(
     Returns:
         The ``H×W`` labels.
     """
-    image = read_image(image_path)
+    image = read_image(image_path, keep_alpha=segmenter.info.in_channels == 4)  # RGB + thermal PNG
     labels = segmenter.predict(image, source=str(image_path))
     write_labels(out, labels)
     if overlay_path is not None:

@@ -23,6 +23,7 @@ from segnet_domains.errors import InputError
 COMMAND_MODULES = (
     "segnet_domains.cli.info",
     "segnet_domains.cli.predict",
+    "segnet_domains.cli.predict_split",
     "segnet_domains.cli.train",
     "segnet_domains.cli.tile",
     "segnet_domains.cli.evaluate",

@@ -15,12 +15,13 @@ from segnet_domains.io.atomic import atomic_output
 TIFF_SUFFIXES = (".tif", ".tiff")
 
 
-def read_image(path: str | Path) -> np.ndarray:
+def read_image(path: str | Path, keep_alpha: bool = False) -> np.ndarray:
     """Read a 2D image as ``H×W`` or ``H×W×C`` in its own dtype.
 
     TIFFs are read with tifffile (any band count and dtype, band-first stacks
     are returned as ``C×H×W`` and left to the adapter); other formats with
-    imageio. The alpha channel of RGBA PNG/GIF/JPEG is dropped.
+    imageio. The alpha channel of RGBA PNG/GIF/JPEG is dropped unless
+    ``keep_alpha`` (a 4-band PNG such as MFN's RGB + thermal).
 
     Raises:
         InputError: missing, unreadable or not an image.
@@ -36,7 +37,7 @@ def read_image(path: str | Path) -> np.ndarray:
     except Exception as exc:  # noqa: BLE001 - every reader error means "not an image"
         raise InputError(path, f"not a readable image ({type(exc).__name__}: {exc})".rstrip()) from None
     arr = np.asarray(arr)
-    if arr.ndim == 3 and arr.shape[-1] == 4 and path.suffix.lower() not in TIFF_SUFFIXES:
+    if arr.ndim == 3 and arr.shape[-1] == 4 and not keep_alpha and path.suffix.lower() not in TIFF_SUFFIXES:
         arr = arr[..., :3]
     if arr.ndim not in (2, 3):
         raise InputError(path, f"expected a 2D image, got an array of shape {arr.shape}")

@@ -163,12 +163,12 @@ class AtlasLesionTask(Task):
         """``(train, val, inference_only)`` subjects, pairs checked."""
         if self._subjects is None:
             labelled, unlabeled = [], []
-            for s in find_subjects(self.data["root"]):
+            for s in self.find_subjects():
                 if s.mask is None:
                     unlabeled.append(s)
                     continue
                 try:
-                    check_pair(s)
+                    self.check_subject(s)
                 except InputError as exc:
                     if not self.data["skip_corrupt"]:
                         raise
@@ -183,28 +183,56 @@ class AtlasLesionTask(Task):
                 )
             if not labelled:
                 raise InputError(self.data["root"], "no T1w volume with a lesion mask to train on")
-            train, val = split_subjects(labelled, float(self.data["val_fraction"]))
+            train, val = self.split_subjects(labelled)
             self._subjects = (train, val, unlabeled)
         return self._subjects
 
-    # ------------------------------------------------------------------ training
+    def find_subjects(self) -> list[AtlasSubject]:
+        """Every T1w volume under ``data.root`` with its mask (R2.0 BIDS names)."""
+        return find_subjects(self.data["root"])
 
-    def train_labels(self) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
-        for s in self.subjects()[0]:
-            yield np.asarray(nib.load(s.mask).dataobj), None
+    def check_subject(self, subject: AtlasSubject) -> None:
+        """Refuse a subject whose mask does not fit its T1w (:func:`check_pair`)."""
+        check_pair(subject)
 
-    def train_dataset(self) -> CheckedCacheDataset:
-        train, _, _ = self.subjects()
-        axis, k = int(self.data["slice_axis"]) % 3, self.context
-        size = [-1, -1, -1]
-        size[axis] = 2 * k + 1
-        keys = ["image", "label"]
-        transforms: list[Any] = [
+    def split_subjects(self, labelled: list[AtlasSubject]) -> tuple[list[AtlasSubject], list[AtlasSubject]]:
+        """``(train, val)`` of the labelled subjects: the last ``data.val_fraction`` validate."""
+        return split_subjects(labelled, float(self.data["val_fraction"]))
+
+    def ras_label(self, subject: AtlasSubject) -> np.ndarray:
+        """A subject's 0/1 lesion mask in RAS order (values checked)."""
+        assert subject.mask is not None
+        mask = read_volume(subject.mask)
+        check_labels(mask.data, 2, str(subject.mask))
+        return mask.to_ras().astype(np.uint8)
+
+    def load_transforms(self, keys: list[str]) -> list[Any]:
+        """The deterministic (cached) part of training: read, orient to RAS, check labels, normalise."""
+        return [
             LoadImaged(keys, reader="NibabelReader", ensure_channel_first=True, image_only=True),
             Orientationd(keys, axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),
             CheckLabelsd("label", num_classes=2),
             EnsureTyped("label", dtype=np.int64),
             Normalized("image", NORMALIZATION),
+        ]
+
+    def train_items(self) -> list[dict[str, Any]]:
+        """``{"image": T1w path, "label": mask path}`` of the training subjects."""
+        return [{"image": str(s.image), "label": str(s.mask)} for s in self.subjects()[0]]
+
+    # ------------------------------------------------------------------ training
+
+    def train_labels(self) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        for s in self.subjects()[0]:
+            yield self.ras_label(s), None
+
+    def train_dataset(self) -> CheckedCacheDataset:
+        axis, k = int(self.data["slice_axis"]) % 3, self.context
+        size = [-1, -1, -1]
+        size[axis] = 2 * k + 1
+        keys = ["image", "label"]
+        transforms: list[Any] = [
+            *self.load_transforms(keys),
             RandCropByPosNegLabeld(
                 keys,
                 label_key="label",
@@ -223,8 +251,7 @@ class AtlasLesionTask(Task):
                 RandShiftIntensityd("image", offsets=0.05, prob=0.5),
                 RandGaussianNoised("image", prob=0.2, std=0.02),
             ]
-        items = [{"image": str(s.image), "label": str(s.mask)} for s in train]
-        return self.cached_dataset(items, transforms)
+        return self.cached_dataset(self.train_items(), transforms)
 
     # ------------------------------------------------------------------ validation
 
@@ -232,9 +259,5 @@ class AtlasLesionTask(Task):
         _, val, unlabeled = self.subjects()
         for s in [*val, *unlabeled]:
             volume = read_volume(s.image)
-            label = None
-            if s.mask is not None:
-                mask = read_volume(s.mask)
-                check_labels(mask.data, 2, str(s.mask))
-                label = mask.to_ras().astype(np.uint8)
+            label = None if s.mask is None else self.ras_label(s)
             yield Case(s.name, volume.to_ras(), label, volume=True)

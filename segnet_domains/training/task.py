@@ -27,6 +27,13 @@ TASKS: dict[str, str] = {
     "rite_av": "segnet_domains.medical.rite:RiteArteryVeinTask",
     "aerial": "segnet_domains.geo.aerial_task:AerialTask",
     "ucf_qnrf": "segnet_domains.counting.task:UcfQnrfTask",
+    "camvid": "segnet_domains.datasets.camvid:CamVidTask",
+    "sunrgbd": "segnet_domains.datasets.sunrgbd:SunRgbdTask",
+    "mfn": "segnet_domains.datasets.mfn:MfnTask",
+    "ade20k": "segnet_domains.datasets.ade20k:Ade20kTask",
+    "skyscapes_dense": "segnet_domains.datasets.skyscapes:SkyScapesDenseTask",
+    "tlcgis": "segnet_domains.datasets.tlcgis:TlcgisTask",
+    "atlas_r12": "segnet_domains.medical.atlas_r12:AtlasR12Task",
 }
 
 
