@@ -21,6 +21,7 @@ import numpy as np
 
 from segnet_domains.errors import InputError
 from segnet_domains.io.images import read_image
+from segnet_domains.io.safety import file_kind
 from segnet_domains.medical.nifti import is_nifti, read_volume
 from segnet_domains.metrics import evaluate_case, summarize
 
@@ -63,8 +64,9 @@ def match_pairs(pred: str | Path, truth: str | Path) -> list[tuple[str, Path, Pa
     """
     pred, truth = Path(pred), Path(truth)
     for p in (pred, truth):
-        if not p.exists():
-            raise InputError(p, "not found")
+        kind = file_kind(p)
+        if kind is not None and not kind.startswith("is a folder"):
+            raise InputError(p, kind)
     if pred.is_file() and truth.is_file():
         return [(case_name(truth), pred, truth)]
     if pred.is_file() != truth.is_file():

@@ -12,8 +12,33 @@ from pathlib import Path
 import numpy as np
 
 from segnet_domains.inference import Segmenter
-from segnet_domains.io.images import overlay, read_image, write_labels, write_png
-from segnet_domains.medical.nifti import read_volume, write_like
+from segnet_domains.io.images import (
+    LABEL_FORMATS,
+    LOSSY_FORMATS,
+    PICTURE_FORMATS,
+    TIFF_SUFFIXES,
+    overlay,
+    read_image,
+    write_labels,
+    write_picture,
+)
+from segnet_domains.io.safety import FileOutput, is_image_file, is_nifti_file
+from segnet_domains.medical.nifti import NIFTI_SUFFIXES, read_volume, write_like
+
+
+def image_outputs(out: str | Path, overlay_path: str | Path | None = None) -> list[FileOutput]:
+    """What :func:`predict_image_file` writes, for :func:`~segnet_domains.io.safety.check_outputs`."""
+    outputs = [FileOutput(out, "label image", "--out", LABEL_FORMATS, LOSSY_FORMATS, ours=is_image_file)]
+    if overlay_path is not None:
+        outputs.append(
+            FileOutput(overlay_path, "overlay picture", "--overlay", PICTURE_FORMATS, ours=is_image_file)
+        )
+    return outputs
+
+
+def volume_outputs(out: str | Path) -> list[FileOutput]:
+    """What :func:`predict_volume_file` writes, for :func:`~segnet_domains.io.safety.check_outputs`."""
+    return [FileOutput(out, "NIfTI mask", "--out", NIFTI_SUFFIXES, ours=is_nifti_file)]
 
 
 def predict_image_file(
@@ -24,11 +49,14 @@ def predict_image_file(
     Returns:
         The ``H×W`` labels.
     """
-    image = read_image(image_path)
+    image = read_image(image_path, keep_alpha=True)
+    rgba = Path(image_path).suffix.lower() not in TIFF_SUFFIXES and image.ndim == 3 and image.shape[-1] == 4
+    if rgba and segmenter.info.in_channels == 3:
+        image = image[..., :3]  # RGBA picture, RGB model: the alpha channel is not a band
     labels = segmenter.predict(image, source=str(image_path))
     write_labels(out, labels)
     if overlay_path is not None:
-        write_png(overlay_path, overlay(image, labels, segmenter.info.class_colors))
+        write_picture(overlay_path, overlay(image, labels, segmenter.info.class_colors))
     return labels
 
 
