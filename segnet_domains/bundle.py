@@ -195,7 +195,7 @@ def export_bundle(
     check_outputs([checkpoint], [bundle_output(out_dir)], force=force)
     info = verify_checkpoint(checkpoint)
     out_dir = Path(os.path.abspath(out_dir))
-    with atomic_output(out_dir) as tmp:
+    with atomic_output(out_dir, folder=True) as tmp:
         (tmp / "configs").mkdir(parents=True)
         (tmp / "models").mkdir()
         (tmp / "docs").mkdir()
