@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from segnet_domains.errors import InputError
 from segnet_domains.medical.dicom import find_series, is_dicom, is_dicom_file, read_dicom_series
 from segnet_domains.medical.nifti import Volume, is_nifti, read_volume
 
@@ -215,42 +216,57 @@ def geotiff_layout(count: int, dtype: str) -> str:
 
 
 def read_geotiff(path: PathLike | Sequence[PathLike]) -> list[LayerData]:
-    """Read GeoTIFF scenes as Image layers, lazily (multiscale dask) above :data:`LAZY_PIXELS`."""
-    import rasterio
+    """Read GeoTIFF scenes as Image layers, lazily (multiscale dask) above :data:`LAZY_PIXELS`.
+
+    Raises:
+        InputError: a scene that turns out unreadable (truncated, corrupt).
+    """
+    from rasterio.errors import RasterioError
 
     layers = []
     for p in _paths(path):
-        with rasterio.open(p) as src:
-            count, height, width = src.count, src.height, src.width
-            dtype = src.dtypes[0]
-            geo = {
-                "path": os.path.abspath(p),
-                "crs": src.crs.to_wkt() if src.crs is not None else None,
-                "transform": list(src.transform)[:6],
-                "height": height,
-                "width": width,
-                "count": count,
-                "dtype": dtype,
-                "nodata": src.nodata,
-                "band_names": [d or f"band {i + 1}" for i, d in enumerate(src.descriptions)],
-                "layout": geotiff_layout(count, dtype),
-            }
-            a, e = src.transform.a, src.transform.e
-            lazy = height * width > LAZY_PIXELS
-            data: Any = _pyramid(p, count, height, width, dtype, geo["layout"]) if lazy else src.read()
-        layout = geo["layout"]
-        if not lazy:
-            data = data[0] if layout == "hw" else (np.moveaxis(data, 0, -1) if layout == "hwc" else data)
-        scale = (abs(e) or 1.0, abs(a) or 1.0)
-        kwargs: dict[str, Any] = {
-            "name": _stem(p),
-            "metadata": {"geotiff": geo},
-            "rgb": layout == "hwc",
-            "multiscale": lazy,
-            "scale": (1.0, *scale) if layout == "chw" else scale,
-        }
-        layers.append((data, kwargs, "image"))
+        try:
+            layers.append(_read_one_geotiff(p))
+        except (RasterioError, OSError, ValueError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputError(p, f"unreadable raster ({first})") from None
     return layers
+
+
+def _read_one_geotiff(p: str) -> LayerData:
+    """One scene as an Image layer (see :func:`read_geotiff`)."""
+    import rasterio
+
+    with rasterio.open(p) as src:
+        count, height, width = src.count, src.height, src.width
+        dtype = src.dtypes[0]
+        geo = {
+            "path": os.path.abspath(p),
+            "crs": src.crs.to_wkt() if src.crs is not None else None,
+            "transform": list(src.transform)[:6],
+            "height": height,
+            "width": width,
+            "count": count,
+            "dtype": dtype,
+            "nodata": src.nodata,
+            "band_names": [d or f"band {i + 1}" for i, d in enumerate(src.descriptions)],
+            "layout": geotiff_layout(count, dtype),
+        }
+        a, e = src.transform.a, src.transform.e
+        lazy = height * width > LAZY_PIXELS
+        data: Any = _pyramid(p, count, height, width, dtype, geo["layout"]) if lazy else src.read()
+    layout = geo["layout"]
+    if not lazy:
+        data = data[0] if layout == "hw" else (np.moveaxis(data, 0, -1) if layout == "hwc" else data)
+    scale = (abs(e) or 1.0, abs(a) or 1.0)
+    kwargs: dict[str, Any] = {
+        "name": _stem(p),
+        "metadata": {"geotiff": geo},
+        "rgb": layout == "hwc",
+        "multiscale": lazy,
+        "scale": (1.0, *scale) if layout == "chw" else scale,
+    }
+    return data, kwargs, "image"
 
 
 def open_pyramid(path: PathLike) -> list[Any]:

@@ -22,6 +22,7 @@ import numpy as np
 
 from segnet_domains.errors import InputError
 from segnet_domains.io.atomic import atomic_output
+from segnet_domains.io.safety import FileOutput, check_outputs, is_nifti_file, is_tiff_file
 from segnet_domains.medical.nifti import Volume, write_like
 
 from ._layers import META_KEY
@@ -35,6 +36,12 @@ def _labels_dtype(data: np.ndarray) -> type:
     if low >= 0 and top < 65536:
         return np.uint16
     return np.int32
+
+
+def _check_target(path: str, source: str | None, output: FileOutput) -> None:
+    """The path is not the layer's source file, a folder, a FIFO or a foreign file (napari asked about
+    replacing one of our own kind already)."""
+    check_outputs([source], [output])
 
 
 def _is_multiscale(data: Any) -> bool:
@@ -73,8 +80,12 @@ def write_labels_nifti(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     """
     import nibabel as nib
 
-    labels = np.asarray(data)
     nifti = _metadata(meta).get("nifti")
+    mask = FileOutput(
+        path, "NIfTI mask", "the file name", (".nii", ".nii.gz"), ours=is_nifti_file, exists="ours"
+    )
+    _check_target(path, (nifti or {}).get("path"), mask)
+    labels = np.asarray(data)
     dtype = _labels_dtype(labels)
     if nifti is None:
         if labels.ndim != 3:
@@ -123,6 +134,10 @@ def write_labels_geotiff(path: str, data: Any, meta: dict[str, Any]) -> list[str
 
     md = _metadata(meta)
     files = (md.get(META_KEY) or {}).get("files") or []
+    tif = FileOutput(
+        path, "GeoTIFF mask", "the file name", (".tif", ".tiff"), ours=is_tiff_file, exists="ours"
+    )
+    _check_target(path, (md.get("geotiff") or {}).get("path"), tif)
     if _is_multiscale(data) and files and os.path.isfile(files[0]):
         # a scene segmented out of core: its labels are already a COG with the scene's CRS/transform
         with atomic_output(path) as tmp:

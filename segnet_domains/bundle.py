@@ -26,6 +26,7 @@ onnxruntime through the same Segmenter (same pre- and post-processing).
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -34,10 +35,11 @@ import monai
 import numpy as np
 import torch
 
-from segnet_domains.checkpoint import ModelInfo, read_info
+from segnet_domains.checkpoint import ModelInfo, verify_checkpoint
 from segnet_domains.errors import InputError
 from segnet_domains.inference import Segmenter
 from segnet_domains.io.atomic import atomic_output
+from segnet_domains.io.safety import FileOutput, FolderOutput, check_outputs, is_json_file, is_nifti_file
 from segnet_domains.medical.nifti import NIFTI_SUFFIXES, is_nifti
 from segnet_domains.onnx_export import export_onnx
 from segnet_domains.predict_files import predict_volume_file
@@ -181,32 +183,46 @@ python -m monai.bundle run --config_file configs/inference.json --bundle_root . 
 """
 
 
+def is_bundle(folder: Path) -> bool:
+    """A folder written by :func:`export_bundle` (its ``configs/metadata.json`` says so)."""
+    return is_json_file(folder / "configs" / "metadata.json", key="segnet_domains")
+
+
+def bundle_output(out_dir: str | Path) -> FolderOutput:
+    """The bundle folder as an output, for :func:`~segnet_domains.io.safety.check_outputs`."""
+    return FolderOutput(out_dir, "MONAI bundle", "OUT_DIR", ours=is_bundle, replace=True)
+
+
 def export_bundle(
     checkpoint: str | Path,
     out_dir: str | Path,
     device: str = "auto",
+    force: bool = False,
     onnx: bool = False,
     opset: int | None = None,
 ) -> Path:
-    """Write a MONAI bundle for ``checkpoint`` into ``out_dir`` (atomically, replacing it).
+    """Write a MONAI bundle for ``checkpoint`` into ``out_dir`` (atomically).
+
+    The whole checkpoint is verified first (header, every tensor's shape, the
+    file's size), so a truncated or inconsistent one is never shipped.
 
     Args:
         checkpoint: a segnet-domains checkpoint.
-        out_dir: the bundle folder.
+        out_dir: a new or empty folder, or (with ``force``) an earlier bundle to replace.
         device: device written into ``configs/inference.json``.
+        force: replace an existing bundle (never any other folder).
         onnx: also write ``models/model.onnx`` (:func:`segnet_domains.onnx_export.export_onnx`).
         opset: its ONNX opset (default: the exporter's).
 
     Raises:
-        InputError: unreadable checkpoint, or ``out_dir`` exists and is not a folder.
+        InputError: unusable checkpoint; ``out_dir`` is a file, a non-empty
+            folder that is not a bundle, holds the checkpoint, is the working
+            folder, or an existing bundle without ``force``.
     """
-    info = read_info(checkpoint)
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(out_dir, "exists and is not a folder")
-    if not out_dir.parent.is_dir():
-        raise InputError(out_dir, f"parent folder {out_dir.parent} does not exist")
-    with atomic_output(out_dir) as tmp:
+    check_outputs([checkpoint], [bundle_output(out_dir)], force=force)
+    info = verify_checkpoint(checkpoint)
+    out_dir = Path(os.path.abspath(out_dir))
+    with atomic_output(out_dir, folder=True) as tmp:
         (tmp / "configs").mkdir(parents=True)
         (tmp / "models").mkdir()
         (tmp / "docs").mkdir()
@@ -217,6 +233,13 @@ def export_bundle(
             export_onnx(checkpoint, tmp / "models" / "model.onnx", opset=opset)
         (tmp / "docs" / "README.md").write_text(readme(info, onnx))
     return out_dir
+
+
+def _strip_nifti(name: str) -> str:
+    for suffix in NIFTI_SUFFIXES[::-1]:  # .nii.gz before .nii
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
 
 
 def predict_folder(
@@ -233,15 +256,13 @@ def predict_folder(
     volumes = sorted(p for p in input_dir.iterdir() if p.is_file() and is_nifti(p))
     if not volumes:
         raise InputError(input_dir, "no NIfTI volumes (.nii, .nii.gz) in the input folder")
+    outs = [output_dir / f"{_strip_nifti(vol.name)}{MASK_POSTFIX}.nii.gz" for vol in volumes]
+    masks = [FileOutput(o, "NIfTI mask", f"mask of {v.name}", ours=is_nifti_file, exists="ours", create=True)
+             for v, o in zip(volumes, outs)]  # fmt: skip
+    check_outputs(volumes, masks)  # a mask never replaces an input volume or a foreign file
     output_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for vol in volumes:
-        name = vol.name
-        for suffix in NIFTI_SUFFIXES[::-1]:  # .nii.gz before .nii
-            if name.endswith(suffix):
-                name = name[: -len(suffix)]
-                break
-        out = output_dir / f"{name}{MASK_POSTFIX}.nii.gz"
+    for vol, out in zip(volumes, outs):
         predict_volume_file(segmenter, vol, out, axis=axis, progress=False)
         print(f"wrote {out}", flush=True)
         written.append(out)

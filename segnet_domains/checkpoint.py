@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import json
+import math
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ from torch import nn
 
 from segnet_domains.errors import CheckpointError
 from segnet_domains.io.atomic import atomic_output
+from segnet_domains.io.safety import file_kind
 from segnet_domains.model.segnet import build_model
 
 FORMAT = "segnet-domains/1"
@@ -45,6 +47,11 @@ _MAX_HEADER = 100 * 1024 * 1024
 #: Key of the JSON header: safetensors ``__metadata__`` and ONNX ``metadata_props`` alike.
 HEADER_KEY = _HEADER_KEY
 ONNX_SUFFIX = ".onnx"
+
+#: Bounds a header's counts must respect (refused before anything is allocated).
+MAX_CHANNELS = 4096
+MAX_CLASSES = 65536
+MAX_WIDTH = 16384
 
 DOMAINS = ("mri", "fundus", "aerial")
 
@@ -214,8 +221,13 @@ def save_checkpoint(
 def read_info(path: str | Path) -> ModelInfo:
     """Read only the header of a checkpoint (fast: no weights are loaded).
 
+    The header is checked for consistency (class names and colours against
+    the class count, the architecture's arguments against the channel
+    counts, widths within :data:`MAX_WIDTH`).
+
     Raises:
-        CheckpointError: missing, pickle-based, corrupt or foreign file.
+        CheckpointError: missing, not a regular file, pickle-based, corrupt,
+            foreign or inconsistent file.
     """
     path = Path(path)
     header = _read_onnx_header(path) if is_onnx(path) else _read_header(path)[0]
@@ -225,6 +237,25 @@ def read_info(path: str | Path) -> ModelInfo:
 def is_onnx(path: str | Path) -> bool:
     """True for an ONNX model file (by its ``.onnx`` suffix: protobuf has no magic number)."""
     return Path(path).suffix.lower() == ONNX_SUFFIX
+
+
+def verify_checkpoint(path: str | Path) -> ModelInfo:
+    """Check a whole checkpoint without loading its weights: header, tensor shapes, file size.
+
+    The architecture is built on PyTorch's ``meta`` device (no memory is
+    allocated, whatever the header claims) and every weight's shape in the
+    safetensors table is compared with it; the table must account for the
+    file's exact size, so a truncated or padded file is refused.
+
+    Raises:
+        CheckpointError: anything :func:`read_info` refuses, a truncated file,
+            or weights that do not match the header (both counts named).
+    """
+    path = Path(path)
+    header, _, table = _read_header(path)
+    info = _parse_info(path, header)
+    _check_weights(path, info, table)
+    return info
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint:
@@ -248,8 +279,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             "is an ONNX model, not a PyTorch checkpoint: run it with Segmenter.from_checkpoint "
             "(onnxruntime backend)",
         )
-    header, data = _read_header(path, with_data=True)
+    header, data, table = _read_header(path, with_data=True)
     info = _parse_info(path, header)
+    _check_weights(path, info, table)  # before anything is allocated
     try:
         tensors = st_load(data)
     except (SafetensorError, ValueError, RuntimeError) as exc:
@@ -295,11 +327,13 @@ def _version() -> str:
         return "segnet-domains (source)"
 
 
-def _read_header(path: Path, with_data: bool = False) -> tuple[dict[str, Any], bytes]:
-    if not path.exists():
+def _read_header(path: Path, with_data: bool = False) -> tuple[dict[str, Any], bytes, dict[str, Any]]:
+    """``(our header, the file's bytes if with_data else b"", the safetensors tensor table)``."""
+    kind = file_kind(path)
+    if kind == "not found":
         raise CheckpointError(path, "checkpoint not found")
-    if path.is_dir():
-        raise CheckpointError(path, "is a directory, not a checkpoint file")
+    if kind is not None:
+        raise CheckpointError(path, f"{kind}; a checkpoint is a file")
     try:
         data = path.read_bytes() if with_data else _read_prefix(path)
     except OSError as exc:
@@ -316,7 +350,8 @@ def _read_header(path: Path, with_data: bool = False) -> tuple[dict[str, Any], b
     if len(data) < 8:
         raise CheckpointError(path, "empty or truncated checkpoint")
     (n,) = struct.unpack("<Q", data[:8])
-    if n > _MAX_HEADER or (len(data) < 8 + n and with_data):
+    size = path.stat().st_size
+    if n > _MAX_HEADER or 8 + n > size:
         raise CheckpointError(path, "corrupt or truncated checkpoint (bad header length)")
     if not with_data:
         try:
@@ -332,7 +367,11 @@ def _read_header(path: Path, with_data: bool = False) -> tuple[dict[str, Any], b
         header = json.loads(st_header["__metadata__"][_HEADER_KEY])
     except (ValueError, KeyError, TypeError):
         raise CheckpointError(path, "not a segnet-domains checkpoint (no readable header)") from None
-    return header, data
+    if not isinstance(header, dict) or not isinstance(st_header, dict):
+        raise CheckpointError(path, "not a segnet-domains checkpoint (no readable header)")
+    table = {k: v for k, v in st_header.items() if k != "__metadata__"}
+    table["__data_bytes__"] = size - 8 - n
+    return header, data, table
 
 
 def _read_onnx_header(path: Path) -> dict[str, Any]:
@@ -372,13 +411,91 @@ def _read_prefix(path: Path) -> bytes:
 
 
 def _parse_info(path: Path, header: dict[str, Any]) -> ModelInfo:
-    raw = dict(header.get("info", {}))
+    raw = dict(header.get("info", {}) if isinstance(header.get("info"), dict) else {})
     if raw.pop("format", None) != FORMAT:
         raise CheckpointError(path, f"not a {FORMAT} checkpoint")
     try:
-        return ModelInfo(**{k: v for k, v in raw.items() if k in _INFO_FIELDS})
+        info = ModelInfo(**{k: v for k, v in raw.items() if k in _INFO_FIELDS})
     except TypeError as exc:
         raise CheckpointError(path, f"incomplete checkpoint header ({exc})") from None
+    problem = _header_problem(info)
+    if problem:
+        raise CheckpointError(path, f"inconsistent checkpoint header: {problem}")
+    return info
+
+
+def _header_problem(info: ModelInfo) -> str | None:
+    """What is wrong with a header on its own (``None``: consistent)."""
+
+    def count(v: Any, hi: int) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= hi
+
+    if not isinstance(info.args, dict) or not isinstance(info.architecture, str):
+        return "architecture and args are missing"
+    if not count(info.in_channels, MAX_CHANNELS) or not count(info.out_channels, MAX_CLASSES):
+        return f"in_channels={info.in_channels!r}, out_channels={info.out_channels!r} are not sensible counts"
+    if info.args.get("in_channels") != info.in_channels or info.args.get("out_channels") != info.out_channels:
+        return (
+            f"args say {info.args.get('in_channels')!r}→{info.args.get('out_channels')!r} channels, "
+            f"the header {info.in_channels}→{info.out_channels}"
+        )
+    features = info.args.get("features", [])
+    widths = features if isinstance(features, list) else [features]
+    if not widths or not all(count(f, MAX_WIDTH) for f in widths):
+        return f"features {features!r} must be widths in [1, {MAX_WIDTH}]"
+    for name in ("depths", "depth"):
+        depth = info.args.get(name, [1])
+        if not all(count(d, 16) for d in (depth if isinstance(depth, list) else [depth])):
+            return f"{name} {depth!r} must be in [1, 16]"
+    for name in ("class_names", "class_colors"):
+        value = getattr(info, name)
+        if not isinstance(value, list) or len(value) != info.out_channels:
+            n = len(value) if isinstance(value, list) else value
+            return f"{n} {name} for weights of {info.out_channels} classes"
+    if not isinstance(info.context, int) or info.context < 0 or info.in_channels % (2 * info.context + 1):
+        return f"context={info.context!r} does not divide in_channels={info.in_channels}"
+    return None
+
+
+def _check_weights(path: Path, info: ModelInfo, table: dict[str, Any]) -> None:
+    """The tensors the file holds against the header's model, before a byte of weights is loaded."""
+    data_bytes = table.pop("__data_bytes__", None)
+    try:
+        ends = [int(v["data_offsets"][1]) for v in table.values()]
+        stored = {k[len("model.") :]: list(v["shape"]) for k, v in table.items() if k.startswith("model.")}
+    except (TypeError, KeyError, IndexError, ValueError):
+        raise CheckpointError(path, "corrupt checkpoint (unreadable tensor table)") from None
+    if data_bytes is not None and max(ends, default=0) != data_bytes:
+        raise CheckpointError(
+            path,
+            f"corrupt or truncated checkpoint: its table describes {max(ends, default=0)} bytes of weights, "
+            f"the file holds {data_bytes}",
+        )
+    try:
+        with torch.device("meta"):  # shapes only: nothing is allocated
+            model = build_model(info.architecture, info.args)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(path, f"cannot build {info.architecture}: {exc}") from None
+    expected = {k: list(v.shape) for k, v in model.state_dict().items()}
+    if stored == expected:
+        return
+    differ = [k for k in expected if k in stored and stored[k] != expected[k]]
+    missing = [k for k in expected if k not in stored]
+    extra = [k for k in stored if k not in expected]
+    n_exp = sum(math.prod(v) for v in expected.values())
+    n_got = sum(math.prod(v) for v in stored.values())
+    detail = (
+        f"{differ[0]} is {stored[differ[0]]} in the file, {expected[differ[0]]} for the header"
+        if differ
+        else f"{len(missing)} tensor(s) missing, {len(extra)} unexpected"
+    )
+    raise CheckpointError(
+        path,
+        f"weights do not match {info.architecture} as the header describes it "
+        f"({info.out_channels} classes, features {info.args.get('features')}): "
+        f"the header needs {len(expected)} tensors with {n_exp} values, the file holds "
+        f"{len(stored)} with {n_got}; e.g. {detail}",
+    )
 
 
 def _flatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:

@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from segnet_domains.errors import InputError
+from segnet_domains.io.safety import check_input
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -32,9 +33,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     Raises:
         InputError: missing file, invalid YAML, or not a mapping at the top.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "config file not found")
+    path = check_input(path, "config file")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
@@ -62,7 +61,13 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise InputError("--set", f"expected key=value, got {text!r}")
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
+    except yaml.YAMLError as exc:
+        if raw.strip()[:1] in "[{":
+            kind = "list" if raw.strip().startswith("[") else "mapping"
+            problem = getattr(exc, "problem", None) or "invalid YAML"
+            raise InputError(
+                f"--set {key}", f"malformed {kind} {raw!r} ({problem}); e.g. [8,16,32,64,64]"
+            ) from None
         value = raw
     if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
         with contextlib.suppress(ValueError):
@@ -89,8 +94,42 @@ def merge(
         elif isinstance(out[key], dict) and value is not None:
             raise InputError(source, f"config key {dotted!r} is a section, not a value")
         else:
+            check_type(dotted, out[key], value, source)
             out[key] = value
     return out
+
+
+def check_type(key: str, default: Any, value: Any, source: str) -> None:
+    """A value must have its default's type (numbers, booleans, text, lists); ``None`` defaults take anything.
+
+    An integer setting takes an integer, a float setting any number, a
+    boolean ``true``/``false``, a list a list; ``null`` is accepted where the
+    engine treats it as "unset".
+
+    Raises:
+        InputError: one line naming the key, the value and the type wanted.
+    """
+    if default is None or value is None:
+        return
+    wanted = None
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            wanted = "true or false"
+    elif isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            wanted = "an integer"
+    elif isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            wanted = "a number"
+    elif isinstance(default, list | tuple):
+        numbers = all(isinstance(d, int | float) for d in default)
+        scalar = numbers and isinstance(value, int | float) and not isinstance(value, bool)
+        if not isinstance(value, list | tuple) and not scalar:  # one number: e.g. SegNetBasic's width
+            wanted = "a list"
+    elif isinstance(default, str) and not isinstance(value, str):
+        wanted = "text"
+    if wanted:
+        raise InputError(source, f"{key} must be {wanted}, got {value!r} ({type(value).__name__})")
 
 
 def set_value(config: dict[str, Any], key: str, value: Any, source: str = "--set") -> None:
@@ -109,6 +148,8 @@ def set_value(config: dict[str, Any], key: str, value: Any, source: str = "--set
         if i == len(parts) - 1:
             if isinstance(node[part], dict) and not isinstance(value, Mapping):
                 raise InputError(source, f"config key {key!r} is a section, not a value")
+            if not isinstance(node[part], dict):
+                check_type(key, node[part], value, source)
             node[part] = (
                 merge(node[part], value, source, f"{key}.") if isinstance(node[part], dict) else value
             )

@@ -31,6 +31,7 @@ import numpy as np
 from segnet_domains.counting.annotations import read_count
 from segnet_domains.errors import InputError
 from segnet_domains.io.images import read_image
+from segnet_domains.io.safety import file_kind
 from segnet_domains.medical.nifti import is_nifti, read_volume
 from segnet_domains.medical.rite import decode_av
 from segnet_domains.metrics import (
@@ -100,8 +101,9 @@ def match_pairs(
     """
     pred, truth = Path(pred), Path(truth)
     for p in (pred, truth):
-        if not p.exists():
-            raise InputError(p, "not found")
+        kind = file_kind(p)
+        if kind is not None and not kind.startswith("is a folder"):
+            raise InputError(p, kind)
     truth_suffixes = truth_suffixes or suffixes
     stem = truth_stem or (lambda name: name)
     if pred.is_file() and truth.is_file():

@@ -14,8 +14,56 @@ import numpy as np
 from segnet_domains.errors import InputError
 from segnet_domains.inference import Segmenter
 from segnet_domains.io.atomic import atomic_output
-from segnet_domains.io.images import overlay, read_image, write_labels, write_png
+from segnet_domains.io.images import (
+    LABEL_FORMATS,
+    LOSSY_FORMATS,
+    PICTURE_FORMATS,
+    TIFF_SUFFIXES,
+    overlay,
+    read_image,
+    write_labels,
+    write_picture,
+)
+from segnet_domains.io.safety import FileOutput, is_image_file, is_nifti_file, sniff
+from segnet_domains.medical.dicom import is_dicom_file
+from segnet_domains.medical.nifti import NIFTI_SUFFIXES
 from segnet_domains.medical.volumes import check_labels_output, read_any_volume, write_volume_labels
+
+#: What ``predict-image --count`` writes: the count (``.txt``) or the density map (``.npy``).
+COUNT_FORMATS = (".txt", ".npy")
+
+
+def is_count_file(path: Path) -> bool:
+    """A ``.npy`` array or a text file holding one number: what :func:`count_image_file` writes."""
+    if sniff(path, 6) == b"\x93NUMPY":
+        return True
+    try:
+        float(Path(path).read_text()[:64].strip())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return True
+
+
+def image_outputs(
+    out: str | Path, overlay_path: str | Path | None = None, count: bool = False
+) -> list[FileOutput]:
+    """What :func:`predict_image_file` (or, ``count``, :func:`count_image_file`) writes, for
+    :func:`~segnet_domains.io.safety.check_outputs`."""
+    if count:
+        return [FileOutput(out, "count", "--out", COUNT_FORMATS, ours=is_count_file)]
+    outputs = [FileOutput(out, "label image", "--out", LABEL_FORMATS, LOSSY_FORMATS, ours=is_image_file)]
+    if overlay_path is not None:
+        outputs.append(
+            FileOutput(overlay_path, "overlay picture", "--overlay", PICTURE_FORMATS, ours=is_image_file)
+        )
+    return outputs
+
+
+def volume_outputs(out: str | Path) -> list[FileOutput]:
+    """What :func:`predict_volume_file` writes (a NIfTI mask, or DICOM SEG), for
+    :func:`~segnet_domains.io.safety.check_outputs`."""
+    formats = (*NIFTI_SUFFIXES, ".dcm")
+    return [FileOutput(out, "mask", "--out", formats, ours=lambda p: is_nifti_file(p) or is_dicom_file(p))]
 
 
 def predict_image_file(
@@ -26,11 +74,14 @@ def predict_image_file(
     Returns:
         The ``H×W`` labels.
     """
-    image = read_image(image_path, keep_alpha=segmenter.info.in_channels == 4)  # RGB + thermal PNG
+    image = read_image(image_path, keep_alpha=True)
+    rgba = Path(image_path).suffix.lower() not in TIFF_SUFFIXES and image.ndim == 3 and image.shape[-1] == 4
+    if rgba and segmenter.info.in_channels == 3:
+        image = image[..., :3]  # RGBA picture, RGB model: the alpha channel is not a band
     labels = segmenter.predict(image, source=str(image_path))
     write_labels(out, labels)
     if overlay_path is not None:
-        write_png(overlay_path, overlay(image, labels, segmenter.info.class_colors))
+        write_picture(overlay_path, overlay(image, labels, segmenter.info.class_colors))
     return labels
 
 

@@ -16,6 +16,7 @@ import logging
 import sys
 import warnings
 from collections.abc import Sequence
+from typing import NoReturn
 
 from segnet_domains.errors import InputError
 
@@ -36,9 +37,16 @@ COMMAND_MODULES = (
 EXIT_USAGE = 2
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line (``error: …``, exit 2), like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (all registered sub-commands)."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="segnet-domains",
         description="SegNet segmentation for MRI volumes, fundus images and aerial/satellite scenes.",
     )

@@ -3,10 +3,38 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 
 from segnet_domains.errors import InputError
 from segnet_domains.inference import Segmenter
+from segnet_domains.io.safety import check_number
+
+#: Largest ``--batch-size`` (tiles/slices per forward pass) accepted.
+MAX_BATCH = 4096
+
+
+def int_in(name: str, lo: int | None = None, hi: int | None = None) -> Callable[[str], int]:
+    """An argparse ``type=`` for an integer option in ``[lo, hi]`` (message names the option)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be an integer, not {text!r}") from None
+        try:
+            check_number(name, value, lo, hi)
+        except InputError as exc:
+            raise argparse.ArgumentTypeError(exc.problem) from None
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def add_force_arg(p: argparse.ArgumentParser, what: str = "an existing output of ours") -> None:
+    """``--force``: replacing an existing output is meant (only one of our own kind)."""
+    p.add_argument("--force", action="store_true", help=f"replace {what} (never an input or a foreign file)")
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -16,7 +44,12 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--device", default="auto", help="auto (CUDA→MPS→CPU), cpu, cuda, cuda:N, mps")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
-    p.add_argument("--batch-size", type=int, default=8, help="slices/tiles per forward pass")
+    p.add_argument(
+        "--batch-size",
+        type=int_in("--batch-size", 1, MAX_BATCH),
+        default=8,
+        help="slices/tiles per forward pass",
+    )
     p.add_argument("--tta", action="store_true", help="average over horizontal/vertical flips")
     p.add_argument(
         "--backend",
@@ -42,13 +75,12 @@ def load_segmenter(args: argparse.Namespace) -> Segmenter:
 
 
 def check_output(path: str | Path) -> Path:
-    """Fail early (before any work) when the output's folder is missing or not writable."""
-    import os
+    """Fail early (before any work) when the output's folder is missing or not writable.
 
-    path = Path(path)
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise InputError(path, f"output folder {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise InputError(path, f"output folder {parent} is not writable")
-    return path
+    Kept for callers that only need that; commands declare their outputs to
+    :func:`segnet_domains.io.safety.check_outputs`, which checks this and more.
+    """
+    from segnet_domains.io.safety import FileOutput, check_outputs
+
+    check_outputs([], [FileOutput(path, exists="ours")])
+    return Path(path)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from segnet_domains.demo.run import DOMAINS, run_demo
+from segnet_domains.demo.run import DOMAINS, demo_output, run_demo
+from segnet_domains.io.safety import check_outputs, folder_lock
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,6 +19,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    summary = run_demo(args.out, quick=args.quick, device=args.device, domains=tuple(args.only))
+    check_outputs([], [demo_output(args.out)])
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with folder_lock(out, "demo"):
+        summary = run_demo(out, quick=args.quick, device=args.device, domains=tuple(args.only))
     print(f"\nwrote {args.out}/summary.json (total {summary['seconds']['total']:.0f} s)")
     return 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from segnet_domains.cli.common import int_in
 from segnet_domains.protocols import PROTOCOLS
 
 
@@ -23,7 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--mask", help="valid-pixel mask file or folder (e.g. RITE fields of view); other pixels are ignored"
     )
-    p.add_argument("--classes", type=int, help="number of classes (default: largest label + 1)")
+    p.add_argument(
+        "--classes", type=int_in("--classes", 1, 65536), help="number of classes (default: largest label + 1)"
+    )
     p.add_argument(
         "--include-background", action="store_true", help="average over all classes, not the foreground"
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from segnet_domains.checkpoint import read_info
+from segnet_domains.checkpoint import verify_checkpoint
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,5 +15,5 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    print(json.dumps(read_info(args.checkpoint).to_dict(), indent=2))
+    print(json.dumps(verify_checkpoint(args.checkpoint).to_dict(), indent=2))  # weights table checked too
     return 0

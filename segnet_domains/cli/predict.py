@@ -6,23 +6,31 @@ import argparse
 
 import numpy as np
 
-from segnet_domains.cli.common import add_model_args, check_output, load_segmenter
+from segnet_domains.cli.common import add_force_arg, add_model_args, load_segmenter
 from segnet_domains.errors import InputError
+from segnet_domains.io.safety import check_outputs
 from segnet_domains.medical.dicom import SEG_TYPES
 from segnet_domains.medical.volumes import check_labels_output
-from segnet_domains.predict_files import count_image_file, predict_image_file, predict_volume_file
+from segnet_domains.predict_files import (
+    count_image_file,
+    image_outputs,
+    predict_image_file,
+    predict_volume_file,
+    volume_outputs,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict-image", help="segment a PNG/JPEG/TIFF image into a label image")
     p.add_argument("image", help="input image")
     p.add_argument("--out", "-o", required=True, help="label image (.png or .tif)")
-    p.add_argument("--overlay", help="also write a PNG of the mask drawn over the image")
+    p.add_argument("--overlay", help="also write a picture of the mask drawn over the image (.png/.jpg/.tif)")
     p.add_argument(
         "--count",
         action="store_true",
         help="crowd counting (density-head model): print the count; --out .txt (count) or .npy (density)",
     )
+    add_force_arg(p, "existing output images")
     add_model_args(p)
     p.set_defaults(func=run_image)
 
@@ -47,18 +55,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=[0, 1, 2],
         help="anatomical slicing axis in RAS: 0 sagittal, 1 coronal, 2 axial",
     )
+    add_force_arg(p, "an existing NIfTI mask")
     add_model_args(p)
     p.set_defaults(func=run_volume)
 
 
 def run_image(args: argparse.Namespace) -> int:
-    check_output(args.out)
-    if args.overlay:
-        check_output(args.overlay)
+    if args.count and args.overlay:
+        raise InputError(args.overlay, "--overlay does not apply to --count")
+    outputs = image_outputs(args.out, args.overlay, count=args.count)
+    check_outputs([args.image, args.model], outputs, force=args.force)
     seg = load_segmenter(args)
     if args.count:
-        if args.overlay:
-            raise InputError(args.overlay, "--overlay does not apply to --count")
         count = count_image_file(seg, args.image, args.out)
         print(f"count {count:.2f} ({args.image}); wrote {args.out}")
         return 0
@@ -68,8 +76,8 @@ def run_image(args: argparse.Namespace) -> int:
 
 
 def run_volume(args: argparse.Namespace) -> int:
-    check_output(args.out)
     check_labels_output(args.volume, args.out)
+    check_outputs([args.volume, args.model], volume_outputs(args.out), force=args.force)
     seg = load_segmenter(args)
     labels = predict_volume_file(
         seg, args.volume, args.out, axis=args.axis, series_uid=args.series, seg_type=args.seg_type

@@ -6,11 +6,16 @@ import argparse
 import sys
 
 from segnet_domains.checkpoint import read_info
-from segnet_domains.cli.common import add_model_args
+from segnet_domains.cli.common import add_force_arg, add_model_args, int_in
 from segnet_domains.errors import InputError
 from segnet_domains.geo.batch import SegmenterSpec, run_batch
 from segnet_domains.geo.tiler import TileOptions
 from segnet_domains.inference import resolve_backend
+
+#: Largest tile edge, Monte Carlo sample count and local worker count accepted.
+MAX_TILE = 8192
+MAX_SAMPLES = 1000
+MAX_WORKERS = 256
 
 
 def _bands(text: str) -> list[int]:
@@ -69,12 +74,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--proba", action="store_true", help="also write <stem>_proba.tif (uint8 per class)")
     p.add_argument("--uncertainty", action="store_true", help="also write Monte Carlo dropout variance")
-    p.add_argument("--samples", type=int, default=8, metavar="N", help="Monte Carlo samples (default 8)")
+    p.add_argument(
+        "--samples", type=int_in("--samples", 1, MAX_SAMPLES), default=8, metavar="N",
+        help="Monte Carlo samples (default 8)",
+    )  # fmt: skip
     p.add_argument("--summary", metavar="JSON", help="run summary path (default DIR/tile-run-<time>.json)")
+    add_force_arg(p, "finished outputs or interrupted work of a run with other settings")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     dist = p.add_mutually_exclusive_group()
     dist.add_argument(
-        "--workers", type=int, metavar="N", help="run scenes on a local Dask cluster of N processes"
+        "--workers",
+        type=int_in("--workers", 1, MAX_WORKERS),
+        metavar="N",
+        help="run scenes on a local Dask cluster of N processes",
     )
     dist.add_argument("--scheduler", metavar="ADDR", help="run on an existing Dask cluster (tcp://HOST:PORT)")
     add_model_args(p)
@@ -87,8 +99,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(
             args.model, "--uncertainty needs a checkpoint trained with dropout (Bayesian SegNet)"
         )
-    if args.tile is not None and args.tile < 2:
-        raise InputError(None, f"--tile must be at least 2 (got {args.tile})")
+    if args.tile is not None and not 2 <= args.tile <= MAX_TILE:
+        raise InputError(None, f"--tile must be in [2, {MAX_TILE}] (got {args.tile})")
     if args.overlap is not None and args.overlap < 0:
         raise InputError(None, f"--overlap must be 0 or more (got {args.overlap})")
     tile = args.tile or info.tile_size
@@ -96,8 +108,6 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(
             None, f"--overlap must be in [0, {tile}) for {tile}-pixel tiles (got {args.overlap})"
         )
-    if args.workers is not None and args.workers < 1:
-        raise InputError(None, f"--workers must be at least 1 (got {args.workers})")
     if args.uncertainty and resolve_backend(args.model, args.backend) != "torch":
         raise InputError(args.model, "--uncertainty (Monte Carlo dropout) needs --backend torch")
     spec = SegmenterSpec(args.model, args.device, args.precision, args.batch_size, args.tta, args.backend)
@@ -111,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
         proba=args.proba,
         uncertainty=args.uncertainty,
         samples=args.samples,
+        force=args.force,
     )
     try:
         summary = run_batch(

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+from segnet_domains.cli.common import add_force_arg
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,6 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-root", help="dataset folder (overrides data.root)")
     p.add_argument("--out", help="run folder (overrides out)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    add_force_arg(p, "an earlier run in OUT (best.pt, last.pt, metrics.jsonl)")
     p.add_argument(
         "--set",
         dest="overrides",
@@ -32,10 +37,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from segnet_domains.io.safety import check_outputs, folder_lock
     from segnet_domains.training import build_config, train
+    from segnet_domains.training.engine import run_output
 
     config = build_config(args.config, args.overrides, data_root=args.data_root, out=args.out)
-    result = train(config, resume=args.resume)
+    out = Path(config["out"])
+    inputs = [args.config, config["data"].get("root")]
+    check_outputs(inputs, [run_output(out, resume=args.resume)], force=args.force)
+    with contextlib.ExitStack() as stack:
+        if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 writes (and locks)
+            out.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(folder_lock(out, "train"))
+        result = train(config, resume=args.resume)
     last = result.history[-1] if result.history else {}
     print(
         f"done: {result.epochs} epochs; best {result.best}, last {result.last}; final loss {last.get('loss')}"

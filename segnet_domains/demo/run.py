@@ -35,6 +35,7 @@ from segnet_domains.geo.tiler import TileOptions
 from segnet_domains.inference import Segmenter
 from segnet_domains.io.atomic import atomic_output
 from segnet_domains.io.images import overlay, write_labels, write_png
+from segnet_domains.io.safety import FolderOutput, holds_only
 from segnet_domains.medical.nifti import read_volume
 from segnet_domains.medical.rite import find_samples, load_pair
 from segnet_domains.metrics import evaluate_case, summarize
@@ -180,7 +181,8 @@ def run_aerial(root: Path, out: Path, size: DemoSize, device: str) -> dict[str, 
         ],
         device,
     )
-    options = TileOptions(tile_size=size.aerial_tile, overlap=size.aerial_tile // 4)
+    # force: a rerun of the demo regenerates its own folder (a newly trained model replaces the maps)
+    options = TileOptions(tile_size=size.aerial_tile, overlap=size.aerial_tile // 4, force=True)
     run = run_batch(SegmenterSpec(str(ckpt), device=device), [held_img], out / "aerial", options)
     if run.failed:
         raise InputError(held_img, f"tiling failed: {run.failed[0].error}")
@@ -243,6 +245,15 @@ def _scores(report: dict[str, Any], output: Path, picture: Path, ckpt: Path) -> 
         "overlay": str(picture),
         "checkpoint": str(ckpt),
     }
+
+
+#: What the demo writes into its folder: a rerun reuses a folder holding only these.
+DEMO_ENTRIES = ("data", "models", "mri", "fundus", "aerial", "summary.json")
+
+
+def demo_output(out: str | Path) -> FolderOutput:
+    """The demo folder as an output: new, empty, or an earlier demo's (regenerated in place)."""
+    return FolderOutput(out, "demo folder", "--out", ours=holds_only(DEMO_ENTRIES), exists="ours")
 
 
 DOMAINS: dict[str, Callable[[Path, Path, DemoSize, str], dict[str, Any]]] = {

@@ -24,11 +24,21 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from segnet_domains.errors import InputError
+from segnet_domains.geo.outputs import OutputPaths
 from segnet_domains.geo.scene import open_scene
 from segnet_domains.geo.sources import is_remote
-from segnet_domains.geo.tiler import SceneResult, TileOptions, tile_scene
+from segnet_domains.geo.tiler import SceneResult, TileOptions, is_tile_output, tile_scene
 from segnet_domains.inference import Segmenter
 from segnet_domains.io.atomic import atomic_output
+from segnet_domains.io.safety import (
+    FileOutput,
+    FolderOutput,
+    Output,
+    check_outputs,
+    file_kind,
+    folder_lock,
+    is_json_file,
+)
 
 log = logging.getLogger(__name__)
 
@@ -94,13 +104,17 @@ class RunSummary:
         }
 
 
-def expand_scenes(inputs: Sequence[str | Path]) -> list[Path | str]:
+def expand_scenes(inputs: Sequence[str | Path], _lists: tuple[Path, ...] = ()) -> list[Path | str]:
     """Scene paths from paths, glob patterns and list files (``.txt``: one path per line).
 
     Relative paths in a list file are relative to the list file. Order is
     kept and duplicates dropped. A pattern that matches nothing is kept as
     given, so it is reported as a missing scene. URLs and ``/vsi…`` paths
     (remote rasters, STAC items) are kept as strings, as given.
+
+    Raises:
+        InputError: a list file that is not text, or that lists itself
+            (directly or through other lists: the chain is named).
     """
     out: list[Path | str] = []
     for item in inputs:
@@ -108,14 +122,23 @@ def expand_scenes(inputs: Sequence[str | Path]) -> list[Path | str]:
         p = Path(text)
         if is_remote(text):
             out.append(text)
-        elif p.suffix.lower() in LIST_SUFFIXES and p.is_file():
-            for line in p.read_text().splitlines():
-                line = line.split("#", 1)[0].strip()
-                if line:
-                    q = Path(line).expanduser()
-                    out.extend(
-                        expand_scenes([line if is_remote(line) else q if q.is_absolute() else p.parent / q])
-                    )
+            continue
+        kind = file_kind(p)
+        if (
+            p.suffix.lower() in LIST_SUFFIXES
+            and kind is not None
+            and not kind.startswith(("not found", "is a folder"))
+        ):
+            raise InputError(p, kind)
+        if p.suffix.lower() in LIST_SUFFIXES and kind is None:
+            key = p.resolve()
+            if key in _lists:
+                chain = " → ".join(q.name for q in (*_lists, key))
+                raise InputError(p, f"scene lists include each other in a cycle ({chain})")
+            for line in _list_lines(p):
+                q = Path(line).expanduser()
+                entry = line if is_remote(line) else q if q.is_absolute() else p.parent / q
+                out.extend(expand_scenes([entry], (*_lists, key)))
         elif glob.has_magic(text) and not p.exists():
             matches = sorted(glob.glob(os.path.expanduser(text), recursive=True))
             out.extend(Path(m) for m in matches) if matches else out.append(p)
@@ -129,6 +152,66 @@ def expand_scenes(inputs: Sequence[str | Path]) -> list[Path | str]:
             seen.add(key)
             unique.append(p)
     return unique
+
+
+def _list_lines(path: Path) -> list[str]:
+    """The paths a list file names (``#`` comments and blank lines dropped)."""
+    try:
+        raw = path.read_bytes()
+        if b"\x00" in raw:
+            raise UnicodeDecodeError("utf-8", raw[:1], 0, 1, "binary")
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError(path, "scene list is not a text file (one path per line expected)") from None
+    except OSError as exc:
+        raise InputError(path, f"cannot read the scene list ({exc.strerror})") from None
+    lines = [line.split("#", 1)[0].strip() for line in text.splitlines()]
+    return [line for line in lines if line]
+
+
+def list_files(inputs: Sequence[str | Path]) -> list[Path]:
+    """The list files among ``inputs`` (they are inputs too: never an output)."""
+    return [Path(str(i)) for i in inputs if Path(str(i)).suffix.lower() in LIST_SUFFIXES]
+
+
+def plan_outputs(
+    scenes: Sequence[Path], out_dir: Path, options: TileOptions, summary: str | Path | None
+) -> list[Output]:
+    """Every file a run will write, for :func:`~segnet_domains.io.safety.check_outputs`.
+
+    Scenes that cannot be opened are left out (they are reported when tiled).
+    """
+    outputs: list[Output] = [
+        FolderOutput(out_dir, "tiling output folder", "--out-dir", exists="ours", ours=_any)
+    ]
+    if out_dir.is_dir():
+        stems: set[str] = set()
+        for s in scenes:
+            try:
+                stem = open_scene(s).stem
+            except InputError:
+                continue
+            if stem in stems:
+                continue  # a name clash: reported as a failed scene
+            stems.add(stem)
+            for p in OutputPaths.for_scene(out_dir, stem, options.proba, options.uncertainty).all():
+                outputs.append(
+                    FileOutput(p, "tiling output", f"output of {s.name}", exists="ours", ours=is_tile_output)
+                )
+    if summary is not None:
+        inside = Path(os.path.abspath(summary)).parent == Path(os.path.abspath(out_dir))
+        outputs.append(
+            FileOutput(summary, "run summary", "--summary", (".json",), ours=_is_summary, create=inside)
+        )
+    return outputs
+
+
+def _any(_: Path) -> bool:
+    return True  # tile adds files to any folder; each file it writes is checked on its own
+
+
+def _is_summary(path: Path) -> bool:
+    return is_json_file(path, key="scenes")
 
 
 def prepare_out_dir(out_dir: str | Path) -> Path:
@@ -213,13 +296,32 @@ def run_batch(
         The :class:`RunSummary` (``.failed`` lists broken scenes).
 
     Raises:
-        InputError: no scenes, an unusable checkpoint or output folder (before any work).
+        InputError: no scenes, a scene list in a cycle, an output that would
+            replace an input or a foreign file, an unusable output folder or
+            summary path, or a folder another run holds (all before any work).
     """
     options = options or TileOptions()
-    out = prepare_out_dir(out_dir)
     scenes = expand_scenes(inputs)
     if not scenes:
         raise InputError(None, "no scenes given")
+    ins = [*scenes, *list_files(inputs), spec.checkpoint]
+    check_outputs(ins, plan_outputs(scenes, Path(out_dir), options, summary), force=options.force)
+    out = prepare_out_dir(out_dir)
+    with folder_lock(out, "tile"):
+        return _run_locked(spec, scenes, out, options, workers, scheduler, progress, summary)
+
+
+def _run_locked(
+    spec: SegmenterSpec,
+    scenes: Sequence[Path],
+    out: Path,
+    options: TileOptions,
+    workers: int | None,
+    scheduler: str | None,
+    progress: bool,
+    summary: str | Path | None,
+) -> RunSummary:
+    """:func:`run_batch` once the output folder is checked and locked."""
     now = _dt.datetime.now(_dt.UTC)
     result = RunSummary(
         started=now.isoformat(timespec="seconds"),

@@ -91,9 +91,17 @@ class RowStore:
     """
 
     def __init__(
-        self, workdir: Path, height: int, width: int, classes: int, proba: bool, uncertainty: bool
+        self,
+        workdir: Path,
+        height: int,
+        width: int,
+        classes: int,
+        proba: bool,
+        uncertainty: bool,
+        settings: Mapping[str, Any] | None = None,
     ) -> None:
         self.workdir = Path(workdir)
+        self.settings = dict(settings or {})
         self.height, self.width = height, width
         self.layers = [_Layer("labels", "Byte", "uint8", 1)]
         if proba:
@@ -107,6 +115,14 @@ class RowStore:
     @property
     def progress_path(self) -> Path:
         return self.workdir / "progress.json"
+
+    def read_progress(self) -> dict[str, Any] | None:
+        """The saved progress as it is (any job), or ``None`` when there is none."""
+        try:
+            saved = json.loads(self.progress_path.read_text())
+        except (OSError, ValueError, UnicodeDecodeError):
+            return None
+        return saved if isinstance(saved, dict) else None
 
     def load_progress(self, key: str) -> dict[str, Any] | None:
         """The saved progress if it belongs to the same job (``key``) and its files are intact."""
@@ -125,7 +141,7 @@ class RowStore:
     def save_progress(self, key: str, **fields: Any) -> None:
         """Record progress (after the rows it counts are written)."""
         tmp = self.progress_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"key": key, **fields}))
+        tmp.write_text(json.dumps({"key": key, "settings": self.settings, **fields}))
         os.replace(tmp, self.progress_path)
 
     # ---------------------------------------------------------------- rows

@@ -34,6 +34,7 @@ from rasterio.windows import Window
 from segnet_domains.checkpoint import ModelInfo
 from segnet_domains.errors import InputError
 from segnet_domains.geo.sources import REMOTE_GDAL_OPTIONS, Source, http_problem, resolve_source
+from segnet_domains.io.safety import file_kind
 
 #: Pixels per band of the decimated read that normalisation statistics come from.
 SAMPLE_PIXELS = 1 << 20
@@ -128,10 +129,13 @@ def open_scene(path: str | Path, assets: Sequence[str] | None = None) -> Scene:
     """
     source = resolve_source(path, assets)
     path = source.local or source.name
-    if source.local is not None and not source.local.is_file():
+    kind = file_kind(source.local) if source.local is not None else None
+    if kind == "not found":
         raise InputError(
             path, "no file matches this pattern" if glob.has_magic(str(path)) else "file not found"
         )
+    if kind is not None:
+        raise InputError(path, kind)
     try:
         with (
             rasterio.Env(**(REMOTE_GDAL_OPTIONS if source.remote else {})),
@@ -222,6 +226,27 @@ def check_tile_fits(scene: Scene, tile_size: int) -> None:
             f"scene is {scene.height}×{scene.width} pixels, smaller than one {tile_size}×{tile_size} tile; "
             f"use --tile {_pow2_floor(min(scene.height, scene.width))} or predict-image",
         )
+
+
+def fit_tile(scene: Scene, tile_size: int, overlap: int, multiple: int = 32) -> tuple[int, int]:
+    """``(tile, overlap)`` for a scene: a scene smaller than one tile gets a smaller tile, with a warning.
+
+    The new tile is the largest multiple of ``multiple`` (the network's
+    pooling grid) that fits the scene's shorter side, or that side itself when
+    it is shorter than ``multiple``; the overlap is kept when it is under half
+    the new tile, else a quarter of it.
+    """
+    side = min(scene.height, scene.width)
+    if side >= tile_size:
+        return tile_size, overlap
+    new = side // multiple * multiple if side >= multiple else side
+    new_overlap = overlap if overlap < new // 2 else new // 4
+    warnings.warn(
+        f"{scene.path}: scene is {scene.height}×{scene.width} pixels, smaller than one "
+        f"{tile_size}-pixel tile; using {new}-pixel tiles with overlap {new_overlap}",
+        stacklevel=3,
+    )
+    return new, new_overlap
 
 
 def _pow2_floor(n: int) -> int:

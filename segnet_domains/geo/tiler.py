@@ -50,7 +50,7 @@ from segnet_domains.geo.outputs import (
 )
 from segnet_domains.geo.scene import (
     Scene,
-    check_tile_fits,
+    fit_tile,
     open_scene,
     read_sample,
     read_window,
@@ -64,6 +64,7 @@ from segnet_domains.tiling import BlendedBlock, StreamBlender, Tile, TileGrid, r
 GDAL_CACHE_BYTES = 16 * 2**20
 
 RUN_KEY_TAG = "SEGNET_RUN_KEY"
+SETTINGS_TAG = "SEGNET_SETTINGS"
 
 ProgressCallback = Callable[[int, int], Any]
 
@@ -86,6 +87,8 @@ class TileOptions:
         samples: Monte Carlo samples for ``uncertainty``.
         blend: ``"cosine"`` or ``"gaussian"`` blending window.
         prefetch: batches read ahead of the model.
+        force: replace finished outputs and interrupted work made with other
+            settings (otherwise refused, never blended).
     """
 
     tile_size: int | None = None
@@ -99,6 +102,7 @@ class TileOptions:
     samples: int = 8
     blend: str = "cosine"
     prefetch: int = 3
+    force: bool = False
 
 
 @dataclass
@@ -181,7 +185,7 @@ def tile_scene(
     info = segmenter.info
     bands = select_bands(scene, info, opts.bands)
     tile_size, overlap = resolve_tiling(segmenter, opts.tile_size, opts.overlap)
-    check_tile_fits(scene, tile_size)
+    tile_size, overlap = fit_tile(scene, tile_size, overlap, segmenter.multiple)
     k = segmenter.num_classes
     if k > LABEL_NODATA:
         raise InputError(None, f"the checkpoint has {k} classes; tiling writes uint8 labels (at most 255)")
@@ -203,16 +207,33 @@ def tile_scene(
         "batch": batch_size,
     }
     key = _run_key(segmenter, scene, params)
+    st = scene.path.stat()
+    settings = {**params, "model": model_fingerprint(segmenter), "scene": [st.st_size, st.st_mtime_ns]}
     paths = OutputPaths.for_scene(out_dir, scene.stem, opts.proba, opts.uncertainty)
     base = {"scene": str(scene.path), "height": scene.height, "width": scene.width}
     outputs = [str(p) for p in paths.all()]
     if all(p.is_file() for p in paths.all()) and read_tag(paths.labels, RUN_KEY_TAG) == key:
         return SceneResult(status="skipped", outputs=outputs, **base)
+    _check_earlier_outputs(paths, key, settings, opts.force)
 
     grid = TileGrid.create(scene.height, scene.width, tile_size, overlap, align=segmenter.multiple)
     store = RowStore(
-        out_dir / f".{scene.stem}.tiling", scene.height, scene.width, k, opts.proba, opts.uncertainty
+        out_dir / f".{scene.stem}.tiling",
+        scene.height,
+        scene.width,
+        k,
+        opts.proba,
+        opts.uncertainty,
+        settings,
     )
+    earlier = store.read_progress()
+    if earlier is not None and earlier.get("key") != key and not opts.force:
+        raise InputError(
+            scene.path,
+            f"an interrupted run in {store.workdir} used other settings "
+            f"({settings_diff(earlier.get('settings'), settings)}); rerun with those to resume it, "
+            "or add --force to start over",
+        )
     saved = store.load_progress(key)
     first = int(saved["tile_rows_done"]) if saved else 0
     try:
@@ -226,6 +247,7 @@ def tile_scene(
             job.run(first, progress, position, on_rows)
         tags = {
             RUN_KEY_TAG: key,
+            SETTINGS_TAG: json.dumps(settings),
             "SEGNET_SOURCE": scene.name,
             "SEGNET_ARCHITECTURE": info.architecture,
             "SEGNET_DOMAIN": str(info.domain),
@@ -247,6 +269,43 @@ def tile_scene(
     return SceneResult(
         status=status, seconds=round(time.perf_counter() - t0, 3), outputs=outputs, tiles=len(grid), **base
     )
+
+
+def is_tile_output(path: Path) -> bool:
+    """A raster written by :func:`tile_scene` (it carries the run-key tag)."""
+    return read_tag(Path(path), RUN_KEY_TAG) is not None
+
+
+def settings_diff(old: Any, new: dict[str, Any]) -> str:
+    """``"tile 128 → 64, overlap 32 → 16"``: what differs between two runs' settings."""
+    if not isinstance(old, dict):
+        return "settings not recorded"
+    names = {"model": "model weights", "scene": "scene file contents"}
+    parts = []
+    for k in new:
+        if old.get(k) != new[k]:
+            parts.append(names[k] + " changed" if k in names else f"{k} {old.get(k)!r} → {new[k]!r}")
+    return ", ".join(parts) or "same settings, other key"
+
+
+def _check_earlier_outputs(paths: OutputPaths, key: str, settings: dict[str, Any], force: bool) -> None:
+    """Finished outputs of another run are replaced only with ``force``; foreign files never."""
+    for p in paths.all():
+        if not p.exists():
+            continue
+        earlier = read_tag(p, RUN_KEY_TAG) if p.is_file() else None
+        if earlier is None:
+            raise InputError(p, "exists and is not a tiling output of ours; it is left alone")
+        if earlier != key and not force:
+            try:
+                old = json.loads(read_tag(p, SETTINGS_TAG) or "null")
+            except ValueError:
+                old = None
+            raise InputError(
+                p,
+                f"was tiled with other settings ({settings_diff(old, settings)}); "
+                "add --force to replace it, or choose another --out-dir",
+            )
 
 
 class _Job:

@@ -8,6 +8,8 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+from segnet_domains.errors import InputError
+
 
 def temporary_path(path: str | Path) -> Path:
     """The temporary sibling of ``path`` used while it is being written.
@@ -20,17 +22,25 @@ def temporary_path(path: str | Path) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_output(path: str | Path) -> Iterator[Path]:
+def atomic_output(path: str | Path, folder: bool = False) -> Iterator[Path]:
     """Yield a temporary path; on success rename it to ``path``, on failure delete it.
 
     Nothing half-written is ever visible under the final name. Works for files
-    and directories (a directory is replaced whole).
+    and, with ``folder=True``, directories (a directory is replaced whole). A
+    file is never written over an existing directory: that is refused before
+    anything is written (the front ends' checks live in
+    :mod:`segnet_domains.io.safety`; this is the last line of defence).
+
+    Raises:
+        InputError: ``path`` is an existing folder and ``folder`` is False.
 
     Example:
         >>> with atomic_output("mask.nii.gz") as tmp:  # doctest: +SKIP
         ...     nib.save(img, tmp)
     """
     path = Path(path)
+    if path.is_dir() and not path.is_symlink() and not folder:
+        raise InputError(path, "is a folder; a file is never written over it")
     tmp = temporary_path(path)
     _remove(tmp)
     try:

@@ -10,6 +10,7 @@ with the input's own affine, header, qform and sform, voxel for voxel aligned.
 from __future__ import annotations
 
 import gzip
+import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, 
 
 from segnet_domains.errors import InputError
 from segnet_domains.io.atomic import atomic_output
+from segnet_domains.io.safety import check_claimed_size, check_input
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 _RAS = axcodes2ornt(("R", "A", "S"))
@@ -81,12 +83,15 @@ class Volume:
 def read_volume(path: str | Path) -> Volume:
     """Read a 3D NIfTI volume (a singleton 4th dimension is dropped).
 
+    The header's claimed voxels are checked against the file's size before
+    any data is read; a header without orientation (qform code 0 and no
+    usable sform) is read with its voxel sizes only, with a warning.
+
     Raises:
-        InputError: missing, not NIfTI, truncated/corrupt, not 3D, or NaN/Inf voxels.
+        InputError: missing, not NIfTI, truncated/corrupt, not 3D, a header
+            claiming more data than the file holds, or NaN/Inf voxels.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "file not found")
+    path = check_input(path, "volume")
     try:
         img = nib.load(path)
     except (nib.filebasedimages.ImageFileError, OSError, EOFError, ValueError, gzip.BadGzipFile) as exc:
@@ -99,6 +104,8 @@ def read_volume(path: str | Path) -> Volume:
         shape = img.shape
     if len(shape) != 3:
         raise InputError(path, f"expected a 3D volume, got {len(shape)}D with shape {tuple(shape)}")
+    _check_data_size(path, img)
+    img = _check_orientation(path, img)
     try:
         data = np.asarray(img.dataobj, dtype=np.float32)
     except (OSError, EOFError, ValueError, zlib.error, gzip.BadGzipFile) as exc:
@@ -108,6 +115,42 @@ def read_volume(path: str | Path) -> Volume:
     if min(shape) < 2:
         raise InputError(path, f"volume shape {tuple(shape)} is too small to segment")
     return Volume(data=data, image=img, path=path)
+
+
+def _check_data_size(path: Path, img: nib.Nifti1Image) -> None:
+    """The voxels the header claims must fit in the file (raw ``.nii``) or its compressed stream."""
+    header = img.header
+    dtype = np.dtype(header.get_data_dtype())
+    shape = tuple(int(n) for n in header.get_data_shape())
+    claimed = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+    gz = str(path).lower().endswith(".gz")
+    check_claimed_size(
+        path,
+        claimed,
+        description=f"{'×'.join(map(str, shape))} {dtype.name} voxels",
+        compression="deflate" if gz else None,
+        offset=0 if gz else int(header.get("vox_offset", 0)),
+        memory_bytes=int(np.prod(shape, dtype=np.float64)) * 4,  # read as float32
+    )
+
+
+def _check_orientation(path: Path, img: nib.Nifti1Image) -> nib.Nifti1Image:
+    """Warn when the header has no orientation; replace an unusable (singular) affine by the voxel sizes."""
+    header = img.header
+    qcode, scode = int(header["qform_code"]), int(header["sform_code"])
+    sform = header.get_sform()
+    sform_usable = scode > 0 and abs(np.linalg.det(sform[:3, :3])) > 1e-12
+    if qcode == 0 and not sform_usable:
+        what = "sform is all zeros" if not np.any(sform[:3, :3]) else "sform code is 0"
+        warnings.warn(
+            f"{path}: no orientation in the header (qform code 0, {what}); "
+            "assuming RAS axes with the voxel sizes, as nibabel does — check the mask's alignment",
+            stacklevel=3,
+        )
+        if scode > 0:  # a declared but singular sform: fall back to the voxel sizes
+            img = nib.Nifti1Image(img.dataobj, header.get_base_affine(), header=header)
+            img.set_sform(None, code=0)
+    return img
 
 
 def write_like(

@@ -36,6 +36,7 @@ from segnet_domains.config import apply_overrides, merge, read_yaml
 from segnet_domains.devices import resolve_device
 from segnet_domains.errors import CheckpointError, InputError
 from segnet_domains.inference import Segmenter
+from segnet_domains.io.safety import FolderOutput, holds_only
 from segnet_domains.metrics import evaluate_case, summarize
 from segnet_domains.model import build_model
 from segnet_domains.training import distributed as dist
@@ -135,8 +136,46 @@ def _check_train(config: dict[str, Any], source: str) -> None:
     for key in ("epochs", "batch_size"):
         if not isinstance(t[key], int) or t[key] < 1:
             raise InputError(source, f"train.{key} must be a positive integer, not {t[key]!r}")
+    lr = t["lr"]
+    if isinstance(lr, bool) or not isinstance(lr, int | float) or not 0 < lr < math.inf:
+        raise InputError(source, f"train.lr must be a positive number, got {lr!r}")
+    if not isinstance(t["num_workers"], int) or not 0 <= t["num_workers"] <= 256:
+        raise InputError(
+            source, f"train.num_workers must be an integer in [0, 256], got {t['num_workers']!r}"
+        )
+    _check_model(config["model"], source)
     if not config["data"].get("root"):
         raise InputError(source, "data.root is not set (give --data-root DIR or data.root in the config)")
+
+
+#: What a training run writes into its folder (anything else makes the folder "not ours").
+RUN_FILES = ("best.pt", "last.pt", "metrics.jsonl", "metrics.csv")
+
+
+def run_output(out: str | Path, resume: bool = False) -> FolderOutput:
+    """A run folder as an output, for :func:`~segnet_domains.io.safety.check_outputs`.
+
+    A new or empty folder is fine; one holding only an earlier run's files is
+    continued with ``resume`` or replaced with ``force``; anything else is refused.
+    """
+    return FolderOutput(
+        out, "training run", "--out", ours=holds_only(RUN_FILES), exists="resume" if resume else "force"
+    )
+
+
+def _check_model(m: dict[str, Any], source: str) -> None:
+    """Model widths and dropout in range before anything is built (an absurd width is never allocated)."""
+    from segnet_domains.checkpoint import MAX_WIDTH
+
+    features = m.get("features")
+    widths = features if isinstance(features, list | tuple) else [features]
+    if not widths or not all(
+        isinstance(f, int) and not isinstance(f, bool) and 1 <= f <= MAX_WIDTH for f in widths
+    ):
+        raise InputError(source, f"model.features must be widths in [1, {MAX_WIDTH}], got {features!r}")
+    dropout = m.get("dropout") or 0.0
+    if isinstance(dropout, bool) or not isinstance(dropout, int | float) or not 0 <= dropout < 1:
+        raise InputError(source, f"model.dropout must be a number in [0, 1), got {dropout!r}")
 
 
 @dataclass
