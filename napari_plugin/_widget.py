@@ -69,7 +69,7 @@ class SegNetWidget(Container):
         self.last_layer: Labels | None = None
         self.last_error: str | None = None
         self._layer = ComboBox(label="image layer", choices=self._image_layers, nullable=True)
-        self._checkpoint = FileEdit(label="checkpoint", mode="r", filter="*.pt *.safetensors *.ckpt")
+        self._checkpoint = FileEdit(label="checkpoint", mode="r", filter="*.pt *.safetensors *.ckpt *.onnx")
         self._summary = Label(label="model", value="no checkpoint chosen")
         self._device = ComboBox(label="device", choices=device_choices())
         self._mode = ComboBox(label="mode", choices=MODE_CHOICES)
