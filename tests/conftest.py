@@ -10,7 +10,6 @@ import torch
 from segnet_domains import SegNet, save_checkpoint
 from tests.data.synthetic import TINY, train_tiny
 
-
 #: Fixtures that train a model or hand one out: a test using any of them depends on the arithmetic.
 TRAINED_FIXTURES = frozenset({"trained_checkpoint", "lesion_checkpoint", "atlas_run"})
 

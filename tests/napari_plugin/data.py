@@ -70,7 +70,7 @@ def train_lesion_model(path: Path, seed: int = 0) -> Path:
     Uses the checkpoint's own normaliser on each whole volume (as inference
     does) and MONAI's Dice + cross-entropy loss, on volumes of the tests' size
     and of the sample's default size, and trains until the lesion Dice on an
-    unseen volume of the tests' size is at least 0.8 (see
+    unseen volume of the tests' size is at least 0.7 (see
     :func:`tests.data.synthetic.train_to_margin`), so the tests never see a
     marginal model, whatever the machine.
     """
@@ -108,7 +108,7 @@ def train_lesion_model(path: Path, seed: int = 0) -> Path:
     model = SegNet(1, 2, features=FEATURES, dropout=0.1)
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=True)
     with one_thread():
-        score = train_to_margin(model, batch, lesion_dice, loss_fn=loss_fn, steps=100, lr=1e-2, margin=0.8)
+        score = train_to_margin(model, batch, lesion_dice, loss_fn=loss_fn, steps=100, lr=1e-2, margin=0.7)
     return save_checkpoint(
         path,
         model,
