@@ -68,13 +68,9 @@ def _pctl(xs: list[float], q: float) -> float:
 
 def _start(ckpt: Path, port: int) -> subprocess.Popen:
     argv = ["serve", "--model", str(ckpt), "--port", str(port), "--device", "cpu"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "segnet_domains", *argv],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + 120
+    log = (ckpt.parent / "server.log").open("w")  # never a pipe nobody reads: a full pipe blocks the server
+    proc = subprocess.Popen([sys.executable, "-m", "segnet_domains", *argv], stdout=log, stderr=log)
+    deadline = time.monotonic() + 600  # importing torch on a loaded machine can take minutes
     while True:
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/api/models", timeout=5).read()
@@ -82,7 +78,7 @@ def _start(ckpt: Path, port: int) -> subprocess.Popen:
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(
-                    f"server did not start: {proc.stderr.read() if proc.stderr else ''}"
+                    f"server did not start: {(ckpt.parent / 'server.log').read_text()}"
                 ) from None
             time.sleep(0.2)
 
@@ -100,7 +96,8 @@ def main() -> dict:
     torch.manual_seed(0)
     ckpt = save_checkpoint(tmp / "bench.pt", SegNet(3, 2, features=features), domain="fundus")
     rgb = np.random.default_rng(0).integers(0, 255, (SIZE, SIZE, 3), dtype=np.uint8)
-    png = iio.imwrite(tmp / "frame.png", rgb)
+    png = tmp / "frame.png"
+    iio.imwrite(png, rgb)
     data = png.read_bytes()
 
     seg = Segmenter.from_checkpoint(ckpt, device="cpu")
@@ -143,8 +140,12 @@ def main() -> dict:
             t.join()
         wall = time.perf_counter() - t0
     finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(30)
+        proc.send_signal(signal.SIGINT)  # Ctrl+C, as a user stops it
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
     res = {
         "image": [SIZE, SIZE, 3],

@@ -48,7 +48,7 @@ def browser(tmp_path: Path):
     opts.binary_location = CHROMIUM
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             "--disable-dev-shm-usage", "--window-size=1280,860"]  # fmt: skip
+             "--disable-dev-shm-usage", "--window-size=1280,1000"]  # fmt: skip
     flags.append(f"--user-data-dir={tmp_path / 'profile'}")
     for flag in flags:
         opts.add_argument(flag)
@@ -200,6 +200,7 @@ def test_screenshot_with_a_trained_model(browser, trained_checkpoint: Path, tmp_
         _image_and_volume(
             browser, "blobs", Segmenter.from_checkpoint(blobs, device="cpu"), png, vol, tmp_path
         )
+        browser.execute_script("window.scrollTo(0, 0)")  # the slider's focus scrolled the page
         shot = tmp_path / "serve.png"
         browser.save_screenshot(str(shot))
         assert iio.imread(shot).shape[1] == 1280  # the whole window
