@@ -333,7 +333,7 @@ def _read_header(path: Path, with_data: bool = False) -> tuple[dict[str, Any], b
     if kind == "not found":
         raise CheckpointError(path, "checkpoint not found")
     if kind is not None:
-        raise CheckpointError(path, f"{kind}; a checkpoint is a file")
+        raise CheckpointError(path, kind)
     try:
         data = path.read_bytes() if with_data else _read_prefix(path)
     except OSError as exc:

@@ -418,7 +418,8 @@ def _check_folder_output(spec: FolderOutput, path: Path, force: bool) -> None:
         elif spec.exists == "resume":
             raise InputError(path, f"is empty: no {spec.what} to resume")
         if not spec.replace and not os.access(path, os.W_OK | os.X_OK):
-            raise InputError(path, "output folder is not writable")
+            reason = "is on a read-only file system" if _read_only(path) else "is not writable"
+            raise InputError(path, f"output folder {reason}")
     elif spec.exists == "resume":
         raise InputError(path, f"not found: no {spec.what} to resume")
     if spec.replace or not path.is_dir():

@@ -14,6 +14,7 @@ import pytest
 import rasterio
 
 from segnet_domains import Segmenter
+from segnet_domains.errors import InputError
 from segnet_domains.geo.outputs import LABEL_NODATA
 from segnet_domains.geo.tiler import TileOptions, tile_scene
 from segnet_domains.tiling import TileGrid
@@ -171,8 +172,12 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path: Path, aerial_segme
         np.testing.assert_array_equal(a, b)
     again = tile_scene(aerial_segmenter, scene, run_dir, opts)
     assert again.status == "skipped"
-    changed = tile_scene(aerial_segmenter, scene, run_dir, TileOptions(tile_size=64, overlap=16))
-    assert changed.status == "done"  # other options: redone, not skipped
+    with pytest.raises(
+        InputError, match=r"other settings \(overlap 24 → 16"
+    ):  # issue 11: never replaced silently
+        tile_scene(aerial_segmenter, scene, run_dir, TileOptions(tile_size=64, overlap=16))
+    changed = tile_scene(aerial_segmenter, scene, run_dir, TileOptions(tile_size=64, overlap=16, force=True))
+    assert changed.status == "done"  # other options with force: redone, not skipped
 
 
 KILL_SCRIPT = """
