@@ -326,13 +326,11 @@ def protocol_scores(cm: np.ndarray, protocol: Protocol, absent: str = "skip") ->
     return out
 
 
-def _check_prediction(pred: np.ndarray, k: int, path: Path) -> None:
-    if pred.size and (pred.min() < 0 or pred.max() >= k):
-        raise InputError(path, f"prediction has labels outside the protocol's classes 0..{k - 1}")
-
-
 def _score_labels(
-    protocol: Protocol, pairs: list[tuple[str, Path, Path]], valid_masks: str | Path | None
+    protocol: Protocol,
+    pairs: list[tuple[str, Path, Path]],
+    valid_masks: str | Path | None,
+    pred_encoding: str = "native",
 ) -> dict[str, Any]:
     """Stream the label pairs: one confusion matrix per case, summed; BF per image."""
     k = protocol.num_classes
@@ -341,11 +339,11 @@ def _score_labels(
     bf_rows: list[np.ndarray] = []
     for name, p, t in pairs:
         colour = COLOUR_DECODERS[protocol.colour_truth] if protocol.colour_truth else None
-        pred, truth_raw, fov = load_pair(name, p, t, valid_masks, protocol.binary_255, colour)
+        pred_raw, truth_raw, fov = load_pair(name, p, t, valid_masks, protocol.binary_255, colour)
         classes, valid = protocol.map_truth(truth_raw, str(t))
         if fov is not None:
             valid &= fov
-        _check_prediction(pred, k, p)
+        pred = protocol.map_prediction(pred_raw, str(p), pred_encoding)
         cm = confusion_matrix(pred, classes, k, valid)
         total += cm
         row: dict[str, Any] = {"name": name, **protocol_scores(cm, protocol), "pixels": int(cm.sum())}
@@ -399,6 +397,7 @@ def evaluate_protocol(
     truth: str | Path,
     protocol: str | Protocol,
     valid_masks: str | Path | None = None,
+    pred_encoding: str = "native",
 ) -> dict[str, Any]:
     """Score predictions against truth the way the protocol's source did.
 
@@ -408,6 +407,9 @@ def evaluate_protocol(
         truth: truth file or folder, as the data set distributes it.
         protocol: a name in :data:`~segnet_domains.protocols.PROTOCOLS` or a :class:`Protocol`.
         valid_masks: file or folder of valid-pixel masks (required by ``rite``).
+        pred_encoding: ``"native"`` (predictions in the data set's encoding, as
+            ``predict-split`` writes them) or ``"model"`` (class indices, as
+            ``predict-image`` writes them); see :mod:`segnet_domains.protocols`.
 
     Returns:
         JSON-ready ``{"protocol", "source", "aggregation", "metrics": {the
@@ -424,7 +426,10 @@ def evaluate_protocol(
     if proto.requires_mask and valid_masks is None:
         raise InputError(truth, f"protocol {proto.name!r} needs --mask (valid pixels, e.g. fields of view)")
     pairs = match_pairs(pred, truth, proto.pred_files, proto.truth_files, proto.case_name)
-    result = _score_counts(pairs) if proto.kind == "counts" else _score_labels(proto, pairs, valid_masks)
+    if proto.kind == "counts":
+        result = _score_counts(pairs)
+    else:
+        result = _score_labels(proto, pairs, valid_masks, pred_encoding)
     report = {
         "protocol": proto.name,
         "source": proto.source,

@@ -7,11 +7,15 @@ it computed them.
 
 Conventions
 -----------
-* **Predictions** are what our predict commands write: label images
-  (``predict-image``: PNG/TIFF, one class index ``0..K-1`` per pixel, in the
-  model's class order listed here as ``class_names``), NIfTI masks
-  (``predict-volume``), or for counting a ``.txt`` holding the count or a
-  ``.npy`` density map (its sum is the count; ``predict-image --count``).
+* **Predictions** are what our predict commands write: by default in the
+  data set's own encoding, as ``predict-split`` writes them beside the
+  truth (mapped with the same table as the truth); with
+  ``pred_encoding="model"`` (``--pred-encoding model``) class indices
+  ``0..K-1`` in the model's order (``class_names`` here), as
+  ``predict-image`` writes them. For CamVid, MFN, RITE and ATLAS the two are
+  the same. NIfTI masks come from ``predict-volume``; for counting a
+  ``.txt`` holding the count or a ``.npy`` density map (its sum is the
+  count; ``predict-image --count``).
 * **Truth** files are as the dataset distributes them; the protocol maps
   their values: ``unlabelled`` (the value meaning "no label") is ignored
   unless ``unlabelled_counts``; other ``ignore`` values count nowhere; then
@@ -74,6 +78,8 @@ class Protocol:
             counts in every metric (RTFNet's MFN mIoU over 9 classes).
         ignore: further truth values that count nowhere.
         truth_offset: model class = truth value + offset (after ignoring).
+        label_values: explicit ``(native value, class)`` pairs instead of the
+            offset (TLCGIS: road 0 → class 1, any other value → background 0).
         binary_255: a truth/prediction image holding only 0 and 255 is a
             0/1 mask (RITE vessels, TLCGIS masks).
         colour_truth: decoder of colour-coded truth images
@@ -99,6 +105,7 @@ class Protocol:
     unlabelled_counts: bool = False
     ignore: tuple[int, ...] = ()
     truth_offset: int = 0
+    label_values: tuple[tuple[int, int], ...] = ()
     binary_255: bool = False
     colour_truth: str | None = None
     aggregation: str = "dataset"
@@ -129,6 +136,35 @@ class Protocol:
             return truth_stem[: -len(self.truth_suffix)]
         return truth_stem
 
+    def native_lut(self) -> np.ndarray:
+        """Lookup table native value → class; ``-1`` unknown, ``-2`` ignored (covers 0..max value)."""
+        pairs = dict(self.label_values) or {
+            c - self.truth_offset: c for c in range(self.num_classes) if c - self.truth_offset >= 0
+        }
+        top = max([*pairs, *self.ignored_values, 0]) + 1
+        lut = np.full(top, -1, np.int64)
+        for value, cls in pairs.items():
+            lut[value] = cls
+        for value in self.ignored_values:
+            lut[value] = -2
+        return lut
+
+    def _lookup(self, values: np.ndarray) -> np.ndarray:
+        lut = self.native_lut()
+        values = np.asarray(values).astype(np.int64, copy=False)
+        inside = (values >= 0) & (values < len(lut))
+        return np.where(inside, lut[np.clip(values, 0, len(lut) - 1)], -1)
+
+    def _known(self) -> str:
+        native = sorted(dict(self.label_values)) or [c - self.truth_offset for c in range(self.num_classes)]
+        span = (
+            f"{native[0]}..{native[-1]}"
+            if native == list(range(native[0], native[-1] + 1))
+            else "its classes"
+        )
+        ignored = f", ignored {list(self.ignored_values)}" if self.ignored_values else ""
+        return f"(classes {span}{ignored})"
+
     def map_truth(self, values: np.ndarray, source: str = "truth") -> tuple[np.ndarray, np.ndarray]:
         """Truth values as distributed → ``(classes, valid)``.
 
@@ -139,19 +175,52 @@ class Protocol:
         Raises:
             InputError: a value that is neither ignored nor a class (names ``source``).
         """
-        values = np.asarray(values).astype(np.int64, copy=False)
-        valid = ~np.isin(values, self.ignored_values) if self.ignored_values else np.ones(values.shape, bool)
-        classes = np.where(valid, values + self.truth_offset, 0)
-        bad = valid & ((classes < 0) | (classes >= self.num_classes))
+        values = np.asarray(values)
+        classes = self._lookup(values)
+        if (classes == -1).any():
+            shown = ", ".join(str(v) for v in np.unique(values[classes == -1])[:8])
+            raise InputError(
+                source,
+                f"truth has values {shown} that are neither classes nor ignored under protocol "
+                f"{self.name!r} {self._known()}",
+            )
+        valid = classes >= 0
+        return np.where(valid, classes, 0), valid
+
+    def map_prediction(
+        self, values: np.ndarray, source: str = "prediction", encoding: str = "native"
+    ) -> np.ndarray:
+        """Predicted labels → class indices.
+
+        Args:
+            values: the prediction file's labels.
+            source: file name for messages.
+            encoding: ``"native"`` — the data set's own encoding, as
+                ``predict-split`` writes it (same table as the truth; an
+                ignored value is refused, a prediction names a class);
+                ``"model"`` — class indices ``0..K-1`` as ``predict-image`` writes them.
+
+        Raises:
+            InputError: a value that is no class in that encoding.
+        """
+        values = np.asarray(values)
+        if encoding == "model":
+            bad = (values < 0) | (values >= self.num_classes)
+            known = f"0..{self.num_classes - 1}"
+            classes = values.astype(np.int64, copy=False)
+        elif encoding == "native":
+            classes = self._lookup(values)
+            bad = classes < 0
+            known = self._known()
+        else:
+            raise ValueError(f"encoding must be 'native' or 'model', not {encoding!r}")
         if bad.any():
             shown = ", ".join(str(v) for v in np.unique(values[bad])[:8])
             raise InputError(
                 source,
-                f"truth has values {shown} that are neither classes nor ignored under protocol "
-                f"{self.name!r} (classes {-self.truth_offset}..{self.num_classes - 1 - self.truth_offset}"
-                + (f", ignored {list(self.ignored_values)})" if self.ignored_values else ")"),
+                f"prediction has values {shown} outside protocol {self.name!r}'s {encoding} classes {known}",
             )
-        return classes, valid
+        return classes
 
 
 CAMVID_CLASSES = (
@@ -246,11 +315,12 @@ register_protocol(
         source="SkyScapes, Azimi et al., ICCV 2019, SkyScapes-Dense baseline table (SegNet mIoU 23.14)",
         kind="labels",
         class_names=SKYSCAPES_DENSE_CLASSES,
-        ignore=(255,),
+        unlabelled=0,
+        truth_offset=-1,
         metrics=("global_accuracy", "miou"),
-        notes="20 dense classes (the 12 lane-marking types merged into one). The class order here and "
-        "the label encoding of the official release were not verified (no copy of the data here); "
-        "255 is ignored as in our aerial reader.",
+        notes="20 dense classes (the 12 lane-marking types merged into one), encoded 1-20, 0 = unlabelled "
+        "(ignored), as the skyscapes_dense task reads them. The class order and the label encoding of "
+        "the official release were not verified (no copy of the data here).",
     )
 )
 register_protocol(
@@ -258,12 +328,13 @@ register_protocol(
         name="tlcgis",
         source="TLCGIS road extraction (SIGSPATIAL 2018 fusion_lidar_images): road IoU",
         kind="labels",
-        class_names=("road", "background"),
-        binary_255=True,
+        class_names=("background", "road"),
+        label_values=((0, 1), *((v, 0) for v in range(1, 256))),
         metrics=("iou",),
-        focus_class=0,
-        notes="Road = 0 in the distributed masks (any other value, or 255, is background); the road "
-        "IoU is global (intersections and unions over the whole test set), not batch-averaged.",
+        focus_class=1,
+        notes="Road = 0 in the distributed masks (any other value, 255 as predict-split writes it, is "
+        "background); the model's classes are background 0, road 1 (the tlcgis task). The road IoU is "
+        "global (intersections and unions over the whole test set), not batch-averaged.",
     )
 )
 register_protocol(

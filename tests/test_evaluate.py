@@ -76,13 +76,13 @@ def test_camvid_bf_by_hand(tmp_path: Path) -> None:
 
 
 def test_sunrgbd_offset_and_unlabelled(tmp_path: Path) -> None:
-    # seglabel 1 -> class 0, 37 -> class 36; 0 unlabelled
-    pair = {"img-000001": ([[5, 0, 1], [36, 35, 0]], [[0, 1, 2], [37, 37, 0]])}
+    # predictions in seglabel encoding as predict-split writes them; 0 unlabelled
+    pair = {"img-000001": ([[6, 1, 2], [37, 36, 1]], [[0, 1, 2], [37, 37, 0]])}
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     r = evaluate_protocol(*_pngs(tmp_path / "a", pair), "sunrgbd")
     assert r["metrics"]["global_accuracy"] == pytest.approx(3 / 4)
-    bad = {"img-000001": ([[0]], [[38]])}
+    bad = {"img-000001": ([[1]], [[38]])}
     with pytest.raises(InputError, match=r"truth has values 38 that are neither classes nor ignored"):
         evaluate_protocol(*_pngs(tmp_path / "b", bad), "sunrgbd")
 
@@ -96,14 +96,23 @@ def test_mfn_counts_unlabelled(tmp_path: Path) -> None:
 
 
 def test_ade20k_summed_and_zero_for_absent(tmp_path: Path) -> None:
-    pair = {"ADE_val_00000001": ([[7, 0], [1, 148]], [[0, 1], [2, 150]])}
+    pair = {"ADE_val_00000001": ([[8, 1], [2, 149]], [[0, 1], [2, 150]])}
     r = evaluate_protocol(*_pngs(tmp_path, pair), "ade20k")
     assert r["metrics"]["global_accuracy"] == pytest.approx(2 / 3)  # over labelled pixels
     assert r["metrics"]["miou"] == pytest.approx(2 / 150)  # classes 1, 2 right; the rest score 0
+    # the same predictions as model classes (predict-image): annotation value - 1
+    (tmp_path / "model").mkdir()
+    iio.imwrite(tmp_path / "model" / "ADE_val_00000001.png", np.array([[7, 0], [1, 148]], np.uint8))
+    same = evaluate_protocol(tmp_path / "model", tmp_path / "truth", "ade20k", pred_encoding="model")
+    assert same["metrics"] == r["metrics"]
+    with pytest.raises(
+        InputError, match=r"prediction has values 0 outside protocol 'ade20k''s native classes"
+    ):
+        evaluate_protocol(tmp_path / "model", tmp_path / "truth", "ade20k")
 
 
-def test_skyscapes_ignores_255(tmp_path: Path) -> None:
-    pair = {"2525": ([[0, 19], [3, 4]], [[0, 19], [255, 5]])}
+def test_skyscapes_ignores_0(tmp_path: Path) -> None:
+    pair = {"2525": ([[1, 20], [4, 5]], [[1, 20], [0, 6]])}
     assert evaluate_protocol(*_pngs(tmp_path, pair), "skyscapes")["metrics"][
         "global_accuracy"
     ] == pytest.approx(2 / 3)
@@ -159,7 +168,7 @@ def test_rite_inside_the_field_of_view(tmp_path: Path) -> None:
 def test_prediction_outside_the_classes(tmp_path: Path) -> None:
     pred, truth = _pngs(tmp_path, {"a": ([[11, 0]], [[0, 0]])})
     with pytest.raises(
-        InputError, match=r"a.png: prediction has labels outside the protocol's classes 0..10"
+        InputError, match=r"a.png: prediction has values 11 outside protocol 'camvid''s native classes"
     ):
         evaluate_protocol(pred, truth, "camvid")
 

@@ -35,6 +35,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=sorted({proto.name for proto in PROTOCOLS.values()}),
         help="score as a published result did (truth as distributed; see segnet_domains/protocols.py)",
     )
+    p.add_argument(
+        "--pred-encoding",
+        choices=["native", "model"],
+        default="native",
+        help="with --protocol: predictions in the data set's encoding (predict-split, default) or as "
+        "model class indices (predict-image)",
+    )
     p.add_argument("--json", action="store_true", help="print the full report as JSON")
     p.set_defaults(func=run)
 
@@ -51,7 +58,9 @@ def run(args: argparse.Namespace) -> int:
     if args.protocol:
         if args.classes is not None or args.include_background:
             raise InputError(None, "--classes and --include-background do not apply with --protocol")
-        report = evaluate_protocol(args.pred, args.truth, args.protocol, valid_masks=args.mask)
+        report = evaluate_protocol(
+            args.pred, args.truth, args.protocol, valid_masks=args.mask, pred_encoding=args.pred_encoding
+        )
         print(json.dumps(report, indent=2) if args.json else format_protocol_report(report))
         return 0
     report = evaluate_paths(

@@ -117,11 +117,11 @@ def test_field_of_view_masks_ignore_outside_pixels(
 # (protocol, prediction, truth as distributed, metric, value counted by hand)
 PROTOCOL_CASES = [
     ("camvid", [[0, 1, 1], [1, 2, 0]], [[0, 0, 1], [1, 2, 11]], "global_accuracy", 4 / 5),  # 11 = void
-    ("sunrgbd", [[5, 0, 1], [36, 35, 0]], [[0, 1, 2], [37, 37, 0]], "global_accuracy", 3 / 4),  # seglabel - 1
+    ("sunrgbd", [[6, 1, 2], [37, 36, 1]], [[0, 1, 2], [37, 37, 0]], "global_accuracy", 3 / 4),  # 0 ignored
     ("mfn", [[0, 1, 1], [2, 8, 0]], [[0, 0, 1], [2, 8, 8]], "miou", (1 / 3 + 1 / 2 + 1 + 1 / 2) / 4),
-    ("ade20k", [[7, 0], [1, 148]], [[0, 1], [2, 150]], "miou", 2 / 150),  # absent classes score 0
-    ("skyscapes", [[0, 19], [3, 4]], [[0, 19], [255, 5]], "global_accuracy", 2 / 3),
-    ("tlcgis", [[0, 1, 1], [0, 0, 1]], [[0, 0, 255], [0, 255, 255]], "iou", 2 / 4),  # road = 0
+    ("ade20k", [[8, 1], [2, 149]], [[0, 1], [2, 150]], "miou", 2 / 150),  # absent classes score 0
+    ("skyscapes", [[1, 20], [4, 5]], [[1, 20], [0, 6]], "global_accuracy", 2 / 3),  # 0 ignored
+    ("tlcgis", [[0, 255, 255], [0, 0, 255]], [[0, 0, 255], [0, 255, 255]], "iou", 2 / 4),  # road = 0
 ]
 
 
@@ -198,6 +198,8 @@ def test_protocol_counting_and_bad_options(tmp_path: Path, capsys: pytest.Captur
     ]
     assert main([*argv, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["metrics"] == {"mae": 3.0, "rmse": 3.0, "mse": 9.0}
+    assert main([*argv, "--pred-encoding", "model", "--json"]) == 0  # counts have no label encoding
+    capsys.readouterr()
     assert main([*argv, "--classes", "3"]) == 2
     assert "--classes and --include-background do not apply with --protocol" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # argparse: an unknown protocol is a usage error
