@@ -16,7 +16,15 @@ import tifffile
 
 from segnet_domains.cli import main
 from segnet_domains.io.atomic import temporary_path
+from tests.data.dicom import save_threshold_checkpoint
 from tests.data.synthetic import blob_scene
+
+
+@pytest.fixture(scope="module")
+def threshold_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SegNet whose label is ``intensity > 130`` on 2×2-block-constant slices, by construction."""
+    path = tmp_path_factory.mktemp("threshold") / "threshold.pt"
+    return save_threshold_checkpoint(path, (130.0,), ["background", "lesion"])
 
 
 def _mni_affine() -> np.ndarray:
@@ -86,13 +94,20 @@ def test_predict_image_multiband_tiff(tiny_checkpoint, tmp_path, capsys, layout)
     ],
     ids=["RAS", "LPS", "SRP-permuted"],
 )
-def test_predict_volume_keeps_geometry(trained_checkpoint, tmp_path, capsys, axcodes_affine) -> None:
+def test_predict_volume_keeps_geometry(threshold_checkpoint, tmp_path, capsys, axcodes_affine) -> None:
+    """Shape, affine, header and the voxels' places survive every stored orientation.
+
+    The model labels ``intensity > 130`` exactly on 2×2×2-block volumes
+    (:func:`tests.data.dicom.threshold_segnet`), so the answer is known voxel
+    for voxel and the test is about geometry, not about a trained model.
+    """
     rng = np.random.default_rng(0)
-    data = rng.normal(100, 10, (20, 24, 18)).astype(np.float32)
-    data[5:12, 6:14, :] += 60
+    coarse = rng.uniform(85, 115, (10, 12, 9)).astype(np.float32)
+    coarse[2:6, 3:7, :] += 60  # a bright block: voxels [4:12, 6:14, :]
+    data = np.kron(coarse, np.ones((2, 2, 2), np.float32))
     src = _nifti(tmp_path / "t1w.nii.gz", data, axcodes_affine)
     out = tmp_path / "mask.nii.gz"
-    code, _, err = _run(["predict-volume", str(src), "--model", str(trained_checkpoint), "--out", str(out)],
+    code, _, err = _run(["predict-volume", str(src), "--model", str(threshold_checkpoint), "--out", str(out)],
                         capsys)  # fmt: skip
     assert code == 0, err
     ref, mask = nib.load(src), nib.load(out)
@@ -103,6 +118,7 @@ def test_predict_volume_keeps_geometry(trained_checkpoint, tmp_path, capsys, axc
     labels = np.asarray(mask.dataobj)
     assert labels.dtype == np.uint8
     assert labels[5:12, 6:14, :].mean() > 0.8 and labels[14:, 16:, :].mean() < 0.1
+    np.testing.assert_array_equal(labels, (data > 130).astype(np.uint8))
 
 
 def test_predict_volume_orientation_invariance(trained_checkpoint, tmp_path, capsys) -> None:
