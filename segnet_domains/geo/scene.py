@@ -20,7 +20,7 @@ import contextlib
 import glob
 import math
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ from rasterio.windows import Window
 
 from segnet_domains.checkpoint import ModelInfo
 from segnet_domains.errors import InputError
-from segnet_domains.geo.sources import REMOTE_GDAL_OPTIONS, Source, http_problem, resolve_source
+from segnet_domains.geo.sources import Source, http_problem, resolve_source
 from segnet_domains.io.safety import file_kind
 
 #: Pixels per band of the decimated read that normalisation statistics come from.
@@ -60,7 +60,7 @@ class Scene:
         profile: rasterio's profile, for reference.
     """
 
-    path: Path
+    path: Path | str
     width: int
     height: int
     count: int
@@ -80,9 +80,7 @@ class Scene:
     @property
     def name(self) -> str:
         """Short label for progress bars and tags: the file name, the URL's last segment, the item id."""
-        if self.source is not None and self.source.dataset.startswith("<VRTDataset"):
-            return self.source.stem
-        return str(self.path).rstrip("/").rsplit("/", 1)[-1]
+        return self._source.label
 
     @property
     def identity(self) -> list[Any]:
@@ -93,12 +91,9 @@ class Scene:
     def _source(self) -> Source:
         return self.source if self.source is not None else resolve_source(self.path)
 
-    @contextlib.contextmanager
-    def open(self) -> Iterator[rasterio.DatasetReader]:
-        """The dataset, opened for windowed reads (remote ones with ``REMOTE_GDAL_OPTIONS``)."""
-        src = self._source
-        with rasterio.Env(**(REMOTE_GDAL_OPTIONS if src.remote else {})), rasterio.open(src.dataset) as ds:
-            yield ds
+    def open(self) -> contextlib.AbstractContextManager[rasterio.DatasetReader]:
+        """The dataset, opened for windowed reads (``with scene.open() as src``)."""
+        return self._source.open()
 
 
 def _rio_error(path: str | Path, exc: Exception, dataset: str | None = None) -> InputError:
@@ -137,10 +132,7 @@ def open_scene(path: str | Path, assets: Sequence[str] | None = None) -> Scene:
     if kind is not None:
         raise InputError(path, kind)
     try:
-        with (
-            rasterio.Env(**(REMOTE_GDAL_OPTIONS if source.remote else {})),
-            rasterio.open(source.dataset) as src,
-        ):
+        with source.open() as src:
             dtypes = set(src.dtypes)
             transform = None if src.transform.is_identity and src.crs is None else src.transform.to_gdal()
             scene = Scene(

@@ -21,12 +21,13 @@ local files are:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,7 @@ class Source:
         name: what the user gave (path, URL, ``/vsi`` path or STAC item).
         dataset: what ``rasterio.open`` gets: a path, a ``/vsi…`` path or VRT XML.
         stem: the outputs' base name.
+        label: a short name for progress bars and tags (file name, URL's last segment, item id).
         identity: what resume keys on (a local file's size and mtime; a URL itself).
         remote: read over the network (use :data:`REMOTE_GDAL_OPTIONS`).
         local: the local file, when there is one.
@@ -75,9 +77,16 @@ class Source:
     name: str
     dataset: str
     stem: str
+    label: str
     identity: tuple[Any, ...]
     remote: bool
     local: Path | None = None
+
+    @contextlib.contextmanager
+    def open(self) -> Iterator[rasterio.DatasetReader]:
+        """The dataset, opened for windowed reads (remote ones with :data:`REMOTE_GDAL_OPTIONS`)."""
+        with rasterio.Env(**(REMOTE_GDAL_OPTIONS if self.remote else {})), rasterio.open(self.dataset) as ds:
+            yield ds
 
 
 def is_remote(text: str) -> bool:
@@ -136,11 +145,12 @@ def resolve_source(text: str | Path, assets: Sequence[str] | None = None) -> Sou
     if assets:
         raise InputError(name, "--assets is for STAC items; choose a raster's bands with --bands")
     if is_remote(name):
-        return Source(name, gdal_path(name), raster_stem(name), (gdal_path(name),), remote=True)
+        label = (urlsplit(name).path if "://" in name else name).rstrip("/").rsplit("/", 1)[-1]
+        return Source(name, gdal_path(name), raster_stem(name), label, (gdal_path(name),), remote=True)
     path = Path(name).expanduser()
     st = path.stat() if path.is_file() else None
     identity = (str(path.resolve()), st.st_size, st.st_mtime_ns) if st else (str(path),)
-    return Source(str(path), str(path), raster_stem(path.name), identity, remote=False, local=path)
+    return Source(str(path), str(path), raster_stem(path.name), path.name, identity, remote=False, local=path)
 
 
 def http_problem(url: str) -> str | None:
@@ -234,9 +244,8 @@ class _Grid:
 
 def _open_asset(item_name: str, key: str, href: str) -> _Grid:
     path = gdal_path(href)
-    env = REMOTE_GDAL_OPTIONS if is_remote(href) else {}
     try:
-        with rasterio.Env(**env), rasterio.open(path) as src:
+        with Source(href, path, "", "", (), remote=is_remote(href)).open() as src:
             return _Grid(
                 path,
                 src.crs,
@@ -362,7 +371,8 @@ def _stac_source(name: str, assets: Sequence[str] | None) -> Source:
     vrt = stack_vrt(ref, layers)
     remote = any(is_remote(h) for h in hrefs)
     identity = ("stac", name, hashlib.sha256(vrt.encode()).hexdigest()[:20], *_local_stats(hrefs))
-    return Source(name, vrt, safe_stem(item.id), identity, remote=remote)
+    stem = safe_stem(item.id)
+    return Source(name, vrt, stem, stem, identity, remote=remote)
 
 
 def _local_stats(hrefs: Sequence[str]) -> list[Any]:
