@@ -24,9 +24,10 @@ from segnet_domains.adapters import Normalizer
 
 TINY = (8, 16, 32, 32, 32)
 
-#: Pixel accuracy and foreground Dice every held-out check image must reach before a fixture model is used
-#: (the tests that use these models assert 0.8–0.9 at most).
-MARGIN = 0.95
+#: The worst held-out check image's pixel accuracy, and the foreground Dice pooled over the check images, must
+#: reach this before a fixture model is used. Runs that differ only in thread count plateau at 0.93 or 0.97
+#: (2-core AMD Zen3), so the bar sits below both; the tests assert Dice 0.85–0.9 on single unseen images.
+MARGIN = 0.92
 
 #: Image sizes of the held-out check scenes: those the tests use.
 CHECK_SIZES = ((96, 80), (97, 131), (64, 72), (70, 90))
