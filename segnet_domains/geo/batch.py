@@ -196,7 +196,13 @@ def plan_outputs(
             stems.add(stem)
             for p in OutputPaths.for_scene(out_dir, stem, options.proba, options.uncertainty).all():
                 outputs.append(
-                    FileOutput(p, "tiling output", f"output of {s.name}", exists="ours", ours=is_tile_output)
+                    FileOutput(
+                        p,
+                        "tiling output",
+                        f"output of {Path(str(s)).name}",
+                        exists="ours",
+                        ours=is_tile_output,
+                    )
                 )
     if summary is not None:
         inside = Path(os.path.abspath(summary)).parent == Path(os.path.abspath(out_dir))
