@@ -99,6 +99,11 @@ def merge(
     return out
 
 
+#: Text settings that also take a list (``train.class_weights``: a method name or one weight per class,
+#: checked against the class count by the engine).
+TEXT_OR_LIST = frozenset({"train.class_weights"})
+
+
 def check_type(key: str, default: Any, value: Any, source: str) -> None:
     """A value must have its default's type (numbers, booleans, text, lists); ``None`` defaults take anything.
 
@@ -126,7 +131,9 @@ def check_type(key: str, default: Any, value: Any, source: str) -> None:
         scalar = numbers and isinstance(value, int | float) and not isinstance(value, bool)
         if not isinstance(value, list | tuple) and not scalar:  # one number: e.g. SegNetBasic's width
             wanted = "a list"
-    elif isinstance(default, str) and not isinstance(value, str):
+    elif isinstance(default, str) and not isinstance(value, str | list | tuple):
+        wanted = "text or a list" if key in TEXT_OR_LIST else "text"
+    elif isinstance(default, str) and not isinstance(value, str) and key not in TEXT_OR_LIST:
         wanted = "text"
     if wanted:
         raise InputError(source, f"{key} must be {wanted}, got {value!r} ({type(value).__name__})")

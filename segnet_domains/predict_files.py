@@ -62,8 +62,9 @@ def image_outputs(
 def volume_outputs(out: str | Path) -> list[FileOutput]:
     """What :func:`predict_volume_file` writes (a NIfTI mask, or DICOM SEG), for
     :func:`~segnet_domains.io.safety.check_outputs`."""
+    what = "DICOM SEG" if str(out).lower().endswith(".dcm") else "NIfTI mask"
     formats = (*NIFTI_SUFFIXES, ".dcm")
-    return [FileOutput(out, "mask", "--out", formats, ours=lambda p: is_nifti_file(p) or is_dicom_file(p))]
+    return [FileOutput(out, what, "--out", formats, ours=lambda p: is_nifti_file(p) or is_dicom_file(p))]
 
 
 def predict_image_file(

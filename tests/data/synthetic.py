@@ -46,6 +46,15 @@ def blob_scene(
     return _render(rng, mask, channels), mask
 
 
+def slab_scene(rng: np.random.Generator, h: int, w: int, channels: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Like :func:`blob_scene` with one bright axis-aligned block, which may touch the borders."""
+    mask = np.zeros((h, w), np.uint8)
+    y0, x0 = rng.integers(-h // 4, h - 3), rng.integers(-w // 4, w - 3)
+    y1, x1 = y0 + rng.integers(4, max(5, h // 2 + 2)), x0 + rng.integers(4, max(5, w // 2 + 2))
+    mask[max(y0, 0) : y1, max(x0, 0) : x1] = 1
+    return _render(rng, mask, channels), mask
+
+
 def _render(rng: np.random.Generator, mask: np.ndarray, channels: int) -> np.ndarray:
     img = rng.normal(100, 10, (channels, *mask.shape)) + 60.0 * mask[None]
     return img.astype(np.float32)
@@ -120,7 +129,7 @@ def worst_score(model: torch.nn.Module, checks: list[tuple[torch.Tensor, torch.T
 def train_tiny(path: Path, channels: int = 1, seed: int = 0, dropout: float = 0.0) -> Path:
     """Train a tiny SegNet to find bright disks, to :data:`MARGIN`, and save a checkpoint.
 
-    Trains on 64×64 scenes and checks on unseen scenes of the sizes the tests
+    Trains on 64×64 scenes of disks and of blocks, and checks on unseen scenes of the sizes the tests
     use (odd ones too). About 10–30 s on 2 cores. Tests about geometry alone
     use a model exact by construction instead (:func:`tests.data.dicom.threshold_segnet`).
     """
@@ -135,7 +144,8 @@ def train_tiny(path: Path, channels: int = 1, seed: int = 0, dropout: float = 0.
         return x, torch.from_numpy(np.stack([p[1] for p in pairs])).long()
 
     def batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return stack([blob_scene(rng, 64, 64, channels) for _ in range(8)])
+        make = slab_scene if step % 3 == 2 else blob_scene  # blocks too: the volume tests show one
+        return stack([make(rng, 64, 64, channels) for _ in range(8)])
 
     check_rng = np.random.default_rng(seed + 1000)
     checks = [stack([blob_scene(check_rng, h, w, channels) for _ in range(4)]) for h, w in CHECK_SIZES]

@@ -155,7 +155,7 @@ def test_out_of_memory_halves_batches_then_falls_back_to_cpu(mri, lesion_checkpo
 
     # a device that fails even with batch size 1 hands over to the CPU
     gpu = _OOMSegmenter.from_checkpoint(lesion_checkpoint, device="cpu", batch_size=2)
-    gpu.calls, gpu.limit, gpu.device = [], None, torch.device("cuda", 0)  # stands in for a full GPU
+    gpu.calls, gpu.limit, gpu.backend.device = [], None, torch.device("cuda", 0)  # stands in for a full GPU
     notes.clear()
     result = run_to_end(
         iter_segmentation(req, lesion_checkpoint, segmenter=gpu),
