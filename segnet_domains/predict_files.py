@@ -33,6 +33,16 @@ from segnet_domains.medical.volumes import check_labels_output, read_any_volume,
 COUNT_FORMATS = (".txt", ".npy")
 
 
+def check_count_output(out: str | Path) -> None:
+    """Refuse a count output that is neither ``.txt`` nor ``.npy`` (before any work).
+
+    Raises:
+        InputError: one line naming the output.
+    """
+    if Path(out).suffix.lower() not in COUNT_FORMATS:
+        raise InputError(out, "a count is written as .txt (the number) or .npy (the density map)")
+
+
 def is_count_file(path: Path) -> bool:
     """A ``.npy`` array or a text file holding one number: what :func:`count_image_file` writes."""
     if sniff(path, 6) == b"\x93NUMPY":
@@ -108,8 +118,8 @@ def count_image_file(
     Raises:
         InputError: a segmentation checkpoint, an unusable image, an output of another kind.
     """
-    if out is not None and Path(out).suffix.lower() not in (".txt", ".npy"):
-        raise InputError(out, "a count is written as .txt (the number) or .npy (the density map)")
+    if out is not None:
+        check_count_output(out)
     image = read_image(image_path)
     if image.ndim == 2 and segmenter.info.in_channels == 3:
         image = np.repeat(image[..., None], 3, axis=-1)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
 
@@ -13,7 +12,7 @@ from segnet_domains.io.safety import check_outputs
 from segnet_domains.medical.dicom import SEG_TYPES
 from segnet_domains.medical.volumes import check_labels_output
 from segnet_domains.predict_files import (
-    COUNT_FORMATS,
+    check_count_output,
     count_image_file,
     image_outputs,
     predict_image_file,
@@ -65,8 +64,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_image(args: argparse.Namespace) -> int:
     if args.count and args.overlay:
         raise InputError(args.overlay, "--overlay does not apply to --count")
-    if args.count and Path(args.out).suffix.lower() not in COUNT_FORMATS:
-        raise InputError(args.out, "a count is written as .txt (the number) or .npy (the density map)")
+    if args.count:
+        check_count_output(args.out)
     outputs = image_outputs(args.out, args.overlay, count=args.count)
     check_outputs([args.image, args.model], outputs, force=args.force)
     seg = load_segmenter(args)

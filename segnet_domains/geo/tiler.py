@@ -208,8 +208,8 @@ def tile_scene(
     }
     key = _run_key(segmenter, scene, params)
     # a local file: its size and time; a URL or STAC item: what its resume key holds (scene.identity)
-    local = scene.source.local
-    stamp = [local.stat().st_size, local.stat().st_mtime_ns] if local is not None else list(scene.identity)
+    st = scene.source.local.stat() if scene.source.local is not None else None
+    stamp = [st.st_size, st.st_mtime_ns] if st is not None else list(scene.identity)
     settings = {**params, "model": model_fingerprint(segmenter), "scene": stamp}
     paths = OutputPaths.for_scene(out_dir, scene.stem, opts.proba, opts.uncertainty)
     base = {"scene": str(scene.path), "height": scene.height, "width": scene.width}
