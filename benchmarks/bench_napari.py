@@ -52,9 +52,9 @@ def main() -> dict:
     import napari
     from qtpy.QtCore import QEventLoop, QTimer
 
-    from napari_plugin._sample_data import make_mri_volume
     from napari_plugin._widget import SegNetWidget
     from segnet_domains import Segmenter, SegNet, save_checkpoint
+    from segnet_domains.synthetic.brain import flair_head as make_mri_volume
 
     features = tuple(int(f) for f in args.features.split(","))
     volume, _ = make_mri_volume(SHAPE, seed=0)

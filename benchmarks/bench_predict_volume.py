@@ -36,7 +36,8 @@ from segnet_domains import Segmenter, SegNet  # noqa: E402
 from segnet_domains.adapters import VolumeSliceAdapter, pad_to_multiple  # noqa: E402
 from segnet_domains.checkpoint import make_info  # noqa: E402
 from segnet_domains.predict_files import predict_volume_file  # noqa: E402
-from tests.data.medical import MNI_AFFINE, atlas_volume  # noqa: E402
+from segnet_domains.synthetic.brain import PHANTOM_AFFINE as MNI_AFFINE  # noqa: E402
+from segnet_domains.synthetic.brain import phantom_brain as atlas_volume  # noqa: E402
 
 SHAPE = (197, 233, 189)
 

@@ -52,8 +52,9 @@ sys.path.insert(0, str(ROOT))
 
 from segnet_domains import Segmenter, SegNet, save_checkpoint  # noqa: E402
 from segnet_domains.geo.tiler import TileOptions, tile_scene  # noqa: E402
+from segnet_domains.synthetic.layouts import geotiff_profile as profile  # noqa: E402
 from segnet_domains.tiling import TileGrid, predict_proba_tiled, tile_batches  # noqa: E402
-from tests.data.geo import BAND_NAMES, CLASS_NAMES, make_scene, profile  # noqa: E402
+from tests.data.geo import BAND_NAMES, CLASS_NAMES, make_scene  # noqa: E402
 
 TILE, OVERLAP, BATCH = 512, 128, 8
 

@@ -33,6 +33,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from segnet_domains.synthetic.layouts import atlas_phantoms as make_atlas  # noqa: E402
 from segnet_domains.training import SegmentationLoss, build_config, train  # noqa: E402
 from segnet_domains.training.engine import (  # noqa: E402
     _forward,
@@ -40,7 +41,6 @@ from segnet_domains.training.engine import (  # noqa: E402
     build_optimizer,
     training_dtype,
 )
-from tests.data.medical import make_atlas  # noqa: E402
 
 SHAPE = (224, 192, 24)
 BATCH = 8

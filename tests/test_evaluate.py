@@ -13,8 +13,8 @@ import pytest
 from segnet_domains.errors import InputError
 from segnet_domains.evaluate import evaluate_protocol
 from segnet_domains.protocols import PROTOCOLS, get_protocol
-from tests.data.crowd import write_annotation
-from tests.data.medical import MNI_AFFINE
+from segnet_domains.synthetic.brain import PHANTOM_AFFINE
+from segnet_domains.synthetic.layouts import write_annotation
 
 
 def _pngs(root: Path, pairs: dict[str, tuple[np.ndarray, np.ndarray]]) -> tuple[Path, Path]:
@@ -137,8 +137,8 @@ def test_atlas_per_patient_3d(tmp_path: Path) -> None:
     p = np.zeros_like(t)
     p[2:6, 2:8] = 1  # 96 voxels, the 64 among them
     for name, (a, b) in {"sub-r001s001": (p, t), "sub-r001s002": (t, t)}.items():
-        nib.save(nib.Nifti1Image(a, MNI_AFFINE), pred / f"{name}_pred.nii.gz")
-        nib.save(nib.Nifti1Image(b * 255, MNI_AFFINE), truth / f"{name}_ses-1_mask.nii.gz")  # 0/255 mask
+        nib.save(nib.Nifti1Image(a, PHANTOM_AFFINE), pred / f"{name}_pred.nii.gz")
+        nib.save(nib.Nifti1Image(b * 255, PHANTOM_AFFINE), truth / f"{name}_ses-1_mask.nii.gz")  # 0/255 mask
     r = evaluate_protocol(pred, truth, "atlas")
     m = r["metrics"]
     assert m["dice"] == pytest.approx((0.8 + 1) / 2)  # per patient, then the mean
@@ -196,9 +196,9 @@ def test_counting(tmp_path: Path) -> None:
 def test_rite_colour_coded_av_truth(tmp_path: Path) -> None:
     """RITE as distributed: ``test/av/NN_test.png`` colour codes and ``test/mask/NN_test_mask.gif``."""
     from segnet_domains.io.images import read_image
-    from tests.data.medical import make_rite
+    from segnet_domains.synthetic.layouts import rite_miniature
 
-    root = make_rite(tmp_path / "RITE", train=0, test=1, size=(64, 72))
+    root = rite_miniature(tmp_path / "RITE", train=0, test=1, size=(64, 72))
     av = iio.imread(root / "test" / "av" / "01_test.png")[..., :3]
     fov = read_image(root / "test" / "mask" / "01_test_mask.gif")
     fov = (fov[..., 0] if fov.ndim == 3 else fov) > 0
@@ -225,8 +225,8 @@ def test_atlas_r12_ids_pair(tmp_path: Path) -> None:
     t[1:3, 1:3, 1] = 1  # 4 voxels
     p = t.copy()
     p[4, 4, 1] = 1  # one false positive
-    nib.save(nib.Nifti1Image(t, MNI_AFFINE), truth / "c0001s0004t01_LesionSmooth_stx.nii.gz")
-    nib.save(nib.Nifti1Image(p, MNI_AFFINE), pred / "c0001s0004t01_t1w_stx_pred.nii.gz")
+    nib.save(nib.Nifti1Image(t, PHANTOM_AFFINE), truth / "c0001s0004t01_LesionSmooth_stx.nii.gz")
+    nib.save(nib.Nifti1Image(p, PHANTOM_AFFINE), pred / "c0001s0004t01_t1w_stx_pred.nii.gz")
     r = evaluate_protocol(pred, truth, "atlas")
     assert r["n_cases"] == 1 and r["metrics"]["precision"] == pytest.approx(4 / 5)
     assert r["metrics"]["dice"] == pytest.approx(8 / 9)

@@ -10,7 +10,7 @@ import torch
 
 from segnet_domains import Segmenter, SegNet
 from segnet_domains.devices import available_devices, cpu_has_bf16, resolve_device, resolve_precision
-from tests.data.synthetic import blob_scene
+from segnet_domains.synthetic.scenes import blob_scene
 
 
 def test_predict_proba_sums_to_one(tiny_checkpoint) -> None:

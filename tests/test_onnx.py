@@ -12,7 +12,7 @@ import torch
 from segnet_domains import CheckpointError, InputError, Segmenter, load_checkpoint, read_info
 from segnet_domains.backends import onnx_providers
 from segnet_domains.onnx_export import export_model_proto, export_onnx
-from tests.data.synthetic import blob_scene
+from segnet_domains.synthetic.scenes import blob_scene
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from segnet_domains import InputError, Segmenter
+from segnet_domains.synthetic.scenes import blob_scene
 from segnet_domains.tiling import (
     StreamBlender,
     TileGrid,
@@ -19,7 +20,6 @@ from segnet_domains.tiling import (
     tile_batches,
     tile_starts,
 )
-from tests.data.synthetic import blob_scene
 
 
 @settings(max_examples=300, deadline=None)

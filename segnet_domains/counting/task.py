@@ -44,6 +44,10 @@ from segnet_domains.training.task import Task
 #: ImageNet statistics on 0-255 pixels, per channel and fixed (tiles and crops see the same numbers).
 NORMALIZATION = {"mode": "zscore", "mean": [123.675, 116.28, 103.53], "std": [58.395, 57.12, 57.375]}
 
+#: UCF-QNRF's names inside a split folder: ``img_0001.jpg`` with ``img_0001_ann.mat`` beside it.
+IMAGE_NAME = "img_{number:04d}.jpg"
+ANNOTATION_NAME = "{stem}_ann.mat"
+
 
 @dataclass
 class CrowdSample:
@@ -68,7 +72,7 @@ def find_samples(root: str | Path, split: str) -> list[CrowdSample]:
         raise InputError(folder, "no images (img_NNNN.jpg)")
     samples = []
     for img in images:
-        ann = img.with_name(f"{img.stem}_ann.mat")
+        ann = img.with_name(ANNOTATION_NAME.format(stem=img.stem))
         if not ann.is_file():
             raise InputError(img, f"no annotation {ann.name} beside it")
         samples.append(CrowdSample(img.stem, img, ann))

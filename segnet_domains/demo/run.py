@@ -1,8 +1,8 @@
 """``segnet-domains demo``: the three jobs end to end on generated data, with pictures.
 
-1. Writes small datasets in the real layouts (:mod:`.mri`, :mod:`.fundus`,
-   :mod:`.aerial`): ATLAS-style MNI-space NIfTI, RITE-style fundus TIFF/PNG/GIF,
-   4-band UTM GeoTIFFs with label rasters.
+1. Writes small datasets in the real layouts (:mod:`segnet_domains.synthetic`):
+   ATLAS-style MNI-space NIfTI, RITE-style fundus TIFF/PNG/GIF, 4-band UTM
+   GeoTIFFs with label rasters.
 2. Trains a reduced SegNet on each through the shared MONAI training engine
    (the same code as ``segnet-domains train``), each within a time budget.
 3. Segments held-out data with the front-end code paths: ``predict-volume``'s
@@ -26,9 +26,6 @@ from typing import Any
 import numpy as np
 import rasterio
 
-from segnet_domains.demo import aerial as aerial_data
-from segnet_domains.demo import fundus as fundus_data
-from segnet_domains.demo import mri as mri_data
 from segnet_domains.errors import InputError
 from segnet_domains.geo.batch import SegmenterSpec, run_batch
 from segnet_domains.geo.tiler import TileOptions
@@ -40,6 +37,8 @@ from segnet_domains.medical.nifti import read_volume
 from segnet_domains.medical.rite import find_samples, load_pair
 from segnet_domains.metrics import evaluate_case, summarize
 from segnet_domains.predict_files import predict_volume_file
+from segnet_domains.synthetic import aerial as aerial_data
+from segnet_domains.synthetic.layouts import atlas_t1w, landsat_pairs, rite_fundus
 from segnet_domains.training import build_config, train
 
 log = logging.getLogger(__name__)
@@ -100,10 +99,9 @@ def _train(
 def run_mri(root: Path, out: Path, size: DemoSize, device: str) -> dict[str, Any]:
     """Train on ATLAS-style subjects, segment a held-out subject (NIfTI out), score it."""
     data = root / "atlas"
-    mri_data.write_atlas(data, subjects=size.mri_subjects, seed=1, voxel_mm=size.mri_voxel_mm)
-    test_img, test_mask = mri_data.write_atlas(
-        root / "atlas_heldout", subjects=1, seed=99, voxel_mm=size.mri_voxel_mm
-    )[0]
+    atlas_t1w(data, subjects=size.mri_subjects, seed=1, voxel_mm=size.mri_voxel_mm)
+    held = atlas_t1w(root / "atlas_heldout", subjects=1, seed=99, voxel_mm=size.mri_voxel_mm)
+    test_img, test_mask = held[0]
     ckpt = _train(
         "atlas_lesion",
         data,
@@ -131,8 +129,8 @@ def run_mri(root: Path, out: Path, size: DemoSize, device: str) -> dict[str, Any
 def run_fundus(root: Path, out: Path, size: DemoSize, device: str) -> dict[str, Any]:
     """Train on RITE-style images (vessel task), segment a held-out image (PNG out), score inside the FOV."""
     data = root / "rite"
-    fundus_data.write_rite(data, train=size.fundus_train, test=1, seed=2)
-    fundus_data.write_rite(root / "rite_heldout", train=0, test=1, seed=77)
+    rite_fundus(data, train=size.fundus_train, test=1, seed=2)
+    rite_fundus(root / "rite_heldout", train=0, test=1, seed=77)
     held = find_samples(root / "rite_heldout", "test")[0]
     ckpt = _train(
         "rite_vessels",
@@ -160,10 +158,8 @@ def run_fundus(root: Path, out: Path, size: DemoSize, device: str) -> dict[str, 
 def run_aerial(root: Path, out: Path, size: DemoSize, device: str) -> dict[str, Any]:
     """Train on GeoTIFF scenes, batch-tile a held-out scene to a COG, score mIoU."""
     data = root / "aerial"
-    aerial_data.write_aerial(data, scenes=size.aerial_scenes, size=size.aerial_size, seed=3)
-    held_img, held_lab = aerial_data.write_aerial(
-        root / "aerial_heldout", scenes=1, size=size.aerial_size, seed=55
-    )[0]
+    landsat_pairs(data, scenes=size.aerial_scenes, size=size.aerial_size, seed=3)
+    held_img, held_lab = landsat_pairs(root / "aerial_heldout", scenes=1, size=size.aerial_size, seed=55)[0]
     ckpt = _train(
         "aerial",
         data,

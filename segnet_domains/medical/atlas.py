@@ -44,6 +44,12 @@ from segnet_domains.training.transforms import Normalized, ToSlice2Dd
 
 T1W_SUFFIXES = ("_T1w.nii.gz", "_T1w.nii")
 MASK_SUFFIX = "_label-L_desc-T1lesion_mask"
+#: BIDS ``space`` entity of every R2.0 file (MNI152NLin2009aSym, 1 mm).
+SPACE = "space-MNI152NLin2009aSym"
+#: A subject's folder in the R2.0 release (``site`` ``R001``, ``subject`` ``sub-r001s001``), relative to ROOT.
+ANAT_FOLDER = "ATLAS_2/Training/{site}/{subject}/ses-1/anat"
+#: A subject's T1w file name in :data:`ANAT_FOLDER`; its mask's name is :func:`mask_path_for`'s.
+T1W_NAME = "{subject}_ses-1_" + SPACE + T1W_SUFFIXES[0]
 NORMALIZATION = {"mode": "percentile", "lower": 0.5, "upper": 99.5}
 
 
@@ -54,6 +60,11 @@ class AtlasSubject:
     name: str
     image: Path
     mask: Path | None
+
+
+def t1w_path(root: str | Path, site: str, subject: str) -> Path:
+    """Where the R2.0 release keeps a subject's T1w volume under ``root`` (the layout, writer's side)."""
+    return Path(root) / ANAT_FOLDER.format(site=site, subject=subject) / T1W_NAME.format(subject=subject)
 
 
 def mask_path_for(image: Path) -> Path:

@@ -31,7 +31,12 @@ from segnet_domains.errors import InputError
 from segnet_domains.medical.atlas import AtlasLesionTask, AtlasSubject, check_pair
 from segnet_domains.medical.nifti import read_volume
 
-T1W_GLOBS = ("*_t1w_stx.nii.gz", "*_t1w_deface_stx.nii.gz", "*_t1w_stx.nii", "*_t1w_deface_stx.nii")
+#: A subject's folder in the release (``site`` ``c0001``, ``id`` ``c0001s0004t01``) and its file names.
+SUBJECT_FOLDER = "standard_MNI/{site}/{id}"
+T1W_NAME = "{id}_t1w_stx.nii.gz"
+#: ``{n}`` is empty for the first lesion mask, ``_1``, ``_2`` … for further ones.
+MASK_NAME = "{id}_LesionSmooth{n}_stx.nii.gz"
+T1W_GLOBS = (T1W_NAME.format(id="*"), "*_t1w_deface_stx.nii.gz", "*_t1w_stx.nii", "*_t1w_deface_stx.nii")
 MASK_GLOB = "{id}_LesionSmooth*stx.nii*"
 
 

@@ -59,6 +59,25 @@ AV_RGB = [[0, 0, 0], [230, 25, 40], [30, 80, 230], [40, 200, 60]]
 
 NORMALIZATION = {"mode": "scale", "scale": 255.0}
 
+#: The files of one sample, relative to ROOT (``split`` ``training``/``test``, ``name`` ``21_training``).
+FILES = {
+    "image": "{split}/images/{name}.tif",
+    "av": "{split}/av/{name}.png",
+    "fov": "{split}/mask/{name}_mask.gif",
+}
+#: Number of the first image of each split (DRIVE numbers training 21–40, test 01–20).
+FIRST_NUMBER = {"training": 21, "test": 1}
+
+
+def sample_name(split: str, number: int) -> str:
+    """``21_training``, ``01_test``: a sample's name in DRIVE/RITE numbering."""
+    return f"{number:02d}_{split}"
+
+
+def sample_path(root: str | Path, role: str, split: str, name: str) -> Path:
+    """The path of one of a sample's files (``role``: ``image``, ``av`` or ``fov``; see :data:`FILES`)."""
+    return Path(root) / FILES[role].format(split=split, name=name)
+
 
 @dataclass
 class RiteSample:
@@ -76,7 +95,7 @@ def find_samples(root: str | Path, split: str) -> list[RiteSample]:
     Raises:
         InputError: the split folder or its images are missing.
     """
-    folder = Path(root) / split / "images"
+    folder = sample_path(root, "image", split, "x").parent
     if not folder.is_dir():
         raise InputError(folder, "RITE images folder not found (expected ROOT/training|test/images/*.tif)")
     images = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".tif", ".tiff"))
@@ -84,8 +103,7 @@ def find_samples(root: str | Path, split: str) -> list[RiteSample]:
         raise InputError(folder, "no images found (expected NN_training.tif / NN_test.tif)")
     out = []
     for img in images:
-        av = folder.parent / "av" / f"{img.stem}.png"
-        fov = folder.parent / "mask" / f"{img.stem}_mask.gif"
+        av, fov = (sample_path(root, role, split, img.stem) for role in ("av", "fov"))
         out.append(RiteSample(img.stem, img, av if av.is_file() else None, fov if fov.is_file() else None))
     return out
 

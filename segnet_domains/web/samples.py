@@ -1,9 +1,9 @@
-"""One-click samples for the page, made by the demo's own generators (nothing is downloaded).
+"""One-click samples for the page, made by the demo's generators (nothing is downloaded).
 
-Each sample is the kind of file the matching ``make demo`` model was trained
-on (held-out seeds, as the demo segments): an ATLAS-style T1w volume with a
-stroke lesion on the 2 mm MNI grid, a RITE-style fundus photograph (TIFF),
-and a Landsat-like 4-band uint16 GeoTIFF in UTM. They are written on first
+Each sample (:mod:`segnet_domains.synthetic`) is the kind of file the matching
+``make demo`` model was trained on (held-out seeds, as the demo segments): an
+ATLAS-style T1w volume with a stroke lesion on the 2 mm MNI grid, a RITE-style
+fundus photograph (TIFF), and a Landsat-like 4-band uint16 GeoTIFF in UTM. They are written on first
 request into the server's temporary folder.
 """
 
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from segnet_domains.demo import aerial, fundus, mri
+from segnet_domains.synthetic.layouts import atlas_t1w, landsat_pairs, rite_fundus
 
 
 @dataclass(frozen=True)
@@ -29,15 +29,15 @@ class Sample:
 
 
 def _mri(root: Path) -> Path:
-    return mri.write_atlas(root, subjects=1, seed=99, voxel_mm=2.0)[0][0]
+    return atlas_t1w(root, subjects=1, seed=99, voxel_mm=2.0)[0][0]
 
 
 def _fundus(root: Path) -> Path:
-    return fundus.write_rite(root, train=0, test=1, seed=77)["test"][0]
+    return rite_fundus(root, train=0, test=1, seed=77)["test"][0]
 
 
 def _aerial(root: Path) -> Path:
-    return aerial.write_aerial(root, scenes=1, size=(512, 512), seed=55)[0][0]
+    return landsat_pairs(root, scenes=1, size=(512, 512), seed=55)[0][0]
 
 
 SAMPLES = (

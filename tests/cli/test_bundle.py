@@ -14,7 +14,7 @@ import pytest
 from segnet_domains import Segmenter
 from segnet_domains.cli import main
 from segnet_domains.medical.nifti import read_volume
-from tests.data.medical import MNI_AFFINE, atlas_volume
+from segnet_domains.synthetic.brain import PHANTOM_AFFINE, phantom_brain
 
 
 @pytest.mark.timeout(240)
@@ -32,8 +32,8 @@ def test_export_and_run_with_monai_bundle(trained_checkpoint: Path, tmp_path: Pa
     inputs.mkdir()
     rng = np.random.default_rng(0)
     for i, codes_flip in enumerate((False, True)):
-        vol, _ = atlas_volume(rng, (24, 28, 10))
-        affine = MNI_AFFINE.copy()
+        vol, _ = phantom_brain(rng, (24, 28, 10))
+        affine = PHANTOM_AFFINE.copy()
         if codes_flip:  # an LPS-stored volume
             vol = vol[::-1, ::-1].copy()
             affine = affine @ np.array([[-1, 0, 0, 23], [0, -1, 0, 27], [0, 0, 1, 0], [0, 0, 0, 1]])

@@ -14,7 +14,7 @@ import torch
 from segnet_domains import SegNet, read_info, save_checkpoint
 from segnet_domains.cli import main
 from segnet_domains.counting.annotations import read_count
-from tests.data.crowd import make_ucf_qnrf
+from segnet_domains.synthetic.layouts import write_ucf_qnrf
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "pipelines" / "configs" / "ucf_qnrf.yaml"
@@ -76,7 +76,7 @@ def test_head_mismatch_is_one_line(
 
 
 def test_train_predict_count_evaluate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    root = make_ucf_qnrf(tmp_path / "UCF-QNRF_ECCV18", train=2, test=2)
+    root = write_ucf_qnrf(tmp_path / "UCF-QNRF_ECCV18", train=2, test=2)
     out = tmp_path / "run"
     argv = ["train", str(CONFIG), "--data-root", str(root), "--out", str(out), "--set", "train.epochs=1"]
     argv += [

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from segnet_domains.cli import main
-from tests.data.medical import MNI_AFFINE
+from segnet_domains.synthetic.brain import PHANTOM_AFFINE
 
 
-def _nii(path: Path, data: np.ndarray, affine: np.ndarray = MNI_AFFINE) -> Path:
+def _nii(path: Path, data: np.ndarray, affine: np.ndarray = PHANTOM_AFFINE) -> Path:
     nib.save(nib.Nifti1Image(data.astype(np.uint8), affine), path)
     return path
 
@@ -71,7 +71,7 @@ def test_mismatches_are_one_line(folders, tmp_path: Path, capsys: pytest.Capture
         == f"error: {pred / 'sub-r001s002.nii.gz'}: prediction shape (10, 10, 5) differs from truth "
         + ("sub-r001s002.nii.gz (10, 10, 4)")
     )
-    shifted = MNI_AFFINE.copy()
+    shifted = PHANTOM_AFFINE.copy()
     shifted[0, 3] += 5
     _nii(pred / "sub-r001s002.nii.gz", np.zeros((10, 10, 4)), shifted)
     assert main(["evaluate", "--pred", str(pred), "--truth", str(truth)]) == 2
@@ -181,7 +181,7 @@ def test_protocol_atlas_and_rite(folders, tmp_path: Path, capsys: pytest.Capture
 
 
 def test_protocol_counting_and_bad_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from tests.data.crowd import write_annotation
+    from segnet_domains.synthetic.layouts import write_annotation
 
     (tmp_path / "pred").mkdir()
     (tmp_path / "Test").mkdir()

@@ -12,8 +12,8 @@ import pytest
 import rasterio
 
 from segnet_domains.cli import main
+from segnet_domains.synthetic.scenes import blob_scene
 from tests.data.geo import make_checkpoint, make_scene
-from tests.data.synthetic import blob_scene
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")

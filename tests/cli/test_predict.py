@@ -16,8 +16,8 @@ import tifffile
 
 from segnet_domains.cli import main
 from segnet_domains.io.atomic import temporary_path
+from segnet_domains.synthetic.scenes import blob_scene
 from tests.data.dicom import save_threshold_checkpoint
-from tests.data.synthetic import blob_scene
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,8 @@ import pytest
 import rasterio
 
 from segnet_domains.cli import main
-from tests.data.geo import make_checkpoint, make_scene, truncate, write_raster
+from segnet_domains.synthetic.layouts import write_geotiff
+from tests.data.geo import make_checkpoint, make_scene, truncate
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +69,8 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[Path, str]]:
     full, _ = make_scene(tmp / "full.tif", 600, 600, border=False)
     txt = tmp / "readme.tif"
     txt.write_text("hello")
-    anon = write_raster(tmp / "fourband.tif", np.ones((4, 200, 200), np.uint16))
-    one = write_raster(tmp / "one.tif", np.ones((1, 1), np.uint16), nodata=None)
+    anon = write_geotiff(tmp / "fourband.tif", np.ones((4, 200, 200), np.uint16))
+    one = write_geotiff(tmp / "one.tif", np.ones((1, 1), np.uint16), nodata=None)
     return {
         "not a raster": (txt, "not a raster GDAL can read"),
         "truncated": (truncate(full, tmp / "cut.tif", 0.3), "corrupt"),

@@ -11,7 +11,7 @@ import pytest
 
 from segnet_domains import read_info
 from segnet_domains.cli import main
-from tests.data.medical import make_atlas, make_rite
+from segnet_domains.synthetic.layouts import atlas_phantoms, rite_miniature
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "pipelines" / "configs"
@@ -20,7 +20,7 @@ FAST = ["train.optimizer=adam", "train.num_workers=0", "train.progress=false", "
 
 @pytest.fixture(scope="module")
 def rite(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_rite(tmp_path_factory.mktemp("rite"), train=2, test=1)
+    return rite_miniature(tmp_path_factory.mktemp("rite"), train=2, test=1)
 
 
 def _one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
@@ -81,7 +81,7 @@ def test_empty_dataset_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 
 
 def test_corrupt_volume_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    pairs = make_atlas(tmp_path / "atlas", subjects=3, unlabeled=0)
+    pairs = atlas_phantoms(tmp_path / "atlas", subjects=3, unlabeled=0)
     pairs[0][0].write_bytes(pairs[0][0].read_bytes()[:300])
     argv = ["train", str(CONFIGS / "atlas_lesion.yaml"), "--data-root", str(tmp_path / "atlas")]
     argv += ["--out", str(tmp_path / "o"), "--set", "train.epochs=1", *FAST]
@@ -117,7 +117,7 @@ def test_resume_flag(rite: Path, tmp_path: Path, capsys: pytest.CaptureFixture[s
 
 def test_resume_without_validation_cases(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """No held-out subject: best.pt follows the latest epoch and resuming still works."""
-    make_atlas(tmp_path / "atlas", subjects=2, unlabeled=0)
+    atlas_phantoms(tmp_path / "atlas", subjects=2, unlabeled=0)
     base = ["train", str(CONFIGS / "atlas_lesion.yaml"), "--data-root", str(tmp_path / "atlas")]
     base += ["--out", str(tmp_path / "o")]
     small = ["model.features=[4,8,8,8,8]", "data.val_fraction=0", "data.samples_per_volume=2", *FAST]

@@ -11,7 +11,7 @@ from scipy.io import savemat
 from segnet_domains.counting.annotations import read_count, read_head_points
 from segnet_domains.counting.density import density_map, kernel_sigmas
 from segnet_domains.errors import InputError
-from tests.data.crowd import make_ucf_qnrf, write_annotation
+from segnet_domains.synthetic.layouts import write_annotation, write_ucf_qnrf
 
 
 def test_adaptive_sigmas_by_hand() -> None:
@@ -56,7 +56,7 @@ def test_read_head_points_from_matlab_v5(tmp_path: Path) -> None:
 
 
 def test_miniature_layout(tmp_path: Path) -> None:
-    root = make_ucf_qnrf(tmp_path / "UCF-QNRF_ECCV18")
+    root = write_ucf_qnrf(tmp_path / "UCF-QNRF_ECCV18")
     assert sorted(p.name for p in (root / "Test").iterdir()) == [
         "img_0001.jpg",
         "img_0001_ann.mat",

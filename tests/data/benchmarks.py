@@ -27,13 +27,13 @@ from pathlib import Path
 
 import h5py
 import imageio.v3 as iio
-import nibabel as nib
 import numpy as np
 import scipy.io
 
 from segnet_domains.datasets import ade20k, camvid, mfn, skyscapes, sunrgbd, tlcgis
 from segnet_domains.datasets.layout import DatasetLayout
-from tests.data.medical import MNI_AFFINE, atlas_volume
+from segnet_domains.synthetic.brain import PHANTOM_AFFINE, phantom_brain
+from segnet_domains.synthetic.layouts import write_atlas_r12_subject
 
 
 @dataclass
@@ -289,26 +289,14 @@ def make_tlcgis(root: Path, hw: tuple[int, int] = (25, 25)) -> Mini:
 def make_atlas_r12(root: Path, subjects: int = 5, shape: tuple[int, int, int] = (28, 36, 20)) -> list[Path]:
     """``ATLAS_R1.2/standard_MNI/c0001/c0001sNNNNt01/`` T1w + LesionSmooth masks; subject 1 has two masks."""
     rng = np.random.default_rng(7)
-    affine = MNI_AFFINE.copy()
     out = []
     for i in range(subjects):
-        sid = f"c0001s{i + 1:04d}t01"
-        folder = root / "ATLAS_R1.2" / "standard_MNI" / "c0001" / sid
-        folder.mkdir(parents=True, exist_ok=True)
-        vol, mask = atlas_volume(rng, shape, lesions=2 if i == 1 else 1)
-        nib.save(nib.Nifti1Image(vol.astype(np.float32), affine), folder / f"{sid}_t1w_stx.nii.gz")
+        vol, mask = phantom_brain(rng, shape, lesions=2 if i == 1 else 1)
+        masks = [mask]
         if i == 1:  # two lesions, two files, as R1.2 ships multi-lesion subjects
             half = np.zeros_like(mask)
             half[: shape[0] // 2] = mask[: shape[0] // 2]
-            rest = mask - half
-            for suffix, part in (("", half), ("_1", rest)):
-                nib.save(
-                    nib.Nifti1Image(part.astype(np.uint8), affine),
-                    folder / f"{sid}_LesionSmooth{suffix}_stx.nii.gz",
-                )
-        else:
-            nib.save(
-                nib.Nifti1Image(mask.astype(np.uint8), affine), folder / f"{sid}_LesionSmooth_stx.nii.gz"
-            )
-        out.append(folder)
+            masks = [half, mask - half]
+        sid = f"c0001s{i + 1:04d}t01"
+        out.append(write_atlas_r12_subject(root / "ATLAS_R1.2", "c0001", sid, vol, masks, PHANTOM_AFFINE))
     return out

@@ -1,4 +1,4 @@
-"""Synthetic 2D scenes with known masks, and tiny SegNets trained on them to a verified margin.
+"""Tiny SegNets trained to a verified margin on synthetic 2D scenes (:mod:`segnet_domains.synthetic.scenes`).
 
 Used where a test needs a *trained* model (agreement of the fast path with
 fp32, tiled vs whole-image equivalence, geometry kept through a front end): a
@@ -21,6 +21,7 @@ import torch
 
 from segnet_domains import SegNet, save_checkpoint
 from segnet_domains.adapters import Normalizer
+from segnet_domains.synthetic.scenes import blob_scene, slab_scene
 
 TINY = (8, 16, 32, 32, 32)
 
@@ -31,33 +32,6 @@ MARGIN = 0.92
 
 #: Image sizes of the held-out check scenes: those the tests use.
 CHECK_SIZES = ((96, 80), (97, 131), (64, 72), (70, 90))
-
-
-def blob_scene(
-    rng: np.random.Generator, h: int = 64, w: int = 64, channels: int = 1, n_blobs: int = 3
-) -> tuple[np.ndarray, np.ndarray]:
-    """Noisy ``C×H×W`` float image with bright disks, and the disks' ``H×W`` mask (0/1)."""
-    yy, xx = np.mgrid[:h, :w]
-    mask = np.zeros((h, w), np.uint8)
-    for _ in range(n_blobs):
-        cy, cx = rng.uniform(0, h), rng.uniform(0, w)
-        r = rng.uniform(4, max(5.0, min(h, w) / 5))
-        mask[(yy - cy) ** 2 + (xx - cx) ** 2 < r**2] = 1
-    return _render(rng, mask, channels), mask
-
-
-def slab_scene(rng: np.random.Generator, h: int, w: int, channels: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """Like :func:`blob_scene` with one bright axis-aligned block, which may touch the borders."""
-    mask = np.zeros((h, w), np.uint8)
-    y0, x0 = rng.integers(-h // 4, h - 3), rng.integers(-w // 4, w - 3)
-    y1, x1 = y0 + rng.integers(4, max(5, h // 2 + 2)), x0 + rng.integers(4, max(5, w // 2 + 2))
-    mask[max(y0, 0) : y1, max(x0, 0) : x1] = 1
-    return _render(rng, mask, channels), mask
-
-
-def _render(rng: np.random.Generator, mask: np.ndarray, channels: int) -> np.ndarray:
-    img = rng.normal(100, 10, (channels, *mask.shape)) + 60.0 * mask[None]
-    return img.astype(np.float32)
 
 
 def train_to_margin(
@@ -156,5 +130,5 @@ def train_tiny(path: Path, channels: int = 1, seed: int = 0, dropout: float = 0.
         class_names=["background", "blob"],
         normalization=norm_spec,
         domain="mri",
-        provenance={"trained_on": "tests.data.synthetic.blob_scene", "check_score": score},
+        provenance={"trained_on": "segnet_domains.synthetic.scenes.blob_scene", "check_score": score},
     )

@@ -12,7 +12,7 @@ import pytest
 import rasterio
 
 from segnet_domains.cli import main
-from segnet_domains.demo import aerial, fundus, mri
+from segnet_domains.synthetic import fundus
 
 
 @pytest.fixture(scope="module")
@@ -63,27 +63,3 @@ def test_overlay_pictures(demo_out: Path, domain: str) -> None:
     assert picture.ndim == 3 and picture.shape[-1] == 3
     assert picture.shape[1] == 3 * (picture.shape[1] // 3)  # image | truth | prediction
     assert picture.std() > 10  # not blank
-
-
-def test_generators_write_real_layouts(tmp_path: Path) -> None:
-    ((img, msk),) = mri.write_atlas(tmp_path / "a", subjects=1, voxel_mm=4.0)
-    assert img.name == "sub-r001s001_ses-1_space-MNI152NLin2009aSym_T1w.nii.gz"
-    assert msk.name == "sub-r001s001_ses-1_space-MNI152NLin2009aSym_label-L_desc-T1lesion_mask.nii.gz"
-    vol, lesion = nib.load(img), np.asarray(nib.load(msk).dataobj)
-    assert nib.aff2axcodes(vol.affine) == ("R", "A", "S") and lesion.sum() > 0
-    assert set(np.unique(lesion)) == {0, 1}
-    shape, affine = mri.mni_grid(1.0)
-    assert shape == (197, 233, 189) and affine[0, 3] == -98
-
-    paths = fundus.write_rite(tmp_path / "r", train=1, test=0)
-    rgb = iio.imread(paths["training"][0])
-    assert rgb.shape == (584, 565, 3) and rgb.dtype == np.uint8
-    assert (tmp_path / "r" / "training" / "mask" / "21_training_mask.gif").exists()
-
-    ((scene, label),) = aerial.write_aerial(tmp_path / "s", scenes=1, size=(96, 128))
-    with rasterio.open(scene) as src:
-        assert src.count == 4 and src.dtypes[0] == "uint16" and src.nodata == 0
-        assert src.crs.to_epsg() == 32633 and src.res == (30.0, 30.0)
-        assert (src.read(1) == 0).any()  # a nodata border
-    with rasterio.open(label) as lab:
-        assert lab.nodata == aerial.IGNORE and lab.transform == src.transform

@@ -25,7 +25,8 @@ from segnet_domains.cli import main
 from segnet_domains.errors import InputError
 from segnet_domains.geo.scene import open_scene, read_sample, read_window
 from segnet_domains.geo.sources import gdal_path, is_stac_item, raster_stem, resolve_source
-from tests.data.geo import BAND_NAMES, make_scene, write_raster
+from segnet_domains.synthetic.layouts import write_geotiff
+from tests.data.geo import BAND_NAMES, make_scene
 from tests.data.http import ServedFiles, serve_files
 
 
@@ -110,7 +111,7 @@ def test_remote_cog_opens_from_its_header_and_samples_an_overview(
     rng = np.random.default_rng(0)
     field = np.kron(rng.integers(500, 4000, (3, 64, 32)), np.ones((1, 32, 32), np.int64))
     data = (field + rng.normal(0, 120, field.shape)).clip(1, 10000).astype(np.uint16)
-    raw = write_raster(tmp_path / "raw.tif", data, BAND_NAMES)
+    raw = write_geotiff(tmp_path / "raw.tif", data, BAND_NAMES)
     local = cog(raw, server.root / "big.tif")
     size = local.stat().st_size
     scene = open_scene(f"{server.url}/big.tif")
@@ -229,7 +230,7 @@ def _band_cogs(tmp: Path, root: Path, height: int, width: int, seed: int = 0) ->
         data = src.read()
     files = {}
     for i, key in enumerate(["B02", "B03", "B04", "B08"]):
-        one = write_raster(tmp / f"{key}_raw.tif", data[i], nodata=0)
+        one = write_geotiff(tmp / f"{key}_raw.tif", data[i], nodata=0)
         files[key] = cog(one, root / f"{key}.tif")
     return scene, files
 
@@ -275,7 +276,7 @@ def test_stac_item_url_with_per_band_assets_equals_the_local_stack(
     _item(server.root / "item.json", {k: _band_asset(k, c) for k, c in BANDS.items()})
     item_url = f"{server.url}/item.json"
     common = ["-m", str(aerial_checkpoint), "--tile", "128", "--overlap", "32", "--proba"]
-    local3 = write_raster(tmp_path / "rgb.tif", rasterio.open(stack).read([1, 2, 3]), BAND_NAMES, nodata=0)
+    local3 = write_geotiff(tmp_path / "rgb.tif", rasterio.open(stack).read([1, 2, 3]), BAND_NAMES, nodata=0)
     assert _tile([str(local3), "-o", str(tmp_path / "local"), *common], capsys)[0] == 0
 
     # by common name; the checkpoint's band names (blue, green, red) pick the VRT's bands
@@ -365,7 +366,7 @@ def test_stac_errors_are_one_line(tmp_path: Path, server: ServedFiles) -> None:
         InputError, match=r"asset 'B03' \(.*missing.tif\) cannot be read: HTTP 404 Not Found$"
     ):
         open_scene(url, ["blue", "green"])
-    shifted = write_raster(tmp_path / "shift.tif", np.ones((160, 140), np.uint16), nodata=0)
+    shifted = write_geotiff(tmp_path / "shift.tif", np.ones((160, 140), np.uint16), nodata=0)
     with rasterio.open(shifted, "r+") as dst:
         dst.transform = dst.transform @ dst.transform.translation(5, 0)
     cog(shifted, server.root / "shifted.tif")

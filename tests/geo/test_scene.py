@@ -13,7 +13,9 @@ from segnet_domains import InputError, read_info
 from segnet_domains.adapters import Normalizer
 from segnet_domains.geo.normalize import SceneNormalizer
 from segnet_domains.geo.scene import check_tile_fits, open_scene, read_sample, read_window, select_bands
-from tests.data.geo import footprint, make_scene, profile, truncate, write_raster
+from segnet_domains.synthetic.fields import footprint
+from segnet_domains.synthetic.layouts import geotiff_profile, write_geotiff
+from tests.data.geo import make_scene, truncate
 
 
 def test_open_scene_metadata(tmp_path: Path) -> None:
@@ -29,9 +31,9 @@ def test_open_scene_metadata(tmp_path: Path) -> None:
     ("make", "message"),
     [
         (lambda p: p.write_text("not a raster"), "not a raster"),
-        (lambda p: write_raster(p, np.ones((1, 1), np.uint16)), "1×1"),
-        (lambda p: write_raster(p, np.ones((1, 9), np.uint16)), "need at least 2×2"),
-        (lambda p: write_raster(p, np.ones((4, 4), np.complex64), nodata=None), "not supported"),
+        (lambda p: write_geotiff(p, np.ones((1, 1), np.uint16)), "1×1"),
+        (lambda p: write_geotiff(p, np.ones((1, 9), np.uint16)), "need at least 2×2"),
+        (lambda p: write_geotiff(p, np.ones((4, 4), np.complex64), nodata=None), "not supported"),
     ],
 )
 def test_open_scene_rejects(tmp_path: Path, make, message: str) -> None:
@@ -57,7 +59,7 @@ def test_select_bands(tmp_path: Path, aerial_checkpoint: Path) -> None:
     four, _ = make_scene(tmp_path / "four.tif", 32, 32, bands=4)
     assert select_bands(open_scene(four), info) == [1, 2, 3]  # by name
     assert select_bands(open_scene(four), info, [4, 3, 2]) == [4, 3, 2]
-    anon = write_raster(tmp_path / "anon.tif", np.ones((4, 32, 32), np.uint16))
+    anon = write_geotiff(tmp_path / "anon.tif", np.ones((4, 32, 32), np.uint16))
     with pytest.raises(InputError, match="scene has 4 band.*expects 3.*--bands"):
         select_bands(open_scene(anon), info)
     with pytest.raises(InputError, match=r"band\(s\) \[7\] do not exist"):
@@ -89,7 +91,7 @@ def test_read_window_masks(tmp_path: Path) -> None:
     # NaN in float scenes is nodata
     arr = np.random.default_rng(0).random((2, 8, 8)).astype(np.float32)
     arr[:, 2, 3] = np.nan
-    fpath = write_raster(tmp_path / "f.tif", arr, nodata=None)
+    fpath = write_geotiff(tmp_path / "f.tif", arr, nodata=None)
     with rasterio.open(fpath) as src:
         _, fvalid = read_window(src, [1, 2], Window(0, 0, 8, 8))
     assert not fvalid[2, 3] and fvalid.sum() == 63
@@ -113,15 +115,15 @@ def test_read_window_validity_matches_gdal_masks(tmp_path: Path, kind: str) -> N
         if kind == "partial":
             arr[0, 40:] = 0
             arr[2, 40:] = 0
-        write_raster(path, arr, nodata=0)
+        write_geotiff(path, arr, nodata=0)
     elif kind == "nan":
         arr = rng.random((2, 48, 64)).astype(np.float32)
         arr[:, 5:9] = np.nan
         arr[0, 30] = np.nan
-        write_raster(path, arr, nodata=float("nan"))
+        write_geotiff(path, arr, nodata=float("nan"))
     elif kind == "internal_mask":
         arr = rng.integers(1, 500, (3, 48, 64)).astype(np.uint16)
-        write_raster(path, arr, nodata=None)
+        write_geotiff(path, arr, nodata=None)
         with rasterio.open(path, "r+") as dst:
             mask = np.full((48, 64), 255, np.uint8)
             mask[:, :12] = 0
@@ -130,12 +132,12 @@ def test_read_window_validity_matches_gdal_masks(tmp_path: Path, kind: str) -> N
         arr = rng.integers(1, 255, (4, 48, 64)).astype(np.uint8)
         arr[3] = 255
         arr[3, 30:] = 0
-        prof = {**profile(48, 64, 4, "uint8", nodata=None), "photometric": "rgb", "alpha": "yes"}
+        prof = {**geotiff_profile(48, 64, 4, "uint8", nodata=None), "photometric": "rgb", "alpha": "yes"}
         with rasterio.open(path, "w", **prof) as dst:
             dst.write(arr)
     else:
         arr = rng.integers(0, 500, (3, 48, 64)).astype(np.int16)
-        write_raster(path, arr, nodata=None)
+        write_geotiff(path, arr, nodata=None)
     bands = [1, 2] if kind == "nan" else [1, 2, 3]
     with rasterio.open(path) as src:
         data, valid = read_window(src, bands, win)

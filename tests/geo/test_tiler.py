@@ -17,8 +17,9 @@ from segnet_domains import Segmenter
 from segnet_domains.errors import InputError
 from segnet_domains.geo.outputs import LABEL_NODATA
 from segnet_domains.geo.tiler import TileOptions, tile_scene
+from segnet_domains.synthetic.layouts import write_geotiff
 from segnet_domains.tiling import TileGrid
-from tests.data.geo import CLASS_NAMES, make_scene, write_raster
+from tests.data.geo import CLASS_NAMES, make_scene
 from tests.test_tiling import blob_mosaic
 
 OPTS = TileOptions(tile_size=128, overlap=32)
@@ -102,7 +103,7 @@ def test_scene_without_crs_warns_and_works(tmp_path: Path, aerial_segmenter: Seg
 def test_any_dtype_and_band_selection(tmp_path: Path, aerial_segmenter: Segmenter, dtype: str) -> None:
     rng = np.random.default_rng(1)
     img = (rng.random((5, 140, 150)) * 200).astype(dtype)
-    scene = write_raster(tmp_path / f"{dtype}.tif", img, nodata=None)
+    scene = write_geotiff(tmp_path / f"{dtype}.tif", img, nodata=None)
     opts = TileOptions(tile_size=128, overlap=32, bands=[5, 1, 3])
     tile_scene(aerial_segmenter, scene, tmp_path, opts)
     labels, _ = read(tmp_path / f"{dtype}_labels.tif")
@@ -113,7 +114,7 @@ def test_raster_tiling_equals_whole_image_for_trained_model(tmp_path: Path, trai
     """Default tile and overlap on a GeoTIFF vs ``predict_proba`` on the whole array in memory."""
     seg = Segmenter.from_checkpoint(trained_checkpoint, device="cpu")
     img, mask = blob_mosaic(1100, 1300, seed=3)
-    scene = write_raster(tmp_path / "blobs.tif", img, nodata=None)
+    scene = write_geotiff(tmp_path / "blobs.tif", img, nodata=None)
     tile_scene(seg, scene, tmp_path, TileOptions())
     tiled = read(tmp_path / "blobs_labels.tif")[0][0]
     whole = seg.predict(img)

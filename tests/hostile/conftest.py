@@ -29,8 +29,8 @@ import torch
 
 from segnet_domains import SegNet, save_checkpoint
 from segnet_domains.cli import main
+from segnet_domains.synthetic.layouts import rite_miniature
 from tests.data.geo import make_checkpoint, make_scene
-from tests.data.medical import make_rite
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "pipelines" / "configs"
@@ -159,7 +159,7 @@ def assets(tmp_path_factory: pytest.TempPathFactory) -> Assets:
         root / "m1.pt", SegNet(1, 2, features=TINY, depths=(1, 1)), class_names=["background", "lesion"]
     )
     ckpt3 = make_checkpoint(root / "m3.pt", tile_size=64, tile_overlap=16)
-    rite = make_rite(root / "rite", train=1, test=1, size=(40, 44))
+    rite = rite_miniature(root / "rite", train=1, test=1, size=(40, 44))
     config = root / "rite.yaml"
     config.write_bytes((CONFIGS / "rite_vessels.yaml").read_bytes())
     return Assets(root=root, ckpt1=ckpt1, ckpt3=ckpt3, rite=rite, config=config)

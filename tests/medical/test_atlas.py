@@ -12,15 +12,16 @@ import pytest
 
 from segnet_domains.errors import InputError
 from segnet_domains.medical.atlas import AtlasLesionTask, find_subjects, mask_path_for, split_subjects
+from segnet_domains.synthetic.brain import PHANTOM_AFFINE
+from segnet_domains.synthetic.layouts import atlas_phantoms
 from segnet_domains.training import build_config
-from tests.data.medical import MNI_AFFINE, make_atlas
 
 CONFIGS = Path(__file__).resolve().parents[2] / "pipelines" / "configs"
 
 
 @pytest.fixture
 def atlas(tmp_path: Path) -> Path:
-    make_atlas(tmp_path / "atlas", subjects=3, unlabeled=1)
+    atlas_phantoms(tmp_path / "atlas", subjects=3, unlabeled=1)
     return tmp_path / "atlas"
 
 
@@ -88,7 +89,7 @@ def test_shape_mismatch_names_the_mask(atlas: Path) -> None:
 
 def test_affine_mismatch_names_the_mask(atlas: Path) -> None:
     s = find_subjects(atlas)[1]
-    flipped = MNI_AFFINE.copy()
+    flipped = PHANTOM_AFFINE.copy()
     flipped[0, 0] = -1
     _rewrite(s.mask, affine=flipped)
     with pytest.raises(InputError, match=r"s002.*lesion_mask\.nii\.gz: mask affine differs"):
@@ -130,7 +131,7 @@ def test_empty_folder(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no ATLAS T1w volumes found"):
         find_subjects(tmp_path)
     only_unlabeled = tmp_path / "u"
-    make_atlas(only_unlabeled, subjects=0, unlabeled=1)
+    atlas_phantoms(only_unlabeled, subjects=0, unlabeled=1)
     with pytest.raises(InputError, match="no T1w volume with a lesion mask"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         _task(only_unlabeled).subjects()

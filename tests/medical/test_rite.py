@@ -17,15 +17,15 @@ from segnet_domains.medical.rite import (
     find_samples,
     load_pair,
 )
+from segnet_domains.synthetic.layouts import rite_miniature
 from segnet_domains.training import build_config
-from tests.data.medical import make_rite
 
 CONFIGS = Path(__file__).resolve().parents[2] / "pipelines" / "configs"
 
 
 @pytest.fixture
 def rite(tmp_path: Path) -> Path:
-    return make_rite(tmp_path / "rite", train=2, test=1)
+    return rite_miniature(tmp_path / "rite", train=2, test=1)
 
 
 def test_colour_code() -> None:

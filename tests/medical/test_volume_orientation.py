@@ -12,7 +12,7 @@ from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, 
 from segnet_domains import Segmenter
 from segnet_domains.cli import main
 from segnet_domains.predict_files import predict_volume_file
-from tests.data.medical import MNI_AFFINE, atlas_volume
+from segnet_domains.synthetic.brain import PHANTOM_AFFINE, phantom_brain
 
 
 def _reorient(img: nib.Nifti1Image, codes: tuple[str, str, str]) -> nib.Nifti1Image:
@@ -28,10 +28,10 @@ def _reorient(img: nib.Nifti1Image, codes: tuple[str, str, str]) -> nib.Nifti1Im
 
 @pytest.fixture(scope="module")
 def ras_volume(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    vol, _ = atlas_volume(np.random.default_rng(3), (30, 36, 22), lesions=2)
-    img = nib.Nifti1Image(vol, MNI_AFFINE)
-    img.set_qform(MNI_AFFINE, code=4)
-    img.set_sform(MNI_AFFINE, code=4)
+    vol, _ = phantom_brain(np.random.default_rng(3), (30, 36, 22), lesions=2)
+    img = nib.Nifti1Image(vol, PHANTOM_AFFINE)
+    img.set_qform(PHANTOM_AFFINE, code=4)
+    img.set_sform(PHANTOM_AFFINE, code=4)
     path = tmp_path_factory.mktemp("orient") / "ras.nii.gz"
     nib.save(img, path)
     return path
@@ -63,7 +63,7 @@ def test_prediction_follows_the_anatomy(
     )
     # voxel for voxel: bring the mask back to RAS, it equals the prediction on the RAS volume
     back = _reorient(written, ("R", "A", "S"))
-    assert np.allclose(back.affine, MNI_AFFINE)
+    assert np.allclose(back.affine, PHANTOM_AFFINE)
     assert np.array_equal(np.asarray(back.dataobj), ref)
 
 

@@ -24,6 +24,8 @@ import numpy as np
 import pytest
 import torch
 
+from segnet_domains.synthetic.aerial import rgb_scene
+from segnet_domains.synthetic.brain import flair_head
 from tests.napari_plugin.data import FEATURES, one_thread, train_lesion_model, write_geotiff, write_nifti
 
 HERE = Path(__file__).parent
@@ -110,9 +112,7 @@ def untrained_checkpoint(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="session")
 def mri(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray, np.ndarray]:
     """``(path, ras_volume, ras_mask)``: a small MRI-like volume stored as P-L-S NIfTI."""
-    from napari_plugin._sample_data import make_mri_volume
-
-    vol, mask = make_mri_volume((40, 48, 36), lesions=4, seed=7)
+    vol, mask = flair_head((40, 48, 36), lesions=4, seed=7)
     path = write_nifti(tmp_path_factory.mktemp("mri") / "flair.nii.gz", vol)
     return path, vol, mask
 
@@ -120,8 +120,6 @@ def mri(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray, np.
 @pytest.fixture(scope="session")
 def scene(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray]:
     """``(path, rgb H×W×3)``: an aerial-like RGB GeoTIFF in UTM 33N."""
-    from napari_plugin._sample_data import make_aerial_scene
-
-    rgb, _ = make_aerial_scene(96, seed=3)
+    rgb, _ = rgb_scene(96, seed=3)
     path = write_geotiff(tmp_path_factory.mktemp("scene") / "scene.tif", np.moveaxis(rgb, -1, 0))
     return path, rgb

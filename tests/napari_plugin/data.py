@@ -1,4 +1,4 @@
-"""Generators of real test files for the napari plugin tests (NIfTI, GeoTIFF, a tiny trained model)."""
+"""Real files for the napari tests (NIfTI, GeoTIFF via :mod:`segnet_domains.synthetic`), a trained model."""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from affine import Affine
+
+from segnet_domains.synthetic import layouts
 
 #: Tiny SegNet widths used throughout these tests.
 FEATURES = (4, 8, 16, 16, 16)
@@ -25,43 +28,18 @@ NON_RAS_AFFINE = np.array(
 
 
 def write_nifti(path: Path, ras_volume: np.ndarray, affine: np.ndarray = NON_RAS_AFFINE) -> Path:
-    """Store a RAS-ordered array under ``affine`` (reordering the voxels so anatomy is preserved).
+    """Store a RAS-ordered array under ``affine`` (voxels reordered so anatomy is preserved).
 
-    The qform (code 1) and sform (code 2) are both set, a slope/intercept is
-    used and the description is filled, so a round trip that loses header
-    fields shows.
+    The qform (code 1) and sform (code 2) are both set and the description is
+    filled, so a round trip that loses header fields shows.
     """
-    import nibabel as nib
-    from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
-
-    to_stored = ornt_transform(axcodes2ornt(("R", "A", "S")), io_orientation(affine))
-    stored = apply_orientation(ras_volume, to_stored).astype(np.float32)
-    img = nib.Nifti1Image(stored, affine)
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=2)
-    img.header["descrip"] = b"synthetic FLAIR"
-    nib.save(img, path)
-    return path
+    return layouts.write_nifti(path, ras_volume, affine, codes=(1, 2), description="synthetic FLAIR")
 
 
 def write_geotiff(path: Path, array: np.ndarray, crs: str = "EPSG:32633", res: float = 0.5) -> Path:
-    """Write a ``C×H×W`` array as a GeoTIFF with a UTM CRS and a north-up transform."""
-    import rasterio
-    from rasterio.transform import Affine
-
-    c, h, w = array.shape
-    profile = {
-        "driver": "GTiff",
-        "height": h,
-        "width": w,
-        "count": c,
-        "dtype": array.dtype.name,
-        "crs": crs,
-        "transform": Affine(res, 0.0, 500123.25, 0.0, -res, 4650987.75),
-    }
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(array)
-    return path
+    """Write a ``C×H×W`` array as a plain GeoTIFF (no compression, no nodata) in a UTM CRS, north up."""
+    transform = Affine(res, 0.0, 500123.25, 0.0, -res, 4650987.75)
+    return layouts.write_geotiff(path, array, crs=crs, transform=transform, nodata=None, compress=None)
 
 
 def train_lesion_model(path: Path, seed: int = 0) -> Path:
@@ -76,9 +54,9 @@ def train_lesion_model(path: Path, seed: int = 0) -> Path:
     """
     from monai.losses import DiceCELoss
 
-    from napari_plugin._sample_data import make_mri_volume
     from segnet_domains import SegNet, save_checkpoint
     from segnet_domains.adapters import Normalizer
+    from segnet_domains.synthetic.brain import flair_head
     from tests.data.synthetic import train_to_margin
 
     torch.manual_seed(seed)
@@ -86,7 +64,7 @@ def train_lesion_model(path: Path, seed: int = 0) -> Path:
     normalize = Normalizer(spec)
 
     def axial(shape: tuple[int, int, int] | None, s: int) -> tuple[torch.Tensor, torch.Tensor]:
-        vol, mask = make_mri_volume(shape, lesions=6, seed=s) if shape else make_mri_volume(lesions=6, seed=s)
+        vol, mask = flair_head(shape, lesions=6, seed=s) if shape else flair_head(lesions=6, seed=s)
         norm = normalize(vol[None])[0]
         keep = [k for k in range(vol.shape[2]) if mask[:, :, k].any() or k % 4 == 0]
         x = torch.from_numpy(np.moveaxis(norm[:, :, keep], 2, 0)[:, None].copy())
@@ -117,7 +95,7 @@ def train_lesion_model(path: Path, seed: int = 0) -> Path:
         normalization=spec,
         domain="mri",
         slice_axis=2,
-        provenance={"trained_on": "napari_plugin._sample_data.make_mri_volume", "check_dice": score},
+        provenance={"trained_on": "segnet_domains.synthetic.brain.flair_head", "check_dice": score},
     )
 
 

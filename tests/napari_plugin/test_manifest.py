@@ -42,11 +42,12 @@ def test_npe2_validate_cli() -> None:
 
 
 def test_sample_data_contributions() -> None:
-    from napari_plugin._sample_data import aerial_sample, make_mri_volume, mri_sample
+    from napari_plugin._sample_data import aerial_sample, mri_sample
+    from segnet_domains.synthetic.brain import flair_head
 
     ((vol, kw, kind),) = mri_sample()
     assert kind == "image" and vol.ndim == 3 and kw["scale"] == (1.0, 1.0, 1.2)
-    _, mask = make_mri_volume()
+    _, mask = flair_head()
     assert 0.001 < mask.mean() < 0.05  # lesions present, a small fraction of the head
     assert vol[mask == 1].mean() > 1.5 * vol[(mask == 0) & (vol > 100)].mean()  # bright FLAIR lesions
     ((rgb, kw, kind),) = aerial_sample()

@@ -12,9 +12,9 @@ import pytest
 from napari.utils.notifications import notification_manager
 from qtpy.QtCore import QTimer
 
-from napari_plugin._sample_data import make_mri_volume
 from napari_plugin._widget import SegNetWidget
 from segnet_domains import Segmenter
+from segnet_domains.synthetic.brain import flair_head
 from tests.napari_plugin.data import write_nifti
 
 REPO = Path(__file__).resolve().parents[2]
@@ -74,7 +74,7 @@ def test_checkpoint_is_remembered_between_sessions(make_napari_viewer, lesion_ch
 
 
 def test_cancel_stops_the_worker(make_napari_viewer, qtbot, tmp_path: Path, lesion_checkpoint: Path) -> None:
-    vol, _ = make_mri_volume((64, 72, 120), seed=2)
+    vol, _ = flair_head((64, 72, 120), seed=2)
     path = write_nifti(tmp_path / "long.nii.gz", vol)
     viewer = make_napari_viewer()
     viewer.open(str(path), plugin="segnet-domains")

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from segnet_domains.synthetic.layouts import atlas_phantoms, rite_miniature
 from segnet_domains.training import TrainResult, build_config, train
-from tests.data.medical import make_atlas, make_rite
 
 CONFIGS = Path(__file__).resolve().parents[2] / "pipelines" / "configs"
 
@@ -43,14 +43,14 @@ TINY_RITE = [
 def atlas_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Five labelled subjects and one without a mask (inference only), BIDS names, gzip NIfTI."""
     root = tmp_path_factory.mktemp("atlas")
-    make_atlas(root)
+    atlas_phantoms(root)
     return root
 
 
 @pytest.fixture(scope="session")
 def rite_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Four training and two test RITE images (64×72)."""
-    return make_rite(tmp_path_factory.mktemp("rite"))
+    return rite_miniature(tmp_path_factory.mktemp("rite"))
 
 
 @pytest.fixture(scope="session")

@@ -20,8 +20,9 @@ import rasterio
 import tifffile
 
 from segnet_domains.cli import main
-from segnet_domains.demo import aerial
 from segnet_domains.medical.nifti import read_volume
+from segnet_domains.synthetic import aerial
+from segnet_domains.synthetic.layouts import landsat_pairs
 from segnet_domains.web.app import STATIC
 from tests.web.live import LiveServer, constant_checkpoint
 
@@ -138,7 +139,7 @@ def test_png_image_gives_a_png_mask(server: LiveServer, tmp_path: Path) -> None:
 
 
 def test_geotiff_scene_gives_a_cog_with_crs_transform_and_nodata(server: LiveServer, tmp_path: Path) -> None:
-    img, _ = aerial.write_aerial(tmp_path, scenes=1, size=(96, 136), seed=5)[0]
+    img, _ = landsat_pairs(tmp_path, scenes=1, size=(96, 136), seed=5)[0]
     status, headers, body = server.post("/api/predict", img.read_bytes(), img.name)
     assert status == 200, body
     assert headers["x-segnet-kind"] == "scene" and headers["x-segnet-model"] == "aerial"
@@ -156,7 +157,7 @@ def test_geotiff_scene_gives_a_cog_with_crs_transform_and_nodata(server: LiveSer
 
 
 def test_uncertainty_comes_as_a_zip_beside_the_mask(server: LiveServer, tmp_path: Path) -> None:
-    img, _ = aerial.write_aerial(tmp_path, scenes=1, size=(64, 64), seed=6)[0]
+    img, _ = landsat_pairs(tmp_path, scenes=1, size=(64, 64), seed=6)[0]
     status, headers, body = server.post("/api/predict", img.read_bytes(), "s.tif", uncertainty="true")
     assert status == 200, body
     assert headers["content-type"] == "application/zip"

@@ -21,7 +21,7 @@ import pytest
 from segnet_domains.inference import Segmenter
 from segnet_domains.medical.nifti import read_volume
 from segnet_domains.predict_files import predict_image_file, predict_volume_file
-from tests.data.synthetic import blob_scene
+from segnet_domains.synthetic.scenes import blob_scene
 from tests.web.live import LiveServer, constant_checkpoint
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -1,26 +1,30 @@
-"""A RITE-style set: synthetic 565×584 RGB fundus photographs with artery/vein labels, in the real layout.
+"""Fundus photographs with artery/vein annotations in RITE's colour code, and their field of view.
 
-Each image has a circular field of view, an orange-red background with
-vignetting, a bright optic disc, and artery and vein trees growing from the
-disc with tapering widths. Files follow RITE (built on DRIVE)::
+* :func:`fundus_image` — a RITE-sized (565×584) photograph: circular field of
+  view, orange-red background with vignetting, a bright optic disc, and
+  artery and vein trees growing from the disc with tapering widths. The
+  demo trains and scores on it; the web page offers it as a sample.
+* :func:`rite_scene` — a miniature (64×72 by default) with straight thick
+  arteries and veins, a crossing and a few white "unknown" pieces: every
+  class of the colour code in a few thousand pixels, for layout and
+  training tests.
 
-    ROOT/training/images/21_training.tif     RGB, 584 rows × 565 columns
-    ROOT/training/av/21_training.png         red artery, blue vein, green crossing, black background
-    ROOT/training/mask/21_training_mask.gif  field of view (255 inside)
-    ROOT/test/images/01_test.tif …           the same with ``_test``
+Both return ``(rgb H×W×3 uint8, av H×W×3 uint8, fov H×W uint8 0/255)``; the
+``av`` colours are those :func:`segnet_domains.medical.rite.decode_av` reads.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import imageio.v3 as iio
 import numpy as np
-import tifffile
 from scipy import ndimage
-from skimage.draw import line
+from skimage.draw import disk, line
 
+#: RITE's image size (rows, columns).
 HEIGHT, WIDTH = 584, 565
+#: Size of :func:`rite_scene`'s miniature (rows, columns).
+MINI_SIZE = (64, 72)
+#: The ``av`` colour code: red artery, blue vein, green crossing, white unknown.
+RED, BLUE, GREEN, WHITE = (255, 0, 0), (0, 0, 255), (0, 255, 0), (255, 255, 255)
 
 
 def _grow_tree(
@@ -96,26 +100,39 @@ def fundus_image(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.n
     rgb = np.clip(img, 0, 255).astype(np.uint8)
 
     av = np.zeros((*shape, 3), np.uint8)
-    av[art] = (255, 0, 0)
-    av[vein] = (0, 0, 255)
-    av[art & vein] = (0, 255, 0)
+    av[art] = RED
+    av[vein] = BLUE
+    av[art & vein] = GREEN
     return rgb, av, (fov * 255).astype(np.uint8)
 
 
-def write_rite(root: str | Path, train: int = 6, test: int = 2, seed: int = 0) -> dict[str, list[Path]]:
-    """Write ``train`` training and ``test`` test images in the RITE layout; returns image paths per split."""
-    rng = np.random.default_rng(seed)
-    out: dict[str, list[Path]] = {"training": [], "test": []}
-    numbers = {"training": range(21, 21 + train), "test": range(1, 1 + test)}
-    for split, nums in numbers.items():
-        for n in nums:
-            name = f"{n:02d}_{split}"
-            rgb, av, fov = fundus_image(rng)
-            folder = Path(root) / split
-            for sub in ("images", "av", "mask"):
-                (folder / sub).mkdir(parents=True, exist_ok=True)
-            tifffile.imwrite(folder / "images" / f"{name}.tif", rgb, photometric="rgb")
-            iio.imwrite(folder / "av" / f"{name}.png", av)
-            iio.imwrite(folder / "mask" / f"{name}_mask.gif", fov)
-            out[split].append(folder / "images" / f"{name}.tif")
-    return out
+def _thick_line(canvas: np.ndarray, r0: int, c0: int, r1: int, c1: int, colour: tuple[int, ...]) -> None:
+    h, w = canvas.shape[:2]
+    for dr, dc in ((0, 0), (1, 0), (0, 1), (1, 1)):
+        rr, cc = line(r0 + dr, c0 + dc, r1 + dr, c1 + dc)
+        ok = (rr >= 0) & (rr < h) & (cc >= 0) & (cc < w)
+        canvas[rr[ok], cc[ok]] = colour
+
+
+def rite_scene(rng: np.random.Generator, size: tuple[int, int] = MINI_SIZE) -> tuple[np.ndarray, ...]:
+    """``(image H×W×3 uint8, av H×W×3 uint8, fov H×W uint8)`` with arteries, veins, a crossing, unknowns."""
+    h, w = size
+    av = np.zeros((h, w, 3), np.uint8)
+    for colour in (RED, BLUE, RED, BLUE):
+        r0, r1 = rng.integers(0, h, 2)
+        _thick_line(av, int(r0), 0, int(r1), w - 1, colour)
+    for _ in range(2):  # a few unlabeled (white) vessel pieces
+        c = int(rng.integers(4, w - 4))
+        _thick_line(av, 0, c, h // 3, c + int(rng.integers(-3, 4)), WHITE)
+    both = (av == RED).all(-1) & np.roll((av == BLUE).all(-1), 1, axis=0)
+    av[both] = GREEN
+    fov = np.zeros((h, w), np.uint8)
+    rr, cc = disk(((h - 1) / 2, (w - 1) / 2), min(h, w) * 0.55, shape=(h, w))
+    fov[rr, cc] = 255
+    vessel = av.any(-1)
+    base = np.array([200, 90, 40], np.float32)
+    img = base + rng.normal(0, 8, (h, w, 3))
+    img[vessel] -= np.array([90, 50, 20], np.float32)
+    img[(av == RED).all(-1)] += np.array([30, 0, 0], np.float32)  # arteries a bit redder
+    img[fov == 0] = 0
+    return np.clip(img, 0, 255).astype(np.uint8), av, fov
