@@ -13,15 +13,18 @@ that use it see a model whose answers are certain on any machine.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import shutil
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
-from segnet_domains import SegNet, save_checkpoint
 from segnet_domains.adapters import Normalizer
+from segnet_domains.checkpoint import load_checkpoint
 from segnet_domains.synthetic.scenes import blob_scene, slab_scene
+from segnet_domains.training import Case, Task, build_config, register_task, train
 
 TINY = (8, 16, 32, 32, 32)
 
@@ -33,56 +36,71 @@ MARGIN = 0.92
 #: Image sizes of the held-out check scenes: those the tests use.
 CHECK_SIZES = ((96, 80), (97, 131), (64, 72), (70, 90))
 
+#: The fixture model's normalisation (recorded in its checkpoint; inference applies it).
+NORMALIZATION = {"mode": "percentile", "lower": 0.5, "upper": 99.5}
+
 
 def train_to_margin(
-    model: torch.nn.Module,
-    batch: Callable[[int], tuple[torch.Tensor, torch.Tensor]],
+    task: str,
+    out: Path,
     check: Callable[[torch.nn.Module], float],
+    overrides: Sequence[str] = (),
     *,
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     steps: int = 160,
     rounds: int = 6,
     lr: float = 1e-2,
     margin: float = MARGIN,
-) -> float:
-    """Train ``model`` in rounds of ``steps`` Adam steps until ``check(model) >= margin``.
+) -> tuple[Path, float]:
+    """Train ``task`` through the training engine in rounds of ``steps`` Adam steps until ``check >= margin``.
+
+    Each round is one epoch of :func:`segnet_domains.training.train` (resumed
+    from the previous round's ``last.pt``; the task sees ``data.round`` and
+    draws fresh scenes); after it the saved model is loaded and checked.
 
     Args:
-        model: the network (left in eval mode).
-        batch: ``batch(step) -> (x, y)``, a training batch for that step.
+        task: a registered task whose data are in memory (:class:`BlobScenesTask`, …).
+        out: the run folder.
         check: the model's worst score on a held-out check set (the model is in eval mode).
-        loss_fn: defaults to cross-entropy.
+        overrides: further ``key=value`` settings (model widths, dropout, batch size, data keys).
         steps: optimizer steps per round.
         rounds: at most this many rounds.
-        lr: Adam's learning rate (halved after each round that misses the margin).
+        lr: Adam's learning rate.
         margin: the score the check must reach.
 
     Returns:
-        The check score reached.
+        ``(checkpoint, score)``: the run's ``best.pt`` (the last round's weights) and the check score reached.
 
     Raises:
         RuntimeError: the margin was not reached: a fixture must not hand a marginal model to tests.
     """
-    loss_fn = loss_fn or torch.nn.functional.cross_entropy
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    score, step = 0.0, 0
-    for _ in range(rounds):
-        model.train()
-        for _ in range(steps):
-            x, y = batch(step)
-            loss = loss_fn(model(x), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            step += 1
-        model.eval()
+    score = 0.0
+    for r in range(rounds):
+        config = build_config(
+            None,
+            [
+                f"task={task}",
+                f"train.epochs={r + 1}",
+                f"train.max_steps_per_epoch={steps}",
+                "train.optimizer=adam",
+                f"train.lr={lr}",
+                "train.weight_decay=0",
+                "train.class_weights=none",
+                "train.bn_stats_batches=0",
+                "train.num_workers=0",
+                "train.progress=false",
+                f"data.round={r}",
+                *overrides,
+            ],
+            data_root=out,
+            out=out,
+        )
+        result = train(config, resume=r > 0)
+        model = load_checkpoint(result.best).model.eval()
         with torch.no_grad():
             score = check(model)
         if score >= margin:
-            return score
-        for group in opt.param_groups:
-            group["lr"] /= 2
-    raise RuntimeError(f"fixture model reached only {score:.4f} < {margin} after {step} steps")
+            return result.best, score
+    raise RuntimeError(f"fixture model reached only {score:.4f} < {margin} after {rounds * steps} steps")
 
 
 def worst_score(model: torch.nn.Module, checks: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
@@ -100,35 +118,90 @@ def worst_score(model: torch.nn.Module, checks: list[tuple[torch.Tensor, torch.T
     return min(accuracy, 2 * inter / total if total else 1.0)
 
 
+class CrossEntropy(torch.nn.Module):
+    """Plain cross-entropy as an engine loss ``loss(logits, label, mask)`` (the blob fixture's loss)."""
+
+    def forward(
+        self, logits: torch.Tensor, label: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return torch.nn.functional.cross_entropy(logits, label[:, 0].long())
+
+
+class BlobScenesTask(Task):
+    """Disk and block scenes made in memory (:mod:`segnet_domains.synthetic.scenes`), for fixture models.
+
+    One round's steps × batch size scenes of ``data.size``² pixels (every third a
+    block), normalised with :data:`NORMALIZATION`, drawn from ``(data.seed,
+    data.round)``; no validation cases (:func:`train_to_margin` checks).
+    """
+
+    name: ClassVar[str] = "fixture_blobs"
+    data_defaults: ClassVar[dict[str, Any]] = {
+        "channels": 1,
+        "seed": 0,
+        "round": 0,
+        "size": 64,
+    }
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "in_channels": int(self.data["channels"]),
+            "out_channels": 2,
+            "class_names": ["background", "blob"],
+            "normalization": NORMALIZATION,
+            "domain": "mri",
+        }
+
+    def train_dataset(self) -> list[dict[str, np.ndarray]]:
+        rng = np.random.default_rng([int(self.data["seed"]), int(self.data["round"])])
+        normalize, size, channels = (
+            Normalizer(NORMALIZATION),
+            int(self.data["size"]),
+            int(self.data["channels"]),
+        )
+        items = []
+        train = self.config["train"]
+        for i in range(int(train["max_steps_per_epoch"]) * int(train["batch_size"])):
+            make = slab_scene if i % 3 == 2 else blob_scene  # blocks too: the volume tests show one
+            image, mask = make(rng, size, size, channels)
+            items.append({"image": normalize(image), "label": mask[None].astype(np.int64)})
+        return items
+
+    def val_cases(self) -> Iterator[Case]:
+        return iter(())
+
+    def loss(self, num_classes: int, weights: np.ndarray | None) -> torch.nn.Module:
+        return CrossEntropy()
+
+
+register_task(BlobScenesTask.name, BlobScenesTask)
+
+
 def train_tiny(path: Path, channels: int = 1, seed: int = 0, dropout: float = 0.0) -> Path:
     """Train a tiny SegNet to find bright disks, to :data:`MARGIN`, and save a checkpoint.
 
-    Trains on 64×64 scenes of disks and of blocks, and checks on unseen scenes of the sizes the tests
-    use (odd ones too). About 10–30 s on 2 cores. Tests about geometry alone
-    use a model exact by construction instead (:func:`tests.data.dicom.threshold_segnet`).
+    Trains through the engine on 64×64 scenes of disks and of blocks
+    (:class:`BlobScenesTask`), and checks on unseen scenes of the sizes the
+    tests use (odd ones too). Tests about geometry alone use a model exact by
+    construction instead (:func:`tests.data.dicom.threshold_segnet`).
     """
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    model = SegNet(channels, 2, features=TINY, dropout=dropout)
-    norm_spec = {"mode": "percentile", "lower": 0.5, "upper": 99.5}
-    normalize = Normalizer(norm_spec)
+    normalize = Normalizer(NORMALIZATION)
 
     def stack(pairs: list[tuple[np.ndarray, np.ndarray]]) -> tuple[torch.Tensor, torch.Tensor]:
         x = torch.from_numpy(np.stack([normalize(p[0]) for p in pairs]))
         return x, torch.from_numpy(np.stack([p[1] for p in pairs])).long()
 
-    def batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        make = slab_scene if step % 3 == 2 else blob_scene  # blocks too: the volume tests show one
-        return stack([make(rng, 64, 64, channels) for _ in range(8)])
-
     check_rng = np.random.default_rng(seed + 1000)
     checks = [stack([blob_scene(check_rng, h, w, channels) for _ in range(4)]) for h, w in CHECK_SIZES]
-    score = train_to_margin(model, batch, lambda m: worst_score(m, checks))
-    return save_checkpoint(
-        path,
-        model,
-        class_names=["background", "blob"],
-        normalization=norm_spec,
-        domain="mri",
-        provenance={"trained_on": "segnet_domains.synthetic.scenes.blob_scene", "check_score": score},
+    settings = [
+        f"model.features={list(TINY)}",
+        f"model.dropout={dropout}",
+        f"train.seed={seed}",
+        "train.batch_size=8",
+        f"data.channels={channels}",
+        f"data.seed={seed}",
+    ]
+    best, _ = train_to_margin(
+        BlobScenesTask.name, path.parent / f"{path.stem}_run", lambda m: worst_score(m, checks), settings
     )
+    return Path(shutil.copyfile(best, path))

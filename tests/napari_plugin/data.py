@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from affine import Affine
+from monai.losses import DiceCELoss
 
+from segnet_domains.adapters import Normalizer, crop, pad_to_multiple
 from segnet_domains.synthetic import layouts
+from segnet_domains.synthetic.brain import flair_head
+from segnet_domains.training import Case, Task, register_task
+from tests.data.synthetic import train_to_margin
 
 #: Tiny SegNet widths used throughout these tests.
 FEATURES = (4, 8, 16, 16, 16)
@@ -42,61 +50,122 @@ def write_geotiff(path: Path, array: np.ndarray, crs: str = "EPSG:32633", res: f
     return layouts.write_geotiff(path, array, crs=crs, transform=transform, nodata=None, compress=None)
 
 
+#: The lesion fixture's normalisation (recorded in its checkpoint; inference applies it).
+NORMALIZATION = {"mode": "percentile", "lower": 0.5, "upper": 99.5}
+
+
+def axial_slices(shape: tuple[int, int, int] | None, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalised axial slices ``N×1×H×W`` of a FLAIR sample volume and their lesion labels.
+
+    The whole volume is normalised with the checkpoint's own normaliser (as
+    inference does); slices with lesion and every fourth slice are kept.
+    """
+    vol, mask = flair_head(shape, lesions=6, seed=seed) if shape else flair_head(lesions=6, seed=seed)
+    norm = Normalizer(NORMALIZATION)(vol[None])[0]
+    keep = [k for k in range(vol.shape[2]) if mask[:, :, k].any() or k % 4 == 0]
+    x = torch.from_numpy(np.moveaxis(norm[:, :, keep], 2, 0)[:, None].copy())
+    return x, torch.from_numpy(np.moveaxis(mask[:, :, keep], 2, 0)[:, None].astype(np.int64).copy())
+
+
+@functools.cache
+def _training_volumes() -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
+    """Four volumes of the tests' size and two of the sample's default size (made once per session)."""
+    return tuple(
+        [axial_slices((40, 48, 36), s) for s in range(4)] + [axial_slices(None, s) for s in range(2)]
+    )
+
+
+class DiceCE(torch.nn.Module):
+    """MONAI's Dice + cross-entropy with the Dice pooled over the batch, as an engine loss."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loss = DiceCELoss(to_onehot_y=True, softmax=True, batch=True)
+
+    def forward(
+        self, logits: torch.Tensor, label: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return self.loss(logits, label)
+
+
+class LesionSlicesTask(Task):
+    """Axial slices of FLAIR sample volumes in memory, for the lesion fixture model.
+
+    One item per step: ``data.batch`` slices drawn from one volume (the
+    volumes take turns; sizes differ between volumes, so a batch never mixes
+    them), from ``(data.seed, data.round)``. No validation cases
+    (:func:`tests.data.synthetic.train_to_margin` checks).
+    """
+
+    name: ClassVar[str] = "fixture_lesion_slices"
+    data_defaults: ClassVar[dict[str, Any]] = {"seed": 0, "round": 0, "batch": 16}
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "in_channels": 1,
+            "out_channels": 2,
+            "class_names": ["background", "lesion"],
+            "class_colors": [[0, 0, 0], [255, 40, 40]],
+            "normalization": NORMALIZATION,
+            "domain": "mri",
+            "slice_axis": 2,
+        }
+
+    def train_dataset(self) -> list[list[dict[str, torch.Tensor]]]:
+        sets = _training_volumes()
+        gen = torch.Generator().manual_seed(int(self.data["seed"]) * 1000 + int(self.data["round"]))
+        items = []
+        for step in range(int(self.config["train"]["max_steps_per_epoch"])):
+            x_all, y_all = sets[step % len(sets)]
+            idx = torch.randint(0, len(x_all), (int(self.data["batch"]),), generator=gen)
+            items.append([{"image": x_all[i], "label": y_all[i]} for i in idx])
+        return items
+
+    def val_cases(self) -> Iterator[Case]:
+        return iter(())
+
+    def loss(self, num_classes: int, weights: np.ndarray | None) -> torch.nn.Module:
+        return DiceCE()
+
+
+register_task(LesionSlicesTask.name, LesionSlicesTask)
+
+
 def train_lesion_model(path: Path, seed: int = 0) -> Path:
     """Train a tiny SegNet (with dropout) on axial slices of MRI-sample volumes, to a verified margin.
 
-    Uses the checkpoint's own normaliser on each whole volume (as inference
-    does) and MONAI's Dice + cross-entropy loss, on volumes of the tests' size
-    and of the sample's default size, and trains until the lesion Dice on an
-    unseen volume of the tests' size is at least 0.7 (see
-    :func:`tests.data.synthetic.train_to_margin`), so the tests never see a
-    marginal model, whatever the machine.
+    Trains through the engine (:class:`LesionSlicesTask`, MONAI's Dice +
+    cross-entropy) on volumes of the tests' size and of the sample's default
+    size, until the lesion Dice on an unseen volume of the tests' size is at
+    least 0.7 (see :func:`tests.data.synthetic.train_to_margin`), so the tests
+    never see a marginal model, whatever the machine.
     """
-    from monai.losses import DiceCELoss
-
-    from segnet_domains import SegNet, save_checkpoint
-    from segnet_domains.adapters import Normalizer
-    from segnet_domains.synthetic.brain import flair_head
-    from tests.data.synthetic import train_to_margin
-
-    torch.manual_seed(seed)
-    spec = {"mode": "percentile", "lower": 0.5, "upper": 99.5}
-    normalize = Normalizer(spec)
-
-    def axial(shape: tuple[int, int, int] | None, s: int) -> tuple[torch.Tensor, torch.Tensor]:
-        vol, mask = flair_head(shape, lesions=6, seed=s) if shape else flair_head(lesions=6, seed=s)
-        norm = normalize(vol[None])[0]
-        keep = [k for k in range(vol.shape[2]) if mask[:, :, k].any() or k % 4 == 0]
-        x = torch.from_numpy(np.moveaxis(norm[:, :, keep], 2, 0)[:, None].copy())
-        return x, torch.from_numpy(np.moveaxis(mask[:, :, keep], 2, 0)[:, None].astype(np.int64).copy())
-
-    sets = [axial((40, 48, 36), s) for s in range(4)] + [axial(None, s) for s in range(2)]
-    check_x, check_y = axial((40, 48, 36), 100)
-    gen = torch.Generator().manual_seed(seed)
-
-    def batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x_all, y_all = sets[step % len(sets)]
-        idx = torch.randint(0, len(x_all), (16,), generator=gen)
-        return x_all[idx], y_all[idx]
+    check_x, check_y = axial_slices((40, 48, 36), 100)
 
     def lesion_dice(model: torch.nn.Module) -> float:
-        pred = model(check_x).argmax(1, keepdim=True)
+        # padded as the engine trains and the Segmenter infers (40×48 slices → 64×64, cropped back)
+        padded, size = pad_to_multiple(check_x, 2 ** len(model.encoder.stages))
+        pred = crop(model(padded), size).argmax(1, keepdim=True)
         return float(2 * ((pred == 1) & (check_y == 1)).sum() / ((pred == 1).sum() + (check_y == 1).sum()))
 
-    model = SegNet(1, 2, features=FEATURES, dropout=0.1)
-    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=True)
+    settings = [
+        f"model.features={list(FEATURES)}",
+        "model.dropout=0.1",
+        f"train.seed={seed}",
+        "train.batch_size=1",
+        "train.bn_stats_batches=8",
+        f"data.seed={seed}",
+    ]
     with one_thread():
-        score = train_to_margin(model, batch, lesion_dice, loss_fn=loss_fn, steps=100, lr=1e-2, margin=0.7)
-    return save_checkpoint(
-        path,
-        model,
-        class_names=["background", "lesion"],
-        class_colors=[[0, 0, 0], [255, 40, 40]],
-        normalization=spec,
-        domain="mri",
-        slice_axis=2,
-        provenance={"trained_on": "segnet_domains.synthetic.brain.flair_head", "check_dice": score},
-    )
+        best, _ = train_to_margin(
+            LesionSlicesTask.name,
+            path.parent / f"{path.stem}_run",
+            lesion_dice,
+            settings,
+            steps=100,
+            margin=0.7,
+        )
+    return Path(shutil.copyfile(best, path))
 
 
 @contextlib.contextmanager
