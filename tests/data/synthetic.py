@@ -127,15 +127,30 @@ class CrossEntropy(torch.nn.Module):
         return torch.nn.functional.cross_entropy(logits, label[:, 0].long())
 
 
-class BlobScenesTask(Task):
-    """Disk and block scenes made in memory (:mod:`segnet_domains.synthetic.scenes`), for fixture models.
+class FixtureTask(Task):
+    """A task whose data a fixture makes in memory: no validation cases (:func:`train_to_margin` checks).
+
+    Subclasses set ``loss_class``, the fixture's own loss ``loss(logits, label, mask)``.
+    """
+
+    loss_class: ClassVar[type[torch.nn.Module]]
+
+    def val_cases(self) -> Iterator[Case]:
+        return iter(())
+
+    def loss(self, num_classes: int, weights: np.ndarray | None) -> torch.nn.Module:
+        return self.loss_class()
+
+
+class BlobScenesTask(FixtureTask):
+    """Disk and block scenes (:mod:`segnet_domains.synthetic.scenes`) for the blob fixture model.
 
     One round's steps × batch size scenes of ``data.size``² pixels (every third a
-    block), normalised with :data:`NORMALIZATION`, drawn from ``(data.seed,
-    data.round)``; no validation cases (:func:`train_to_margin` checks).
+    block), normalised with :data:`NORMALIZATION`, drawn from ``(data.seed, data.round)``.
     """
 
     name: ClassVar[str] = "fixture_blobs"
+    loss_class = CrossEntropy
     data_defaults: ClassVar[dict[str, Any]] = {
         "channels": 1,
         "seed": 0,
@@ -159,19 +174,12 @@ class BlobScenesTask(Task):
             int(self.data["size"]),
             int(self.data["channels"]),
         )
-        items = []
-        train = self.config["train"]
+        train, items = self.config["train"], []
         for i in range(int(train["max_steps_per_epoch"]) * int(train["batch_size"])):
             make = slab_scene if i % 3 == 2 else blob_scene  # blocks too: the volume tests show one
             image, mask = make(rng, size, size, channels)
             items.append({"image": normalize(image), "label": mask[None].astype(np.int64)})
         return items
-
-    def val_cases(self) -> Iterator[Case]:
-        return iter(())
-
-    def loss(self, num_classes: int, weights: np.ndarray | None) -> torch.nn.Module:
-        return CrossEntropy()
 
 
 register_task(BlobScenesTask.name, BlobScenesTask)

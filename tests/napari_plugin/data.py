@@ -17,8 +17,8 @@ from monai.losses import DiceCELoss
 from segnet_domains.adapters import Normalizer, crop, pad_to_multiple
 from segnet_domains.synthetic import layouts
 from segnet_domains.synthetic.brain import flair_head
-from segnet_domains.training import Case, Task, register_task
-from tests.data.synthetic import train_to_margin
+from segnet_domains.training import register_task
+from tests.data.synthetic import FixtureTask, train_to_margin
 
 #: Tiny SegNet widths used throughout these tests.
 FEATURES = (4, 8, 16, 16, 16)
@@ -88,16 +88,16 @@ class DiceCE(torch.nn.Module):
         return self.loss(logits, label)
 
 
-class LesionSlicesTask(Task):
+class LesionSlicesTask(FixtureTask):
     """Axial slices of FLAIR sample volumes in memory, for the lesion fixture model.
 
     One item per step: ``data.batch`` slices drawn from one volume (the
     volumes take turns; sizes differ between volumes, so a batch never mixes
-    them), from ``(data.seed, data.round)``. No validation cases
-    (:func:`tests.data.synthetic.train_to_margin` checks).
+    them), from ``(data.seed, data.round)``.
     """
 
     name: ClassVar[str] = "fixture_lesion_slices"
+    loss_class = DiceCE
     data_defaults: ClassVar[dict[str, Any]] = {"seed": 0, "round": 0, "batch": 16}
 
     def metadata(self) -> dict[str, Any]:
@@ -120,12 +120,6 @@ class LesionSlicesTask(Task):
             idx = torch.randint(0, len(x_all), (int(self.data["batch"]),), generator=gen)
             items.append([{"image": x_all[i], "label": y_all[i]} for i in idx])
         return items
-
-    def val_cases(self) -> Iterator[Case]:
-        return iter(())
-
-    def loss(self, num_classes: int, weights: np.ndarray | None) -> torch.nn.Module:
-        return DiceCE()
 
 
 register_task(LesionSlicesTask.name, LesionSlicesTask)
