@@ -262,7 +262,7 @@ def _rng_state() -> dict[str, Any]:
 def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"].cpu())
     n = state["numpy"]
-    np.random.set_state((n[0], n[1].numpy().astype(np.uint32), int(n[2]), int(n[3]), float(n[4])))
+    np.random.set_state((n[0], n[1].cpu().numpy().astype(np.uint32), int(n[2]), int(n[3]), float(n[4])))
     p = state["python"]
     random.setstate((p[0], tuple(p[1]), p[2]))
 
@@ -383,7 +383,7 @@ def train(config: dict[str, Any], resume: bool = False) -> TrainResult:
     Raises:
         InputError: bad data (named), nothing to resume from.
     """
-    ctx = dist.setup()
+    ctx = dist.setup(str(config["train"]["device"]))
     try:
         return _train(config, resume, ctx)
     finally:

@@ -200,7 +200,8 @@ def test_killed_process_resumes(tmp_path: Path, aerial_checkpoint: Path, aerial_
     scene, _ = make_scene(tmp_path / "k.tif", 260, 200)
     run_dir, ref_dir = tmp_path / "run", tmp_path / "ref"
     run_dir.mkdir(), ref_dir.mkdir()
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    root = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
     proc = subprocess.run(
         [sys.executable, "-c", KILL_SCRIPT, str(aerial_checkpoint), str(scene), str(run_dir)],
         env=env,
