@@ -48,7 +48,6 @@ from segnet_domains.io.atomic import atomic_output
 from segnet_domains.io.images import TIFF_SUFFIXES, read_image, to_display_rgb
 from segnet_domains.medical.nifti import NIFTI_SUFFIXES, Volume, is_nifti, read_volume, write_like
 from segnet_domains.predict_files import predict_image_file, predict_volume_file
-from segnet_domains.tiling import resolve_tiling
 from segnet_domains.web.models import ModelRegistry, ServedModel
 
 #: Suffixes of plain 2D images (TIFFs with georeferencing are scenes).
@@ -361,15 +360,10 @@ def _scene_job(
     preview: bool,
     progress: ProgressCallback | None,
 ) -> JobResult:
-    """``tile``'s job; a scene smaller than the model's tile gets the largest power-of-2 tile that fits."""
+    """``tile``'s job; a scene smaller than the model's tile gets the tile ``tile`` fits to it."""
     seg = served.segmenter
     scene = open_scene(src)
     tile_opts = TileOptions(uncertainty=options.uncertainty, samples=options.samples)
-    tile, _ = resolve_tiling(seg, None, None)
-    short = min(scene.height, scene.width)
-    if short < tile:  # the CLI asks for --tile; the page has no such option, so choose it
-        tile_opts.tile_size = 2 ** int(math.log2(short))
-        tile_opts.overlap = tile_opts.tile_size // 4
     result = tile_scene(seg, src, out, tile_opts, progress=progress or False)
     paths = [Path(p) for p in result.outputs]
     files = [_read(p) for p in paths]
