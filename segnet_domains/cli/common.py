@@ -60,18 +60,15 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def load_segmenter(args: argparse.Namespace) -> Segmenter:
-    """A :class:`Segmenter` from the ``--model`` arguments."""
-    try:
-        return Segmenter.from_checkpoint(
-            args.model,
-            device=args.device,
-            precision=args.precision,
-            batch_size=args.batch_size,
-            tta=args.tta,
-            backend=args.backend,
-        )
-    except ValueError as exc:  # a device or precision that doesn't exist here
-        raise InputError(None, str(exc)) from None
+    """A :class:`Segmenter` from the ``--model`` arguments (``Segmenter.from_checkpoint``: ``InputError``)."""
+    return Segmenter.from_checkpoint(
+        args.model,
+        device=args.device,
+        precision=args.precision,
+        batch_size=args.batch_size,
+        tta=args.tta,
+        backend=args.backend,
+    )
 
 
 def check_output(path: str | Path) -> Path:

@@ -8,8 +8,8 @@ import sys
 from segnet_domains.checkpoint import read_info
 from segnet_domains.cli.common import add_force_arg, add_model_args, int_in
 from segnet_domains.errors import InputError
-from segnet_domains.geo.batch import SegmenterSpec, run_batch
-from segnet_domains.geo.tiler import TileOptions
+from segnet_domains.geo.batch import run_batch
+from segnet_domains.geo.tiler import SegmenterSpec, TileOptions
 from segnet_domains.inference import resolve_backend
 
 #: Largest tile edge, Monte Carlo sample count and local worker count accepted.
@@ -95,10 +95,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     info = read_info(args.model)  # a bad checkpoint fails before anything else
-    if args.uncertainty and not info.args.get("dropout"):
-        raise InputError(
-            args.model, "--uncertainty needs a checkpoint trained with dropout (Bayesian SegNet)"
-        )
+    if args.uncertainty:
+        info.require_dropout(args.model, "--uncertainty")
     if args.tile is not None and not 2 <= args.tile <= MAX_TILE:
         raise InputError(None, f"--tile must be in [2, {MAX_TILE}] (got {args.tile})")
     if args.overlap is not None and args.overlap < 0:
