@@ -272,16 +272,7 @@ def iter_segmentation(
             seg, bs, note = _after_out_of_memory(seg, bs, checkpoint, batch_size, request.source)
             notes.append(note)
             yield Progress(0, 1, note)
-    return SegmentationResult(
-        labels=labels,
-        info=seg.info,
-        request=request,
-        checkpoint=str(checkpoint),
-        device=str(seg.device),
-        uncertainty=unc,
-        notes=notes,
-        files=files,
-    )
+    return SegmentationResult(labels, seg.info, request, str(checkpoint), str(seg.device), unc, notes, files)
 
 
 def _after_out_of_memory(

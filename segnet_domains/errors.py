@@ -32,3 +32,7 @@ class CheckpointError(InputError):
 
 class NoDropoutError(InputError, ValueError):
     """Monte Carlo dropout asked of a model without dropout (also a ``ValueError`` for API callers)."""
+
+
+class SetupError(InputError, ValueError):
+    """A device, precision or backend this machine or model cannot use (also a ``ValueError``, as before)."""

@@ -48,7 +48,7 @@ from tqdm.auto import tqdm
 from segnet_domains.adapters import ImageAdapter, VolumeSliceAdapter, crop, pad_to_multiple, to_channel_first
 from segnet_domains.backends import BACKENDS, Backend, OnnxBackend, TorchBackend
 from segnet_domains.checkpoint import ModelInfo, is_onnx, load_checkpoint, make_info, read_info
-from segnet_domains.errors import InputError
+from segnet_domains.errors import InputError, SetupError
 from segnet_domains.tiling import DEFAULT_TILE, StreamBlender, TileGrid, default_overlap, tile_batches
 
 ProgressCallback = Callable[[int, int], Any]
@@ -136,7 +136,8 @@ class Segmenter:
         Raises:
             InputError: a missing, corrupt or foreign checkpoint
                 (:class:`~segnet_domains.errors.CheckpointError`), or a device,
-                precision or backend that does not exist here.
+                precision or backend that does not exist here
+                (:class:`~segnet_domains.errors.SetupError`, also a ``ValueError``).
         """
         kind = resolve_backend(path, backend)
         try:
@@ -149,7 +150,7 @@ class Segmenter:
         except InputError:
             raise
         except ValueError as exc:  # a device, precision or backend that doesn't exist here
-            raise InputError(path, str(exc)) from None
+            raise SetupError(path, str(exc)) from None
 
     @property
     def num_classes(self) -> int:
