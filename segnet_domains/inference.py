@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Generator, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -587,7 +588,28 @@ class Segmenter:
         mc_samples: int = 0,
         seed: int | None = None,
     ) -> Steps[Any]:
-        """Generator form of :meth:`predict_slice`: yields ``(passes done, passes)``."""
+        """Segment one slice of a volume: exactly :meth:`predict_volume`'s result at that slice.
+
+        Yields ``(passes done, passes)``. The slice is stacked with the
+        checkpoint's 2.5D neighbours (edges repeated) and normalised with
+        whole-volume statistics, as in a whole-volume run.
+
+        Args:
+            volume: 3D array.
+            index: the slice along ``axis``.
+            axis: slicing axis (default: :meth:`volume_axis`).
+            return_proba: also return ``K×H×W`` probabilities.
+            source: name used in error messages.
+            mc_samples: Monte Carlo passes (0: none); then ``(labels, mean, variance)``.
+            seed: dropout stream seed (see :meth:`sample`).
+
+        Returns:
+            ``H×W`` labels of the slice, ``(labels, proba)`` or ``(labels, mean, variance)``.
+
+        Raises:
+            InputError: not a 3D single-band volume for this checkpoint, or
+                ``index`` outside the volume.
+        """
         adapter = self._volume_adapter(axis, source)
         slices = adapter.prepare(volume, source)  # whole-volume normalisation statistics
         n, k = slices.shape[0], adapter.context
@@ -602,38 +624,32 @@ class Segmenter:
             return labels, p[0].numpy(), v[0].numpy()  # type: ignore[index]
         return (labels, p[0].numpy()) if return_proba else labels
 
-    def predict_slice(
-        self,
-        volume: np.ndarray,
-        index: int,
-        axis: int | None = None,
-        return_proba: bool = False,
-        source: str = "volume",
-        mc_samples: int = 0,
-        seed: int | None = None,
-    ) -> Any:
-        """Segment one slice of a volume: exactly :meth:`predict_volume`'s result at that slice.
+    def predict_slice(self, volume: np.ndarray, index: int, **options: Any) -> Any:
+        """:meth:`iter_slice` run to its end (same arguments)."""
+        return drive(self.iter_slice(volume, index, **options))
 
-        The slice is stacked with the checkpoint's 2.5D neighbours and
-        normalised with whole-volume statistics, as in a whole-volume run.
 
-        Args:
-            volume: 3D array.
-            index: the slice along ``axis``.
-            axis: slicing axis (default: the checkpoint's, else 2).
-            return_proba: also return ``K×H×W`` probabilities.
-            source: name used in error messages.
-            mc_samples: Monte Carlo passes (0: none); then ``(labels, mean, variance)``.
-            seed: dropout stream seed (see :meth:`sample`).
+@dataclass
+class SegmenterSpec:
+    """How to build a :class:`Segmenter` anywhere (a Dask worker too): ``from_checkpoint``'s arguments."""
 
-        Returns:
-            ``H×W`` labels of the slice, ``(labels, proba)`` or ``(labels, mean, variance)``.
+    checkpoint: str
+    device: str = "auto"
+    precision: str = "auto"
+    batch_size: int = 8
+    tta: bool = False
+    backend: str = "auto"
 
-        Raises:
-            InputError: not a 3D single-band volume for this checkpoint, or
-                ``index`` outside the volume.
-        """
-        return drive(self.iter_slice(volume, index, axis, return_proba, source, mc_samples, seed))
+    def build(self) -> Segmenter:
+        """The segmenter (raises :class:`InputError` naming the checkpoint, as ``from_checkpoint`` does)."""
+        return Segmenter.from_checkpoint(
+            self.checkpoint,
+            device=self.device,
+            precision=self.precision,
+            batch_size=self.batch_size,
+            tta=self.tta,
+            backend=self.backend,
+        )
 
 
 def _volume_result(

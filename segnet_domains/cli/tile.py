@@ -6,10 +6,10 @@ import argparse
 import sys
 
 from segnet_domains.checkpoint import read_info
-from segnet_domains.cli.common import add_force_arg, add_model_args, int_in
+from segnet_domains.cli.common import add_force_arg, add_model_args, int_in, segmenter_spec
 from segnet_domains.errors import InputError
 from segnet_domains.geo.batch import run_batch
-from segnet_domains.geo.tiler import SegmenterSpec, TileOptions
+from segnet_domains.geo.tiler import TileOptions
 from segnet_domains.inference import resolve_backend
 
 #: Largest tile edge, Monte Carlo sample count and local worker count accepted.
@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.uncertainty and resolve_backend(args.model, args.backend) != "torch":
         raise InputError(args.model, "--uncertainty (Monte Carlo dropout) needs --backend torch")
-    spec = SegmenterSpec(args.model, args.device, args.precision, args.batch_size, args.tta, args.backend)
+    spec = segmenter_spec(args)
     options = TileOptions(
         tile_size=args.tile,
         overlap=args.overlap,

@@ -12,7 +12,8 @@
 """
 
 from segnet_domains.geo.batch import RunSummary, run_batch
-from segnet_domains.geo.tiler import SceneResult, SegmenterSpec, TileOptions, iter_tile_scene, tile_scene
+from segnet_domains.geo.tiler import SceneResult, TileOptions, iter_tile_scene, tile_scene
+from segnet_domains.inference import SegmenterSpec
 
 __all__ = [
     "RunSummary",

@@ -27,13 +27,8 @@ from segnet_domains.geo.distributed import run_distributed
 from segnet_domains.geo.outputs import OutputPaths
 from segnet_domains.geo.scene import open_scene
 from segnet_domains.geo.sources import is_remote
-from segnet_domains.geo.tiler import (
-    SceneResult,
-    SegmenterSpec,
-    TileOptions,
-    attempt_scene,
-    is_tile_output,
-)
+from segnet_domains.geo.tiler import SceneResult, TileOptions, attempt_scene, is_tile_output
+from segnet_domains.inference import SegmenterSpec
 from segnet_domains.io.atomic import atomic_output
 from segnet_domains.io.safety import (
     FileOutput,

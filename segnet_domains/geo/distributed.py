@@ -25,8 +25,8 @@ from tqdm.auto import tqdm
 
 from segnet_domains.errors import InputError
 from segnet_domains.geo.sources import is_remote
-from segnet_domains.geo.tiler import SceneResult, SegmenterSpec, TileOptions, attempt_scene
-from segnet_domains.inference import Segmenter
+from segnet_domains.geo.tiler import SceneResult, TileOptions, attempt_scene
+from segnet_domains.inference import Segmenter, SegmenterSpec
 
 if TYPE_CHECKING:  # dask is an optional extra (``segnet-domains[distributed]``): imported where used
     from dask.distributed import Client, Future

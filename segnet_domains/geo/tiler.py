@@ -143,29 +143,6 @@ class TileProgress(NamedTuple):
     rows_total: int
 
 
-@dataclass
-class SegmenterSpec:
-    """How to build the :class:`Segmenter` (in a Dask worker too): ``from_checkpoint``'s arguments."""
-
-    checkpoint: str
-    device: str = "auto"
-    precision: str = "auto"
-    batch_size: int = 8
-    tta: bool = False
-    backend: str = "auto"
-
-    def build(self) -> Segmenter:
-        """The segmenter (raises :class:`InputError` naming the checkpoint, as ``from_checkpoint`` does)."""
-        return Segmenter.from_checkpoint(
-            self.checkpoint,
-            device=self.device,
-            precision=self.precision,
-            batch_size=self.batch_size,
-            tta=self.tta,
-            backend=self.backend,
-        )
-
-
 def model_fingerprint(segmenter: Segmenter) -> str:
     """Hash of the weights and numeric setup a result depends on (cached on the segmenter)."""
     cached = getattr(segmenter, "_segnet_fingerprint", None)
