@@ -13,7 +13,7 @@ Three measurements, each against a baseline taken in the same run:
    only the rows two tile rows share (``classes × overlap × width``), so what
    grows is O(overlap × width): ~25 MB more at 8192 px wide for 4 classes.
    ``--huge 40000`` tiles one 40000² scene the same way.
-3. **Tiler vs MONAI** — :func:`~segnet_domains.tiling.predict_proba_tiled`
+3. **Tiler vs MONAI** — :meth:`~segnet_domains.inference.Segmenter.predict_proba_tiled`
    against ``monai.inferers.sliding_window_inference`` on the same
    in-memory image, with the same predictor (``Segmenter.forward``), tile
    size, batch size and overlap (0.25 = 128 of 512 px); both blend with
@@ -52,7 +52,7 @@ sys.path.insert(0, str(ROOT))
 
 from segnet_domains import Segmenter, SegNet, save_checkpoint  # noqa: E402
 from segnet_domains.geo.tiler import TileOptions, tile_scene  # noqa: E402
-from segnet_domains.tiling import TileGrid, predict_proba_tiled, tile_batches  # noqa: E402
+from segnet_domains.tiling import TileGrid, tile_batches  # noqa: E402
 from tests.data.geo import BAND_NAMES, CLASS_NAMES, make_scene, profile  # noqa: E402
 
 TILE, OVERLAP, BATCH = 512, 128, 8
@@ -209,7 +209,7 @@ def versus_monai(ckpt: Path, size: int, repeats: int) -> dict:
     image = rng.integers(100, 3000, (3, size, size)).astype(np.uint16)
 
     def ours() -> np.ndarray:
-        return predict_proba_tiled(seg, image, TILE, OVERLAP, BATCH)
+        return seg.predict_proba_tiled(image, TILE, OVERLAP, BATCH)
 
     def monai() -> np.ndarray:
         x = torch.from_numpy(ImageAdapter(3, seg.info.normalization)(image))[None]  # same normalisation

@@ -30,9 +30,9 @@ from segnet_domains.demo import aerial as aerial_data
 from segnet_domains.demo import fundus as fundus_data
 from segnet_domains.demo import mri as mri_data
 from segnet_domains.errors import InputError
-from segnet_domains.geo.batch import SegmenterSpec, run_batch
+from segnet_domains.geo.batch import run_batch
 from segnet_domains.geo.tiler import TileOptions
-from segnet_domains.inference import Segmenter
+from segnet_domains.inference import Segmenter, SegmenterSpec
 from segnet_domains.io.atomic import atomic_output
 from segnet_domains.io.images import overlay, write_labels, write_png
 from segnet_domains.io.safety import FolderOutput, holds_only
