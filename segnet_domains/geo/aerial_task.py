@@ -48,8 +48,8 @@ from segnet_domains.geo.dataset import (
 from segnet_domains.geo.normalize import SceneNormalizer
 from segnet_domains.inference import Segmenter
 from segnet_domains.tiling import DEFAULT_TILE, default_overlap
-from segnet_domains.training.data import CheckedCacheDataset
-from segnet_domains.training.task import Case, Task, check_labels
+from segnet_domains.training.data import CheckedCacheDataset, check_labels
+from segnet_domains.training.task import Case, Task
 
 
 class AerialTask(Task):
