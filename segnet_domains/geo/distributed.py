@@ -12,7 +12,6 @@ exactly as in a single process.
 
 from __future__ import annotations
 
-import os
 import socket
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -24,6 +23,7 @@ from tqdm.auto import tqdm
 from segnet_domains.errors import InputError
 from segnet_domains.geo.sources import is_remote
 from segnet_domains.geo.tiler import SceneResult, TileOptions
+from segnet_domains.runtime import configure_threads, usable_cores
 
 _WORKER_SEGMENTERS: dict[tuple, Any] = {}
 
@@ -32,12 +32,9 @@ def _tile_on_worker(
     spec: dict[str, Any], scene: str, out_dir: str, options: dict[str, Any], threads: int | None
 ) -> dict[str, Any]:
     """Runs in a Dask worker: tile one scene, return its result as a dict (never raises for bad input)."""
-    import torch
-
     from segnet_domains.geo.batch import SegmenterSpec, attempt_scene
 
-    if threads:
-        torch.set_num_threads(threads)
+    configure_threads(threads)  # None (--scheduler): this worker's share of its host's usable cores
     key = tuple(sorted(spec.items()))
     seg = _WORKER_SEGMENTERS.get(key)
     if seg is None:
@@ -88,7 +85,7 @@ def run_distributed(
                 raise InputError(None, f"cannot reach the Dask scheduler {scheduler} ({exc})") from None
         else:
             n = max(1, int(workers or 1))
-            threads = max(1, (os.cpu_count() or 1) // n)
+            threads = max(1, usable_cores() // n)
             cluster = LocalCluster(
                 n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40
             )

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from segnet_domains.adapters import crop, pad_to_multiple
 from segnet_domains.checkpoint import load_checkpoint, make_info, save_checkpoint
 from segnet_domains.config import apply_overrides, merge, read_yaml
-from segnet_domains.devices import resolve_device
+from segnet_domains.devices import resolve_device, resolve_precision
 from segnet_domains.errors import CheckpointError, InputError
 from segnet_domains.inference import Segmenter
 from segnet_domains.io.safety import FolderOutput, holds_only
@@ -519,7 +519,7 @@ def _stride(model: nn.Module) -> int:
 
 
 def training_dtype(device: torch.device, precision: str) -> torch.dtype:
-    """Autocast dtype of the forward pass: ``fp32``, ``bf16``, or ``auto`` (bf16 where it is native).
+    """Autocast dtype of the forward pass: ``fp32``, ``bf16``, or ``auto`` (bf16 where a timed probe finds it faster).
 
     fp16 is not offered: it would need loss scaling; bf16 does not.
     """
@@ -527,12 +527,7 @@ def training_dtype(device: torch.device, precision: str) -> torch.dtype:
     if precision == "bf16":
         return torch.bfloat16
     if precision == "auto":
-        from segnet_domains.devices import cpu_has_bf16
-
-        if (device.type == "cpu" and cpu_has_bf16()) or (
-            device.type == "cuda" and torch.cuda.is_bf16_supported()
-        ):
-            return torch.bfloat16
+        return resolve_precision(device, "auto", mode="train")
     return torch.float32
 
 
