@@ -125,7 +125,9 @@ class Normalizer:
             self.mode == "zscore" and "mean" in self.spec and "std" in self.spec
         )
 
-    def percentile_bounds(self, chw: np.ndarray | torch.Tensor, valid: np.ndarray | None = None) -> np.ndarray:
+    def percentile_bounds(
+        self, chw: np.ndarray | torch.Tensor, valid: np.ndarray | None = None
+    ) -> np.ndarray:
         """``C×2`` (lower, upper) percentiles of each channel, float64 (``percentile`` mode's statistics)."""
         q = (float(self.spec.get("lower", 0.5)), float(self.spec.get("upper", 99.5)))
         return channel_percentiles(chw, q, valid)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import os
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -104,7 +103,7 @@ _PROBES: dict[tuple[str, str], ProbeResult] = {}
 
 
 def _probe_net(dtype: torch.dtype, device: torch.device, mode: str) -> tuple[nn.Module, torch.Tensor]:
-    """A small SegNet-like stack (conv-BN-ReLU ×2, 32 channels, 32²) and its input, as the real path runs it."""
+    """A small SegNet-like stack (conv-BN-ReLU ×2, 32 channels, 32²) and its input, as the real path runs."""
     gen = torch.Generator().manual_seed(0)
     net = nn.Sequential(
         nn.Conv2d(32, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
@@ -182,7 +181,9 @@ def _candidate(device: torch.device, mode: str) -> torch.dtype | None:
     return None  # MPS and others: fp32
 
 
-def probe_precision(device: torch.device, mode: str = "inference", timer: ProbeTimer | None = None) -> ProbeResult | None:
+def probe_precision(
+    device: torch.device, mode: str = "inference", timer: ProbeTimer | None = None
+) -> ProbeResult | None:
     """Time fp32 against the device's low precision on a small conv net; cached per process, device and mode.
 
     A few milliseconds on a GPU or a CPU with native bf16; tens where bf16 is

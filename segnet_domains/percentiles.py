@@ -82,7 +82,11 @@ def _order_stats(flat: Array, ks: np.ndarray) -> np.ndarray:
     """The ``ks``-th smallest values (0-based) of the 1D ``flat``, as float64, in linear time."""
     if isinstance(flat, torch.Tensor):
         if flat.device.type != "cpu":
-            x = flat if flat.is_floating_point() else flat.to(torch.float64 if flat.element_size() > 2 else torch.float32)
+            x = (
+                flat
+                if flat.is_floating_point()
+                else flat.to(torch.float64 if flat.element_size() > 2 else torch.float32)
+            )
             if x.dtype == torch.float64 and x.device.type == "mps":
                 x = x.float()
             vals = torch.stack([torch.kthvalue(x, int(k) + 1).values for k in np.unique(ks)])

@@ -78,7 +78,9 @@ def _read(path: Path) -> str | None:
         return None
 
 
-def cgroup_cpu_limit(root: str | Path = "/sys/fs/cgroup", proc_cgroup: str | Path = "/proc/self/cgroup") -> float | None:
+def cgroup_cpu_limit(
+    root: str | Path = "/sys/fs/cgroup", proc_cgroup: str | Path = "/proc/self/cgroup"
+) -> float | None:
     """CPUs granted by this process's cgroup quota (smallest along its ancestry), ``None`` when unlimited.
 
     Args:

@@ -70,16 +70,20 @@ def test_explicit_precision_and_environment_skip_the_probe(monkeypatch: pytest.M
 
 
 def test_training_auto_uses_the_train_probe(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(devices._PROBES, ("cpu", "train"), ProbeResult("cpu", "train", torch.bfloat16, 0.01, 0.002))
+    monkeypatch.setitem(
+        devices._PROBES, ("cpu", "train"), ProbeResult("cpu", "train", torch.bfloat16, 0.01, 0.002)
+    )
     assert training_dtype(CPU, "auto") == torch.bfloat16
-    monkeypatch.setitem(devices._PROBES, ("cpu", "train"), ProbeResult("cpu", "train", torch.bfloat16, 0.002, 0.01))
+    monkeypatch.setitem(
+        devices._PROBES, ("cpu", "train"), ProbeResult("cpu", "train", torch.bfloat16, 0.002, 0.01)
+    )
     assert training_dtype(CPU, "auto") == torch.float32
     assert training_dtype(CPU, "fp32") == torch.float32
 
 
 @pytest.mark.parametrize("mode", ["inference", "train"])
 def test_real_probe_times_both_precisions(mode: str) -> None:
-    """The probe runs on this machine (which one wins depends on the CPU: not asserted) and restores threads."""
+    """The probe runs here (which one wins depends on the CPU: not asserted) and restores the threads."""
     threads = torch.get_num_threads()
     fp32_s, low_s = time_probe(CPU, torch.bfloat16, mode, repeats=2)
     assert 0 < fp32_s < 5 and 0 < low_s < 5

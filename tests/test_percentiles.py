@@ -156,6 +156,13 @@ def test_scene_and_tensor_paths_equal_the_adapter(files: dict[str, Path]) -> Non
     scene = SceneNormalizer(spec, chw, np.ones(chw.shape[1:], bool))
     tensor = Normalizer(spec)(torch.from_numpy(chw.astype(np.int32)))
     assert isinstance(tensor, torch.Tensor) and tensor.dtype == torch.float32
-    for got in (inference, scene(chw), scene(torch.from_numpy(chw.astype(np.int32))[None])[0].numpy(), tensor):
+    for got in (
+        inference,
+        scene(chw),
+        scene(torch.from_numpy(chw.astype(np.int32))[None])[0].numpy(),
+        tensor,
+    ):
         np.testing.assert_allclose(np.asarray(got), reference, rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(scene.stats["lower"], np.percentile(chw.reshape(4, -1).astype(float), 1, axis=1))
+    np.testing.assert_allclose(
+        scene.stats["lower"], np.percentile(chw.reshape(4, -1).astype(float), 1, axis=1)
+    )

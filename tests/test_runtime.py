@@ -14,6 +14,7 @@ import torch
 from segnet_domains import runtime
 from segnet_domains.runtime import affinity_cores, cgroup_cpu_limit, configure_threads, usable_cores
 
+
 def _write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text + "\n")
@@ -110,9 +111,12 @@ def test_dask_workers_split_the_host() -> None:
     """Two workers on this host: each gets half the cores (8 → 4); outside a worker: no share."""
     distributed = pytest.importorskip("distributed")
     assert runtime.dask_worker_share(8) is None
-    with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None, silence_logs=40
-    ) as cluster, distributed.Client(cluster) as client:
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None, silence_logs=40
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
         usable, share = client.submit(_share_in_worker, pure=False).result(timeout=60)
     assert share == 4
     assert usable == max(1, runtime.affinity_cores() // 2)

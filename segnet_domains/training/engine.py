@@ -519,7 +519,7 @@ def _stride(model: nn.Module) -> int:
 
 
 def training_dtype(device: torch.device, precision: str) -> torch.dtype:
-    """Autocast dtype of the forward pass: ``fp32``, ``bf16``, or ``auto`` (bf16 where a timed probe finds it faster).
+    """Autocast dtype of the forward: ``fp32``, ``bf16``, or ``auto`` (bf16 where a probe times it faster).
 
     fp16 is not offered: it would need loss scaling; bf16 does not.
     """
