@@ -19,8 +19,9 @@ SECTIONS = ("peak", "network_b1", "network_b4", "predict_proba", "predict_volume
 def test_gpu_check_quick_on_cpu(tmp_path: Path) -> None:
     out = tmp_path / "check.json"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # one thread: a modest load on a shared machine
+    script = str(ROOT / "benchmarks/gpu_check.py")
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks/gpu_check.py"), "--device", "cpu", "--quick", "--json", str(out)],
+        [sys.executable, script, "--device", "cpu", "--quick", "--json", str(out)],
         capture_output=True,
         text=True,
         env=env,
