@@ -50,10 +50,19 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import Report, add_common_args, alternate, machine, median, pick_device  # noqa: E402
+from harness import (  # noqa: E402
+    Report,
+    add_common_args,
+    alternate,
+    machine,
+    median,
+    network,
+    pick_device,
+    prepared,
+)
 
 from segnet_domains import Segmenter, SegNet  # noqa: E402
-from segnet_domains.adapters import VolumeSliceAdapter, pad_to_multiple  # noqa: E402
+from segnet_domains.adapters import VolumeSliceAdapter  # noqa: E402
 from segnet_domains.checkpoint import make_info  # noqa: E402
 
 PAPER = (64, 128, 256, 512, 512)
@@ -79,24 +88,6 @@ class Sizes:
 
 
 QUICK = Sizes(SMALL, (96, 128), (1, 4), (40, 48, 12), 512, 128, 32, 4, (64, 64), 2, 512, 2)
-
-
-def prepared(seg: Segmenter, x: torch.Tensor) -> torch.Tensor:
-    """``x`` padded and on the device, in the dtype and layout the backend takes: the network's own input."""
-    x, _ = pad_to_multiple(x, seg.multiple)
-    cpu_low = seg.device.type == "cpu" and seg.dtype != torch.float32
-    x = x.to(seg.device, dtype=seg.dtype if cpu_low else torch.float32)
-    return x.contiguous(memory_format=torch.channels_last) if seg.device.type in ("cpu", "cuda") else x
-
-
-def network(seg: Segmenter, x: torch.Tensor) -> Callable[[], Any]:
-    """The network alone on a prepared batch (the backend's autocast included)."""
-
-    def run() -> Any:
-        with torch.inference_mode():
-            return seg.backend(x)
-
-    return run
 
 
 def matmul_peak(dev: torch.device, dtype: torch.dtype, n: int, repeats: int, report: Report) -> float:
@@ -222,11 +213,7 @@ def tile(dev: torch.device, sizes: Sizes, tmp: Path, report: Report) -> None:
         for c in tile_batches(grid.row(i), sizes.tile_batch)
     ]
 
-    def raw() -> None:
-        with torch.inference_mode():
-            for x in plan:
-                seg.backend(x)
-
+    raw = network(seg, *plan)
     try:
         from segnet_domains.geo.tiler import TileOptions, tile_scene
 

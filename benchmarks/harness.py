@@ -22,6 +22,8 @@ from typing import Any
 
 import torch
 
+from segnet_domains.adapters import pad_to_multiple
+
 
 def add_common_args(ap: argparse.ArgumentParser, device: str = "cpu") -> None:
     """Add ``--device`` and ``--json`` (if not there yet) to a benchmark's parser."""
@@ -112,3 +114,23 @@ class Report:
     def _save(self) -> None:
         if self.path is not None:
             self.path.write_text(json.dumps(self.data, indent=2) + "\n")
+
+
+def prepared(seg: Any, x: torch.Tensor) -> torch.Tensor:
+    """``x`` padded, on the Segmenter's device, in the backend's dtype and layout: the network's own input."""
+    x, _ = pad_to_multiple(x, seg.multiple)
+    cpu_low = seg.device.type == "cpu" and seg.dtype != torch.float32
+    x = x.to(seg.device, dtype=seg.dtype if cpu_low else torch.float32)
+    return x.contiguous(memory_format=torch.channels_last) if seg.device.type in ("cpu", "cuda") else x
+
+
+def network(seg: Any, *batches: torch.Tensor) -> Callable[[], Any]:
+    """The raw baseline: the Segmenter's network alone (its autocast included) over prepared batches."""
+
+    def run() -> Any:
+        with torch.inference_mode():
+            for x in batches:
+                out = seg.backend(x)
+        return out
+
+    return run
