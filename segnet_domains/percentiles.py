@@ -153,20 +153,14 @@ def scale_range(x: Array, lower: Sequence[float], upper: Sequence[float]) -> Arr
     """
     lo = np.asarray(lower, np.float64).reshape(-1, 1, 1)
     span = np.asarray(upper, np.float64).reshape(-1, 1, 1) - lo
-    flat = span == 0
-    denom = np.where(flat, 1.0, span)
-    if isinstance(x, torch.Tensor):
-        xf = x.float()
-        lo_t = torch.as_tensor(lo, dtype=torch.float32, device=xf.device)
-        d_t = torch.as_tensor(denom, dtype=torch.float32, device=xf.device)
-        shifted = xf - lo_t
-        out = (shifted / d_t).clamp_(0.0, 1.0)
-        if flat.any():
-            out = torch.where(torch.as_tensor(flat, device=xf.device), shifted, out)
-        return out
-    xf = np.asarray(x, np.float32)
-    shifted = xf - lo.astype(np.float32)
-    out = np.clip(shifted / denom.astype(np.float32), 0.0, 1.0)
-    if flat.any():
-        out = np.where(flat, shifted, out)
-    return out.astype(np.float32, copy=False)
+    flat = (span == 0).ravel()
+    if not isinstance(x, torch.Tensor):  # numpy: the same torch ops on the CPU (one temporary, threaded)
+        return scale_range(torch.from_numpy(np.ascontiguousarray(x)), lower, upper).numpy()
+    lo_t = torch.as_tensor(lo, dtype=torch.float32, device=x.device)
+    d_t = torch.as_tensor(np.where(span == 0, 1.0, span), dtype=torch.float32, device=x.device)
+    out = torch.sub(x.to(torch.float32), lo_t).div_(d_t)  # a new tensor: the input is never modified
+    if not flat.any():
+        return out.clamp_(0.0, 1.0)
+    for c in np.flatnonzero(~flat):
+        out[..., c, :, :].clamp_(0.0, 1.0)
+    return out
