@@ -85,15 +85,18 @@ class Sizes:
     train_batch: int = 8
     matmul: int = 4096
     repeats: int = 5
+    warmup: int = 2
 
 
-QUICK = Sizes(SMALL, (96, 128), (1, 4), (40, 48, 12), 512, 128, 32, 4, (64, 64), 2, 512, 2)
+QUICK = Sizes(SMALL, (64, 96), (1, 4), (32, 40, 8), 256, 128, 32, 4, (64, 64), 2, 256, 2, 1)
 
 
-def matmul_peak(dev: torch.device, dtype: torch.dtype, n: int, repeats: int, report: Report) -> float:
+def matmul_peak(
+    dev: torch.device, dtype: torch.dtype, n: int, repeats: int, report: Report, warmup: int = 2
+) -> float:
     """TFLOP/s of an ``n``² matmul in ``dtype`` (bf16 on a GPU; on a CPU the network's own precision)."""
     a, b = (torch.randn(n, n, device=dev, dtype=dtype) for _ in range(2))
-    s = median(alternate({"mm": lambda: a @ b}, dev, max(repeats, 3), warmup=2)["mm"])
+    s = median(alternate({"mm": lambda: a @ b}, dev, max(repeats, 3), warmup=warmup)["mm"])
     tflops = 2 * n**3 / s / 1e12
     name = str(dtype).removeprefix("torch.")
     report.add("peak", f"{name} matmul {n}² {tflops:.4g} TFLOP/s", n=n, dtype=name, tflops=round(tflops, 4))
@@ -122,7 +125,7 @@ def networks(seg: Segmenter, sizes: Sizes, peak: float | None, report: Report, t
     out = {}
     for b in sizes.batches:
         run = network(seg, prepared(seg, torch.rand(b, 3, *sizes.frame)))
-        ms = median(alternate({"net": run}, seg.device, sizes.repeats, warmup=2)["net"]) * 1000 / b
+        ms = median(alternate({"net": run}, seg.device, sizes.repeats, sizes.warmup)["net"]) * 1000 / b
         frac = (flops / (ms / 1000) / 1e12) / peak if peak else None
         line = f"batch {b}: {ms:.3f} ms/frame" + (f", {frac:.3f} of the matmul peak" if frac else "")
         out[b] = report.add(f"{tag}_b{b}", line, batch=b, ms_per_frame=round(ms, 4), fraction_of_peak=frac)
@@ -132,7 +135,9 @@ def networks(seg: Segmenter, sizes: Sizes, peak: float | None, report: Report, t
 def predict_proba(seg: Segmenter, sizes: Sizes, report: Report) -> None:
     frame = np.random.default_rng(0).integers(0, 256, (*sizes.frame, 3), dtype=np.uint8)
     raw = network(seg, prepared(seg, torch.rand(1, 3, *sizes.frame)))
-    t = alternate({"raw": raw, "e2e": lambda: seg.predict_proba(frame)}, seg.device, sizes.repeats, warmup=2)
+    t = alternate(
+        {"raw": raw, "e2e": lambda: seg.predict_proba(frame)}, seg.device, sizes.repeats, sizes.warmup
+    )
     r, e = median(t["raw"]) * 1000, median(t["e2e"]) * 1000
     report.add(
         "predict_proba",
@@ -270,7 +275,7 @@ def train(dev: torch.device, sizes: Sizes, report: Report) -> None:
         loss.backward()
         opt.step()
 
-    t = alternate({"plain": plain_step, "engine": engine_step}, dev, sizes.repeats, warmup=2)
+    t = alternate({"plain": plain_step, "engine": engine_step}, dev, sizes.repeats, sizes.warmup)
     p, e = median(t["plain"]), median(t["engine"])
     b = sizes.train_batch
     report.add(
@@ -328,7 +333,9 @@ def main(argv: list[str] | None = None) -> dict:
     peak = None
     if want("peak"):
         peak = section(
-            report, "peak", lambda: matmul_peak(dev, peak_dtype, sizes.matmul, sizes.repeats, report)
+            report,
+            "peak",
+            lambda: matmul_peak(dev, peak_dtype, sizes.matmul, sizes.repeats, report, sizes.warmup),
         )
     if want("network"):
         section(report, "network", lambda: networks(seg, sizes, peak, report))
