@@ -154,13 +154,18 @@ def scale_range(x: Array, lower: Sequence[float], upper: Sequence[float]) -> Arr
     lo = np.asarray(lower, np.float64).reshape(-1, 1, 1)
     span = np.asarray(upper, np.float64).reshape(-1, 1, 1) - lo
     flat = (span == 0).ravel()
-    if not isinstance(x, torch.Tensor):  # numpy: the same torch ops on the CPU (one temporary, threaded)
-        return scale_range(torch.from_numpy(np.ascontiguousarray(x)), lower, upper).numpy()
-    lo_t = torch.as_tensor(lo, dtype=torch.float32, device=x.device)
-    d_t = torch.as_tensor(np.where(span == 0, 1.0, span), dtype=torch.float32, device=x.device)
-    out = torch.sub(x.to(torch.float32), lo_t).div_(d_t)  # a new tensor: the input is never modified
+    if isinstance(x, torch.Tensor):
+        device = x.device
+        out = torch.sub(x.to(torch.float32), torch.as_tensor(lo, dtype=torch.float32, device=device))
+    else:  # numpy's cast (5× torch's for uint16), then the same torch ops in place on that copy
+        out = torch.from_numpy(np.array(x, dtype=np.float32, copy=True)).sub_(
+            torch.from_numpy(lo.astype(np.float32))
+        )
+        device = out.device
+    out.div_(torch.as_tensor(np.where(span == 0, 1.0, span), dtype=torch.float32, device=device))
     if not flat.any():
-        return out.clamp_(0.0, 1.0)
-    for c in np.flatnonzero(~flat):
-        out[..., c, :, :].clamp_(0.0, 1.0)
-    return out
+        out.clamp_(0.0, 1.0)
+    else:
+        for c in np.flatnonzero(~flat):
+            out[..., c, :, :].clamp_(0.0, 1.0)
+    return out if isinstance(x, torch.Tensor) else out.numpy()
