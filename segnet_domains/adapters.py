@@ -128,9 +128,12 @@ class Normalizer:
     def percentile_bounds(
         self, chw: np.ndarray | torch.Tensor, valid: np.ndarray | None = None
     ) -> np.ndarray:
-        """``C×2`` (lower, upper) percentiles of each channel, float64 (``percentile`` mode's statistics)."""
+        """``C×2`` (lower, upper) float32 percentiles of each channel (``percentile`` mode's statistics).
+
+        Bit for bit MONAI ``ScaleIntensityRangePercentiles``' bounds (``like_monai``), found in linear time.
+        """
         q = (float(self.spec.get("lower", 0.5)), float(self.spec.get("upper", 99.5)))
-        return channel_percentiles(chw, q, valid)
+        return channel_percentiles(chw, q, valid, like_monai=True)
 
     def __call__(self, chw: np.ndarray | torch.Tensor) -> Any:
         """``C×…`` raw pixels → float32 network input (numpy in, numpy out; a tensor stays on its device)."""

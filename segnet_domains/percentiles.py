@@ -100,12 +100,36 @@ def _order_stats(flat: Array, ks: np.ndarray) -> np.ndarray:
     return part[ks].astype(np.float64)
 
 
-def percentiles(values: Array, q: Sequence[float]) -> np.ndarray:
+#: Up to this many values MONAI's ``percentile`` calls ``torch.quantile`` (float32), above it numpy.
+MONAI_TORCH_LIMIT = 1_000_000
+
+
+def _torch_quantile_lerp(below: np.ndarray, above: np.ndarray, n: int, q: Sequence[float]) -> np.ndarray:
+    """``torch.quantile``'s float32 arithmetic on given order statistics: its ranks, weights and ``lerp_``.
+
+    The same torch kernels on the same float32 values give the same bits as
+    ``torch.quantile`` (checked in ``tests/test_percentiles.py``), without its sort.
+    """
+    q_t = torch.tensor(
+        [p / 100.0 for p in q], dtype=torch.float32
+    )  # as MONAI converts q/100 to the data's dtype
+    ranks = q_t * (n - 1)
+    weights = ranks - ranks.to(torch.long)
+    low = torch.from_numpy(np.asarray(below, np.float32))
+    return low.lerp_(torch.from_numpy(np.asarray(above, np.float32)), weights).numpy()
+
+
+def percentiles(values: Array, q: Sequence[float], like_monai: bool = False) -> np.ndarray:
     """``np.percentile(values, q)`` (method ``linear``) over all elements, in linear time, as float64.
 
     Args:
         values: any numeric array or tensor (flattened); NaN must not occur.
         q: percentiles in [0, 100].
+        like_monai: return the float32 bounds MONAI's ``percentile`` gives for the
+            float32 cast of ``values``, bit for bit: ``torch.quantile``'s float32
+            interpolation up to :data:`MONAI_TORCH_LIMIT` values, numpy's float64
+            rounded to float32 above (what ``ScaleIntensityRangePercentiles`` used,
+            so models trained with it see exactly the inputs they were trained on).
 
     Raises:
         ValueError: no values, or a percentile outside [0, 100].
@@ -119,26 +143,38 @@ def percentiles(values: Array, q: Sequence[float]) -> np.ndarray:
         raise ValueError("percentiles of an empty array")
     if isinstance(flat, torch.Tensor) and flat.dtype == torch.bool:
         flat = flat.to(torch.uint8)
+    if like_monai and n <= MONAI_TORCH_LIMIT:
+        ranks = (torch.tensor([p / 100.0 for p in q], dtype=torch.float32) * (n - 1)).numpy()
+        below, above = np.floor(ranks).astype(np.int64), np.ceil(ranks).astype(np.int64)
+        stats = _order_stats(flat, np.concatenate([below, above])).astype(np.float32)
+        return _torch_quantile_lerp(stats[: len(q)], stats[len(q) :], n, q)
     prev, nxt, gamma = _positions(n, q)
     stats = _order_stats(flat, np.concatenate([prev, nxt]))
+    if like_monai:
+        return _lerp(stats[: len(q)].astype(np.float32), stats[len(q) :].astype(np.float32), gamma).astype(
+            np.float32
+        )
     return _lerp(stats[: len(q)], stats[len(q) :], gamma)
 
 
-def channel_percentiles(chw: Array, q: Sequence[float], valid: np.ndarray | None = None) -> np.ndarray:
-    """Percentiles ``C×len(q)`` (float64) of each channel of a channel-first array or tensor.
+def channel_percentiles(
+    chw: Array, q: Sequence[float], valid: np.ndarray | None = None, like_monai: bool = False
+) -> np.ndarray:
+    """Percentiles ``C×len(q)`` of each channel of a channel-first array or tensor (float64, or float32).
 
     Args:
         chw: ``C×…`` pixels (the statistics of each channel cover all its other axes).
         q: percentiles in [0, 100].
         valid: optional mask of the spatial shape; only these pixels count
             (none valid: the channel's statistics are those of a single 0).
+        like_monai: see :func:`percentiles`.
     """
     rows = []
     for c in chw:
         if valid is not None:
             c = c[valid] if valid.any() else np.zeros(1, np.float32)
-        rows.append(percentiles(c, q))
-    return np.array(rows, np.float64).reshape(len(rows), len(q))
+        rows.append(percentiles(c, q, like_monai))
+    return np.array(rows, np.float32 if like_monai else np.float64).reshape(len(rows), len(q))
 
 
 def scale_range(x: Array, lower: Sequence[float], upper: Sequence[float]) -> Array:
@@ -146,13 +182,16 @@ def scale_range(x: Array, lower: Sequence[float], upper: Sequence[float]) -> Arr
 
     The channel axis is ``-3`` (``C×H×W`` or ``B×C×H×W``). A channel with
     ``upper == lower`` is only shifted (``x - lower``, not clipped), as MONAI's
-    ``ScaleIntensityRange`` does.
+    ``ScaleIntensityRange`` does. The span ``upper - lower`` is taken in the
+    bounds' own precision (float32 bounds: float32; else float64) and rounded
+    to float32, as MONAI does with tensor and with Python-float bounds.
 
     Returns:
         A float32 numpy array for numpy input, else a float32 tensor on ``x``'s device.
     """
-    lo = np.asarray(lower, np.float64).reshape(-1, 1, 1)
-    span = np.asarray(upper, np.float64).reshape(-1, 1, 1) - lo
+    kind = np.float32 if np.asarray(lower).dtype == np.float32 else np.float64
+    lo = np.asarray(lower, kind).reshape(-1, 1, 1)
+    span = np.asarray(upper, kind).reshape(-1, 1, 1) - lo
     flat = (span == 0).ravel()
     if isinstance(x, torch.Tensor):
         device = x.device

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from segnet_domains.adapters import Normalizer
-from segnet_domains.percentiles import scale_range
+from segnet_domains.percentiles import channel_percentiles, scale_range
 
 
 class SceneNormalizer:
@@ -45,7 +45,8 @@ class SceneNormalizer:
                 yield (c[valid] if valid.any() else np.zeros(1)).astype(np.float64)
 
         if base.mode == "percentile":
-            lo, hi = base.percentile_bounds(sample, valid).T
+            q = (float(spec.get("lower", 0.5)), float(spec.get("upper", 99.5)))
+            lo, hi = channel_percentiles(sample, q, valid).T  # float64, as np.percentile gave them
             self.stats = {"lower": lo.tolist(), "upper": hi.tolist()}
             self._bounds = (lo, hi)
         elif not base.is_global:  # zscore on the image's own statistics
