@@ -18,7 +18,10 @@ Measured in the same process, every timing synchronised with the device:
 6. ``train`` — training steps (engine's padded autocast forward, Dice + CE,
    SGD) in slices/s at batch 8 of 224×192 / a plain step (forward, CE,
    backward, SGD) of the same network.
-7. ``compile_bN`` — the network under ``torch.compile`` at batch 1 and 16
+7. ``normalize_*`` — the percentile normalisation, old (MONAI's sorts) against
+   new (linear time) on the host and on the device, with their differences
+   (``bench_normalize.py``): the int16 volume and the uint16 scene.
+8. ``compile_bN`` — the network under ``torch.compile`` at batch 1 and 16
    (last: compiling takes the longest).
 
 Each section prints its line as soon as it is measured (flushed) and
@@ -297,6 +300,16 @@ def compiled(seg: Segmenter, sizes: Sizes, peak: float | None, report: Report) -
         seg.backend.model = eager
 
 
+def normalize(dev: torch.device, sizes: Sizes, report: Report) -> None:
+    from bench_normalize import case
+
+    rng = np.random.default_rng(0)
+    volume = rng.normal(300, 120, (1, *sizes.volume)).clip(0, 4000).astype(np.int16)
+    case("normalize_volume", volume, dev, max(2, sizes.repeats // 2), report)
+    scene = rng.gamma(2.0, 600.0, (3, sizes.scene, sizes.scene)).astype(np.uint16)
+    case("normalize_scene", scene, dev, max(2, sizes.repeats // 2), report)
+
+
 def section(report: Report, name: str, fn: Callable[[], Any]) -> Any:
     """Run one section; a failure is reported (one line + the traceback's tail) and the run goes on."""
     try:
@@ -316,7 +329,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                     help="also time torch.compile (default: on for CUDA, off for --quick)")  # fmt: skip
     ap.add_argument(
-        "--only", help="comma-separated sections: peak,network,predict_proba,predict_volume,tile,train"
+        "--only",
+        help="comma-separated sections: peak,network,predict_proba,predict_volume,tile,train,normalize",
     )
     args = ap.parse_args(argv)
     dev = pick_device(args.device)
@@ -348,6 +362,8 @@ def main(argv: list[str] | None = None) -> dict:
             section(report, "tile", lambda: tile(dev, sizes, Path(tmp), report))
     if want("train"):
         section(report, "train", lambda: train(dev, sizes, report))
+    if want("normalize"):
+        section(report, "normalize", lambda: normalize(dev, sizes, report))
     if do_compile and want("network"):
         section(report, "compile", lambda: compiled(seg, sizes, peak, report))
     print("done", flush=True)

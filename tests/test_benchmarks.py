@@ -12,7 +12,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ("peak", "network_b1", "network_b4", "predict_proba", "predict_volume", "tile", "train")
+SECTIONS = (
+    "peak", "network_b1", "network_b4", "predict_proba", "predict_volume", "tile", "train",
+    "normalize_volume", "normalize_scene",
+)  # fmt: skip
 
 
 @pytest.mark.slow
@@ -44,4 +47,6 @@ def test_gpu_check_quick_on_cpu(tmp_path: Path) -> None:
     assert all(math.isfinite(r) and 0.05 < r < 20 for r in ratios), ratios
     assert report["tile"]["how"].startswith("tile_scene")  # rasterio is installed here: the real tiler
     assert report["network_b4"]["ms_per_frame"] > 0 and report["peak"]["tflops"] > 0
+    for name in ("normalize_volume", "normalize_scene"):  # old and new, host and device: the same numbers
+        assert report[name]["max_abs_diff"] == 0 and report[name]["max_abs_diff_device"] == 0
     assert "compile_b1" not in report  # --quick leaves torch.compile out unless asked
