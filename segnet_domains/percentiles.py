@@ -18,7 +18,8 @@ order statistics are found:
 
 MONAI's ``ScaleIntensityRangePercentiles`` (``torch.quantile`` or
 ``np.percentile``: a full sort of every channel, once per percentile) gives
-the same numbers; it is deliberately not used on this hot path, where it
+the same numbers (bit for bit with ``like_monai=True``, which keeps its
+float32 interpolation); it is deliberately not used on this hot path, where it
 took most of the time of a small network's inference. The scaling
 (:func:`scale_range`) keeps MONAI ``ScaleIntensityRange``'s semantics
 (``b_min=0, b_max=1, clip=True``; a channel whose two percentiles coincide
