@@ -105,19 +105,12 @@ def _order_stats(flat: Array, ks: np.ndarray) -> np.ndarray:
 MONAI_TORCH_LIMIT = 1_000_000
 
 
-def _torch_quantile_lerp(below: np.ndarray, above: np.ndarray, n: int, q: Sequence[float]) -> np.ndarray:
-    """``torch.quantile``'s float32 arithmetic on given order statistics: its ranks, weights and ``lerp_``.
-
-    The same torch kernels on the same float32 values give the same bits as
-    ``torch.quantile`` (checked in ``tests/test_percentiles.py``), without its sort.
-    """
-    q_t = torch.tensor(
-        [p / 100.0 for p in q], dtype=torch.float32
-    )  # as MONAI converts q/100 to the data's dtype
+def _torch_quantile_positions(n: int, q: Sequence[float]) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
+    """``torch.quantile``'s float32 ranks for ``n`` values: (index below, index above, weight)."""
+    q_t = torch.tensor([p / 100.0 for p in q], dtype=torch.float32)  # MONAI casts q/100 to the data's dtype
     ranks = q_t * (n - 1)
-    weights = ranks - ranks.to(torch.long)
-    low = torch.from_numpy(np.asarray(below, np.float32))
-    return low.lerp_(torch.from_numpy(np.asarray(above, np.float32)), weights).numpy()
+    below = ranks.to(torch.long)
+    return below.numpy(), ranks.ceil().to(torch.long).numpy(), ranks - below
 
 
 def percentiles(values: Array, q: Sequence[float], like_monai: bool = False) -> np.ndarray:
@@ -144,17 +137,15 @@ def percentiles(values: Array, q: Sequence[float], like_monai: bool = False) -> 
         raise ValueError("percentiles of an empty array")
     if isinstance(flat, torch.Tensor) and flat.dtype == torch.bool:
         flat = flat.to(torch.uint8)
-    if like_monai and n <= MONAI_TORCH_LIMIT:
-        ranks = (torch.tensor([p / 100.0 for p in q], dtype=torch.float32) * (n - 1)).numpy()
-        below, above = np.floor(ranks).astype(np.int64), np.ceil(ranks).astype(np.int64)
-        stats = _order_stats(flat, np.concatenate([below, above])).astype(np.float32)
-        return _torch_quantile_lerp(stats[: len(q)], stats[len(q) :], n, q)
+    if like_monai and n <= MONAI_TORCH_LIMIT:  # torch.quantile's float32 ranks, weights and lerp_ kernel
+        below, above, weights = _torch_quantile_positions(n, q)
+        stats = torch.from_numpy(_order_stats(flat, np.concatenate([below, above])).astype(np.float32))
+        return stats[: len(q)].lerp_(stats[len(q) :], weights).numpy()
     prev, nxt, gamma = _positions(n, q)
     stats = _order_stats(flat, np.concatenate([prev, nxt]))
-    if like_monai:
-        return _lerp(stats[: len(q)].astype(np.float32), stats[len(q) :].astype(np.float32), gamma).astype(
-            np.float32
-        )
+    if like_monai:  # numpy's float64 interpolation of the float32 values, rounded to float32
+        stats = stats.astype(np.float32)
+        return _lerp(stats[: len(q)], stats[len(q) :], gamma).astype(np.float32)
     return _lerp(stats[: len(q)], stats[len(q) :], gamma)
 
 
