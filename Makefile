@@ -80,3 +80,14 @@ serve: setup
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache .ruff_cache
+
+# One device's whole speed picture (benchmarks/gpu_check.py): bf16 matmul peak, SegNet(3,12) 360x480 network
+# at batch 1/16 (eager and torch.compile), predict_proba, predict_volume, tile and training steps, each against
+# its raw baseline; under 5 minutes on one H200. Prints line by line; figures in bench-gpu.json.
+# `make bench-gpu BENCH_ARGS="--device cpu --quick"` runs the same on a CPU in seconds. Needs no `make setup`
+# (uses .venv when there is one, else python3): a GPU machine brings its own CUDA torch.
+BENCH_PY ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))
+BENCH_ARGS ?= --device auto
+.PHONY: bench-gpu
+bench-gpu:
+	$(BENCH_PY) benchmarks/gpu_check.py $(BENCH_ARGS) --json bench-gpu.json

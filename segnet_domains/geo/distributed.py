@@ -13,20 +13,19 @@ exactly as in a single process.
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
 from tqdm.auto import tqdm
 
 from segnet_domains.errors import InputError
 from segnet_domains.geo.sources import is_remote
 from segnet_domains.geo.tiler import SceneResult, TileOptions, attempt_scene
 from segnet_domains.inference import Segmenter, SegmenterSpec
+from segnet_domains.runtime import configure_threads, usable_cores
 
 if TYPE_CHECKING:  # dask is an optional extra (``segnet-domains[distributed]``): imported where used
     from dask.distributed import Client, Future
@@ -38,8 +37,7 @@ def _tile_on_worker(
     spec: dict[str, Any], scene: str, out_dir: str, options: dict[str, Any], threads: int | None
 ) -> dict[str, Any]:
     """Runs in a Dask worker: tile one scene, return its result as a dict (never raises for bad input)."""
-    if threads:
-        torch.set_num_threads(threads)
+    configure_threads(threads)  # None (--scheduler): this worker's share of its host's usable cores
     key = tuple(sorted(spec.items()))
     seg = _WORKER_SEGMENTERS.get(key)
     if seg is None:
@@ -116,7 +114,7 @@ def _client(workers: int | None, scheduler: str | None) -> Iterator[tuple[Client
     )
     try:
         with Client(cluster) as client:
-            yield client, max(1, (os.cpu_count() or 1) // n)
+            yield client, max(1, usable_cores() // n)
     finally:
         cluster.close()
 

@@ -37,7 +37,7 @@ from torch.utils.data import DistributedSampler
 from tqdm.auto import tqdm
 
 from segnet_domains.adapters import crop, pad_to_multiple
-from segnet_domains.devices import resolve_device
+from segnet_domains.devices import resolve_device, resolve_precision
 from segnet_domains.errors import InputError
 from segnet_domains.training.config import RunConfig, TrainSettings
 from segnet_domains.training.distributed import Context, setup, teardown
@@ -263,7 +263,7 @@ def _epoch_record(
 
 
 def training_dtype(device: torch.device, precision: str) -> torch.dtype:
-    """Autocast dtype of the forward pass: ``fp32``, ``bf16``, or ``auto`` (bf16 where it is native).
+    """Autocast dtype of the forward: ``fp32``, ``bf16``, or ``auto`` (bf16 where a probe times it faster).
 
     fp16 is not offered: it would need loss scaling; bf16 does not.
     """
@@ -271,12 +271,7 @@ def training_dtype(device: torch.device, precision: str) -> torch.dtype:
     if precision == "bf16":
         return torch.bfloat16
     if precision == "auto":
-        from segnet_domains.devices import cpu_has_bf16
-
-        if (device.type == "cpu" and cpu_has_bf16()) or (
-            device.type == "cuda" and torch.cuda.is_bf16_supported()
-        ):
-            return torch.bfloat16
+        return resolve_precision(device, "auto", mode="train")
     return torch.float32
 
 
