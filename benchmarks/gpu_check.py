@@ -200,7 +200,7 @@ def _write_scene(path: Path, size: int) -> Path:
 
 
 def tile(dev: torch.device, sizes: Sizes, tmp: Path, report: Report) -> None:
-    from segnet_domains.tiling import TileGrid, predict_proba_tiled, tile_batches
+    from segnet_domains.tiling import TileGrid, tile_batches
 
     torch.manual_seed(0)
     model = SegNet(3, 4, features=list(sizes.features))
@@ -232,7 +232,7 @@ def tile(dev: torch.device, sizes: Sizes, tmp: Path, report: Report) -> None:
         what = "tile_scene (GeoTIFF)"
     except ImportError as exc:  # rasterio missing on this machine: the in-memory tiler, said so
         image = np.random.default_rng(0).gamma(2.0, 600.0, (3, n, n)).astype(np.uint16)
-        full = lambda: predict_proba_tiled(seg, image, sizes.tile, sizes.overlap, sizes.tile_batch)  # noqa: E731
+        full = lambda: seg.predict_proba_tiled(image, sizes.tile, sizes.overlap, sizes.tile_batch)  # noqa: E731
         what = f"predict_proba_tiled (in memory; {exc.name} missing)"
     t = alternate({"raw": raw, "full": full}, dev, max(2, sizes.repeats // 2))
     r, f = median(t["raw"]), median(t["full"])
