@@ -10,6 +10,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 XVFB := $(shell command -v xvfb-run 2>/dev/null)
 PYTEST_ARGS ?=
+# Test workers (pytest-xdist): one per logical CPU; each gets its share of the cores (tests/shared.py). 0 = serial.
+PYTEST_WORKERS ?= logical
 
 .PHONY: setup lock demo test test-portable lint bench clean
 
@@ -46,7 +48,7 @@ demo: setup
 
 test: setup
 	$(BIN)/ruff check .
-	$(if $(XVFB),$(XVFB) -a -s "-screen 0 1280x1024x24") $(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(if $(XVFB),$(XVFB) -a -s "-screen 0 1280x1024x24") $(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 # The numerics-sensitive tests (marked `numerics`) again under each oneDNN instruction-set cap and with one
 # intra-op thread: what a user on another CPU family or a busy machine gets. A cap above what the CPU has is a
@@ -55,7 +57,7 @@ PORTABLE := ONEDNN_MAX_CPU_ISA=AVX2 ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16 OMP_NUM_
 test-portable: setup
 	@for setting in $(PORTABLE); do \
 		echo "== make test-portable: $$setting"; \
-		env $$setting $(if $(XVFB),$(XVFB) -a -s "-screen 0 1280x1024x24") $(BIN)/python -m pytest -m numerics -q \
+		env $$setting $(if $(XVFB),$(XVFB) -a -s "-screen 0 1280x1024x24") $(BIN)/python -m pytest -n $(PYTEST_WORKERS) -m numerics -q \
 			$(PYTEST_ARGS) || exit 1; \
 	done
 
@@ -78,3 +80,14 @@ serve: setup
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache .ruff_cache
+
+# One device's whole speed picture (benchmarks/gpu_check.py): bf16 matmul peak, SegNet(3,12) 360x480 network
+# at batch 1/16 (eager and torch.compile), predict_proba, predict_volume, tile and training steps, each against
+# its raw baseline; under 5 minutes on one H200. Prints line by line; figures in bench-gpu.json.
+# `make bench-gpu BENCH_ARGS="--device cpu --quick"` runs the same on a CPU in seconds. Needs no `make setup`
+# (uses .venv when there is one, else python3): a GPU machine brings its own CUDA torch.
+BENCH_PY ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))
+BENCH_ARGS ?= --device auto
+.PHONY: bench-gpu
+bench-gpu:
+	$(BENCH_PY) benchmarks/gpu_check.py $(BENCH_ARGS) --json bench-gpu.json

@@ -1,16 +1,19 @@
 """CamVid-size inference speed: ms per 360×480 RGB frame, SegNet(3, 12), ``Segmenter.predict_proba``.
 
-Compares, in the same run:
+Compares, in the same run, on ``--device`` (timings synchronised with it):
 * fp32 eager — the plain model, no BN folding, NCHW, fp32 (the baseline);
-* the default path — what ``Segmenter(model, device="auto")`` picks here
-  (on a bf16 CPU: fused BN, bf16 weights, channels-last);
+* the network alone — the default Segmenter's prepared network on an input
+  already padded and on the device (the raw baseline of the end-to-end path);
+* the default path — ``Segmenter(model, device=...)`` end to end, with the
+  precision ``"auto"`` picks here by its timed probe (on a bf16 CPU: fused
+  BN, bf16 weights, channels-last);
 and reports the default path's GFLOP/s (212.8 GFLOP per frame, as counted
 for SegNet at 360×480) as a fraction of this machine's bf16 matrix-multiply
 peak, measured with a large bf16 matmul in the same process.
 
 Paper reference: 217 ms per frame on an NVIDIA Titan GPU (TPAMI 2017, Table 6).
 
-Usage: ``python benchmarks/bench_inference.py [--repeats 5] [--json OUT]``
+Usage: ``python benchmarks/bench_inference.py [--device cpu|cuda|auto] [--repeats 5] [--json OUT]``
 """
 
 from __future__ import annotations
@@ -18,30 +21,29 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
+import sys
+from pathlib import Path
 
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import add_common_args, network, pick_device, prepared, timed
+
 from segnet_domains import Segmenter, SegNet
-from segnet_domains.devices import cpu_has_bf16
+from segnet_domains.devices import cpu_has_bf16, probe_precision
 
 GFLOP_PER_FRAME = 212.8
 
 
-def median_ms(fn, repeats: int) -> float:
-    fn()  # warm-up (oneDNN primitive creation, allocator)
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times) * 1000
+def median_ms(fn, repeats: int, device: torch.device | str = "cpu") -> float:
+    timed(fn, device)  # warm-up (oneDNN primitive creation, allocator)
+    return statistics.median(timed(fn, device) for _ in range(repeats)) * 1000
 
 
-def matmul_peak_gflops(dtype: torch.dtype, n: int = 4096, repeats: int = 5) -> float:
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    ms = median_ms(lambda: a @ b, repeats)
+def matmul_peak_gflops(dtype: torch.dtype, n: int = 4096, repeats: int = 5, device: str = "cpu") -> float:
+    a, b = (torch.randn(n, n, dtype=dtype, device=device) for _ in range(2))
+    ms = median_ms(lambda: a @ b, repeats, torch.device(device))
     return 2 * n**3 / (ms / 1000) / 1e9
 
 
@@ -49,31 +51,41 @@ def main() -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--json", help="also write the figures to this file")
+    add_common_args(ap)
     args = ap.parse_args()
+    dev = pick_device(args.device)
 
     torch.manual_seed(0)
     model = SegNet(3, 12).eval()
     frame = np.random.default_rng(0).integers(0, 256, (360, 480, 3), dtype=np.uint8)
 
     with torch.inference_mode():
-        x = torch.from_numpy(np.moveaxis(frame, -1, 0).astype(np.float32) / 255)[None]
-        eager_ms = median_ms(lambda: torch.softmax(model(x), 1), args.repeats)
-    fp32 = Segmenter(model, device="cpu", precision="fp32")
-    fp32_ms = median_ms(lambda: fp32.predict_proba(frame), args.repeats)
-    default = Segmenter(model, device="auto")
-    default_ms = median_ms(lambda: default.predict_proba(frame), args.repeats)
+        eager_model = model.to(dev)
+        x = torch.from_numpy(np.moveaxis(frame, -1, 0).astype(np.float32) / 255)[None].to(dev)
+        eager_ms = median_ms(lambda: torch.softmax(eager_model(x), 1), args.repeats, dev)
+    fp32 = Segmenter(model, device=dev, precision="fp32")
+    fp32_ms = median_ms(lambda: fp32.predict_proba(frame), args.repeats, dev)
+    default = Segmenter(model, device=dev)
+    net_ms = median_ms(network(default, prepared(default, x.cpu())), args.repeats, dev)
+    default_ms = median_ms(lambda: default.predict_proba(frame), args.repeats, dev)
+    print(f"  network alone {net_ms:.1f} ms, end to end {default_ms:.1f} ms", flush=True)
 
-    peak_dtype = torch.bfloat16 if default.dtype == torch.bfloat16 else torch.float32
-    peak = matmul_peak_gflops(peak_dtype)
+    peak_dtype = torch.bfloat16 if default.dtype == torch.bfloat16 or dev.type == "cuda" else torch.float32
+    peak = matmul_peak_gflops(peak_dtype, device=str(dev))
     achieved = GFLOP_PER_FRAME / (default_ms / 1000)
+    probe = probe_precision(dev) if dev.type != "mps" else None
     res = {
         "device": str(default.device),
         "precision": str(default.dtype).removeprefix("torch."),
+        "precision_probe_fp32_ms": None if probe is None else round(probe.fp32_s * 1e3, 3),
+        "precision_probe_low_ms": None if probe is None else round(probe.low_s * 1e3, 3),
         "cpu_bf16": cpu_has_bf16(),
         "threads": torch.get_num_threads(),
         "fp32_eager_ms": round(eager_ms, 1),
         "fp32_segmenter_ms": round(fp32_ms, 1),
+        "network_ms": round(net_ms, 1),
         "default_ms": round(default_ms, 1),
+        "end_to_end_over_network": round(default_ms / net_ms, 3),
         "speedup_vs_fp32_eager": round(eager_ms / default_ms, 2),
         "default_gflops": round(achieved, 1),
         "matmul_peak_gflops": round(peak, 1),
@@ -83,8 +95,9 @@ def main() -> dict:
     print(f"SegNet(3,12) 360x480 on {res['device']} ({res['threads']} threads)")
     print(f"  fp32 eager            {eager_ms:8.1f} ms/frame (baseline)")
     print(f"  Segmenter fp32        {fp32_ms:8.1f} ms/frame (fused BN, channels-last)")
+    print(f"  network alone         {net_ms:8.1f} ms/frame (the raw baseline)")
     print(f"  Segmenter default     {default_ms:8.1f} ms/frame ({res['precision']}), "
-          f"{res['speedup_vs_fp32_eager']}x fp32 eager")  # fmt: skip
+          f"{res['speedup_vs_fp32_eager']}x fp32 eager, {res['end_to_end_over_network']}x net")  # fmt: skip
     print(f"  {achieved:.0f} GFLOP/s = {res['fraction_of_peak']:.2f} of the {peak:.0f} GFLOP/s "
           f"{str(peak_dtype).removeprefix('torch.')} matmul peak (target >= 0.70)")  # fmt: skip
     if args.json:

@@ -20,7 +20,9 @@ sides alike. Target: widget ≤ 1.15× baseline, longest stall ≤ 100 ms.
 
 Usage (needs a display; headless: ``xvfb-run -a``)::
 
-    python benchmarks/bench_napari.py [--repeats 5] [--device cpu] [--threads N] [--json OUT]
+    python benchmarks/bench_napari.py [--repeats 5] [--device cpu|cuda|auto] [--threads N] [--json OUT]
+
+Both sides return host arrays (labels), so their times include the device's work.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -35,17 +38,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import add_common_args, pick_device
+
 SHAPE = (197, 233, 189)
 
 
 def main() -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--device", default="auto")
     ap.add_argument("--features", default="8,16,32,64,64")
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     ap.add_argument("--json", help="also write the figures to this file")
+    add_common_args(ap)
     args = ap.parse_args()
+    args.device = str(pick_device(args.device))
     if args.threads:
         torch.set_num_threads(args.threads)
 

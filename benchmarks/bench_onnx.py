@@ -15,7 +15,9 @@ medians are compared, so load from other processes hits both alike; the load
 average is recorded because on a shared machine the absolute figures move.
 ``ratio`` = torch ms / onnxruntime ms (> 1: onnxruntime is faster).
 
-Usage: ``python benchmarks/bench_onnx.py [--device cpu|cuda] [--repeats 5] [--json OUT]``
+Both backends return host arrays, so the times include the device's work.
+
+Usage: ``python benchmarks/bench_onnx.py [--device cpu|cuda|auto] [--repeats 5] [--json OUT]``
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from harness import add_common_args, pick_device  # noqa: E402
 
 from segnet_domains import Segmenter, SegNet  # noqa: E402
 from segnet_domains.checkpoint import make_info  # noqa: E402
@@ -85,10 +90,11 @@ def bench_model(name: str, features: tuple[int, ...], device: str, repeats: int)
 
 def main() -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--json", help="also write the figures to this file")
+    add_common_args(ap)
     args = ap.parse_args()
+    args.device = str(pick_device(args.device))
 
     load_before = os.getloadavg()[0]
     rows = [bench_model(name, feats, args.device, args.repeats) for name, feats in MODELS.items()]

@@ -1,7 +1,7 @@
 """``predict-volume`` on a 197×233×189 volume (ATLAS's MNI152 1 mm grid) vs the raw model on the same slices.
 
-Compares, in the same process, on the same Segmenter (device and precision
-as ``segnet-domains predict-volume`` picks them here):
+Compares, in the same process, on the same Segmenter (on ``--device``, in
+the precision ``"auto"`` picks there; timings synchronised with the device):
 
 * full — :func:`segnet_domains.predict_files.predict_volume_file`: read the
   gzip NIfTI, reorient to RAS, normalise, batch 189 axial slices, pad,
@@ -12,7 +12,7 @@ as ``segnet-domains predict-volume`` picks them here):
 Runs alternate (raw, full, raw, full, …) and medians are compared, so load
 from other processes hits both alike. Target: full / raw ≤ 1.15.
 
-Usage: ``python benchmarks/bench_predict_volume.py [--repeats 2] [--features 64,…] [--json OUT]``
+Usage: ``python benchmarks/bench_predict_volume.py [--device cpu|cuda|auto] [--repeats 2] [--json OUT]``
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import json
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import nibabel as nib
@@ -31,9 +30,12 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from harness import add_common_args, network, pick_device, prepared, timed  # noqa: E402
 
 from segnet_domains import Segmenter, SegNet  # noqa: E402
-from segnet_domains.adapters import VolumeSliceAdapter, pad_to_multiple  # noqa: E402
+from segnet_domains.adapters import VolumeSliceAdapter  # noqa: E402
 from segnet_domains.checkpoint import make_info  # noqa: E402
 from segnet_domains.predict_files import predict_volume_file  # noqa: E402
 from segnet_domains.synthetic.brain import PHANTOM_AFFINE as MNI_AFFINE  # noqa: E402
@@ -46,16 +48,8 @@ def raw_forward_s(seg: Segmenter, volume: np.ndarray) -> float:
     """Seconds for the network alone over the volume's axial slices (inputs prepared beforehand)."""
     adapter = VolumeSliceAdapter(2, seg.info.context, seg.info.normalization)
     slices = adapter.prepare(volume)
-    batches = []
-    for _, b in adapter.batches(slices, seg.batch_size):
-        x, _ = pad_to_multiple(torch.from_numpy(b), seg.multiple)
-        x = x.to(seg.device, dtype=seg.dtype if seg.device.type == "cpu" else torch.float32)
-        batches.append(x.contiguous(memory_format=torch.channels_last))
-    with torch.inference_mode():  # the backend's own autocast; inputs already in its dtype and layout
-        t = time.perf_counter()
-        for x in batches:
-            seg.backend(x)
-        return time.perf_counter() - t
+    batches = [prepared(seg, torch.from_numpy(b)) for _, b in adapter.batches(slices, seg.batch_size)]
+    return timed(network(seg, *batches), seg.device)  # inputs already in the backend's dtype and layout
 
 
 def main() -> dict:
@@ -64,13 +58,14 @@ def main() -> dict:
     ap.add_argument("--features", default="64,128,256,512,512")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--json", help="also write the figures to this file")
+    add_common_args(ap)
     args = ap.parse_args()
     features = [int(f) for f in args.features.split(",")]
 
     torch.manual_seed(0)
     model = SegNet(1, 2, features=features)
     info = make_info(model, domain="mri", slice_axis=2, class_names=["background", "lesion"])
-    seg = Segmenter(model, device="auto", info=info, batch_size=args.batch_size)
+    seg = Segmenter(model, device=pick_device(args.device), info=info, batch_size=args.batch_size)
     vol, _ = atlas_volume(np.random.default_rng(0), SHAPE, lesions=2)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -84,9 +79,7 @@ def main() -> dict:
         raw, full = [], []
         for _ in range(args.repeats):
             raw.append(raw_forward_s(seg, vol))
-            t = time.perf_counter()
-            predict_volume_file(seg, src, out, progress=False)
-            full.append(time.perf_counter() - t)
+            full.append(timed(lambda: predict_volume_file(seg, src, out, progress=False), seg.device))
         assert nib.load(out).shape == SHAPE
 
     r, f = statistics.median(raw), statistics.median(full)

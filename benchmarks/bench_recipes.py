@@ -20,17 +20,23 @@ On a small shared CPU a full step of the big configs takes minutes:
 ``--max-images N`` measures steps of N images and scales the time to the
 config's images per step (an estimate, reported as such).
 
-Usage: ``python benchmarks/bench_recipes.py [--steps 2] [--max-images N] [--only camvid,mfn] [--json OUT]``
+Steps run on ``--device`` (CPU by default), timed with the device synchronised.
+
+Usage: ``python benchmarks/bench_recipes.py [--device cpu|cuda|auto] [--steps 2] [--only NAMES] [--json OUT]``
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import add_common_args, pick_device, sync
 
 from segnet_domains.training import DEFAULTS, build_config, get_task
 from segnet_domains.training.engine import _forward, build_model_from_config, build_optimizer, seed_everything
@@ -51,7 +57,9 @@ SHAPES = {
 }
 
 
-def step_seconds(name: str, steps: int, max_images: int | None = None) -> dict[str, object]:
+def step_seconds(
+    name: str, steps: int, max_images: int | None = None, device: torch.device | None = None
+) -> dict[str, object]:
     """Median seconds of ``steps - 1`` timed training steps (after one warm-up) of config ``name``.
 
     With ``max_images`` the step is measured on at most that many images
@@ -63,7 +71,8 @@ def step_seconds(name: str, steps: int, max_images: int | None = None) -> dict[s
     bands, h, w, per_item = SHAPES[name]
     k = getattr(task_cls, "layout").num_classes if hasattr(task_cls, "layout") else 2  # noqa: B009
     seed_everything(0)
-    model = build_model_from_config(cfg["model"], bands, k)
+    device = device or torch.device("cpu")
+    model = build_model_from_config(cfg["model"], bands, k).to(device)
     t = cfg["train"]
     loss_fn = SegmentationLoss(
         k, ignore_index=task_cls.ignore_index, lambda_dice=t["lambda_dice"], lambda_ce=t["lambda_ce"]
@@ -71,16 +80,18 @@ def step_seconds(name: str, steps: int, max_images: int | None = None) -> dict[s
     opt = build_optimizer(model.parameters(), t)
     full = int(t["batch_size"]) * per_item
     n = min(full, max_images) if max_images else full
-    x = torch.randn(n, bands, h, w)
-    y = torch.randint(0, k, (n, 1, h, w))
+    x = torch.randn(n, bands, h, w, device=device)
+    y = torch.randint(0, k, (n, 1, h, w), device=device)
     times, cpu = [], []
     model.train()
     for _ in range(steps):
+        sync(device)
         t0, c0 = time.perf_counter(), time.process_time()
         loss = loss_fn(_forward(model, x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        sync(device)
         times.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)
     timed = sorted(times[1:]) or times
@@ -110,13 +121,15 @@ def main() -> None:
         "--max-images", type=int, help="measure on at most N images per step, scale to the config's batch"
     )
     p.add_argument("--json", help="write the results here")
+    add_common_args(p)
     args = p.parse_args()
+    device = pick_device(args.device)
     names = args.only.split(",") if args.only else list(SHAPES)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
     assert DEFAULTS["train"]["precision"] == "fp32"
     results = []
     for name in names:
-        r = step_seconds(name, max(2, args.steps), args.max_images)
+        r = step_seconds(name, max(2, args.steps), args.max_images, device)
         results.append(r)
         print(json.dumps(r), flush=True)
     if args.json:

@@ -15,7 +15,7 @@ time (a lock per model), so under 16 clients the median latency is about
 
 Usage::
 
-    python benchmarks/bench_serve.py [--clients 16] [--requests 3] [--features 8,16,32,64,64] [--json OUT]
+    python benchmarks/bench_serve.py [--device cpu|cuda|auto] [--clients 16] [--requests 3] [--json OUT]
 """
 
 from __future__ import annotations
@@ -38,6 +38,9 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import add_common_args, pick_device
 
 from segnet_domains import Segmenter, SegNet, save_checkpoint
 from segnet_domains.predict_files import predict_image_file
@@ -66,8 +69,8 @@ def _pctl(xs: list[float], q: float) -> float:
     return float(np.percentile(xs, q))
 
 
-def _start(ckpt: Path, port: int) -> subprocess.Popen:
-    argv = ["serve", "--model", str(ckpt), "--port", str(port), "--device", "cpu"]
+def _start(ckpt: Path, port: int, device: str = "cpu") -> subprocess.Popen:
+    argv = ["serve", "--model", str(ckpt), "--port", str(port), "--device", device]
     log = (ckpt.parent / "server.log").open("w")  # never a pipe nobody reads: a full pipe blocks the server
     proc = subprocess.Popen([sys.executable, "-m", "segnet_domains", *argv], stdout=log, stderr=log)
     deadline = time.monotonic() + 600  # importing torch on a loaded machine can take minutes
@@ -89,7 +92,9 @@ def main() -> dict:
     ap.add_argument("--requests", type=int, default=3, help="requests per client")
     ap.add_argument("--features", default="8,16,32,64,64")
     ap.add_argument("--json", help="also write the figures to this file")
+    add_common_args(ap)
     args = ap.parse_args()
+    device = str(pick_device(args.device))
     features = [int(f) for f in args.features.split(",")]
 
     tmp = Path(tempfile.mkdtemp())
@@ -100,7 +105,7 @@ def main() -> dict:
     iio.imwrite(png, rgb)
     data = png.read_bytes()
 
-    seg = Segmenter.from_checkpoint(ckpt, device="cpu")
+    seg = Segmenter.from_checkpoint(ckpt, device=device)
     predict_image_file(seg, png, tmp / "warm.png")
     direct = []
     for _ in range(5):
@@ -112,7 +117,7 @@ def main() -> dict:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = _start(ckpt, port)
+    proc = _start(ckpt, port, device)
     url = f"http://127.0.0.1:{port}/api/predict"
     try:
         _post(url, data)  # warm-up
@@ -150,6 +155,7 @@ def main() -> dict:
     res = {
         "image": [SIZE, SIZE, 3],
         "features": features,
+        "device": device,
         "clients": args.clients,
         "requests": len(latencies),
         "errors": len(errors),

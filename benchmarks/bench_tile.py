@@ -13,7 +13,7 @@ Three measurements, each against a baseline taken in the same run:
    only the rows two tile rows share (``classes × overlap × width``), so what
    grows is O(overlap × width): ~25 MB more at 8192 px wide for 4 classes.
    ``--huge 40000`` tiles one 40000² scene the same way.
-3. **Tiler vs MONAI** — :func:`~segnet_domains.tiling.predict_proba_tiled`
+3. **Tiler vs MONAI** — :meth:`~segnet_domains.inference.Segmenter.predict_proba_tiled`
    against ``monai.inferers.sliding_window_inference`` on the same
    in-memory image, with the same predictor (``Segmenter.forward``), tile
    size, batch size and overlap (0.25 = 128 of 512 px); both blend with
@@ -25,9 +25,13 @@ default 8,16,32,64,64); throughput is measured on ``--size`` (default
 4096², ``--size 8192`` for the full figure). Runs alternate and medians
 are reported, so load from other processes hits both sides alike.
 
+Everything runs on ``--device`` (CPU by default; ``auto``: CUDA when present).
+The raw model's time comes back through ``Segmenter.forward``, which returns
+host memory, so it is synchronised with the device.
+
 Usage::
 
-    python benchmarks/bench_tile.py [--size 4096] [--repeats 3] [--features 8,16,32,64,64] [--json OUT]
+    python benchmarks/bench_tile.py [--device cpu|cuda|auto] [--size 4096] [--repeats 3] [--json OUT]
     python benchmarks/bench_tile.py --huge 40000      # one 40000² scene: peak RSS and time
 """
 
@@ -49,11 +53,14 @@ from rasterio.windows import Window
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from harness import add_common_args, pick_device  # noqa: E402
 
 from segnet_domains import Segmenter, SegNet, save_checkpoint  # noqa: E402
 from segnet_domains.geo.tiler import TileOptions, tile_scene  # noqa: E402
 from segnet_domains.synthetic.layouts import geotiff_profile as profile  # noqa: E402
-from segnet_domains.tiling import TileGrid, predict_proba_tiled, tile_batches  # noqa: E402
+from segnet_domains.tiling import TileGrid, tile_batches  # noqa: E402
 from tests.data.geo import BAND_NAMES, CLASS_NAMES, make_scene  # noqa: E402
 
 TILE, OVERLAP, BATCH = 512, 128, 8
@@ -115,8 +122,8 @@ def raw_model_seconds(seg: Segmenter, grid: TileGrid, tiles: np.ndarray) -> floa
     return total
 
 
-def throughput(ckpt: Path, scene: Path, out: Path, repeats: int) -> dict:
-    seg = Segmenter.from_checkpoint(ckpt, batch_size=BATCH)
+def throughput(ckpt: Path, scene: Path, out: Path, repeats: int, device: str = "cpu") -> dict:
+    seg = Segmenter.from_checkpoint(ckpt, device=device, batch_size=BATCH)
     with rasterio.open(scene) as src:
         h, w = src.height, src.width
     grid = TileGrid.create(h, w, TILE, OVERLAP, align=seg.multiple)
@@ -151,7 +158,7 @@ import sys, time
 sys.path.insert(0, sys.argv[4])
 from segnet_domains import Segmenter
 from segnet_domains.geo.tiler import TileOptions, tile_scene
-seg = Segmenter.from_checkpoint(sys.argv[1], batch_size=int(sys.argv[5]))
+seg = Segmenter.from_checkpoint(sys.argv[1], device=sys.argv[6], batch_size=int(sys.argv[5]))
 t = time.perf_counter()
 tile_scene(seg, sys.argv[2], sys.argv[3], TileOptions(tile_size=512, overlap=128))
 status = open("/proc/self/status").read().split("VmHWM:")[1].split()[0]
@@ -159,11 +166,13 @@ print(status, time.perf_counter() - t)
 """
 
 
-def tile_in_fresh_process(ckpt: Path, scene: Path, out: Path, batch: int) -> tuple[float, float]:
+def tile_in_fresh_process(
+    ckpt: Path, scene: Path, out: Path, batch: int, device: str = "cpu"
+) -> tuple[float, float]:
     """``(peak RSS in MiB, seconds)`` of ``tile_scene`` in a new Python process."""
     out.mkdir(exist_ok=True)
     proc = subprocess.run(
-        [sys.executable, "-c", RSS_CHILD, str(ckpt), str(scene), str(out), str(ROOT), str(batch)],
+        [sys.executable, "-c", RSS_CHILD, str(ckpt), str(scene), str(out), str(ROOT), str(batch), device],
         capture_output=True,
         text=True,
         check=True,
@@ -172,14 +181,14 @@ def tile_in_fresh_process(ckpt: Path, scene: Path, out: Path, batch: int) -> tup
     return int(kib) / 1024, float(seconds)  # KiB → MiB (Linux)
 
 
-def huge_scene(ckpt: Path, size: int, tmp: Path, batch: int) -> dict:
+def huge_scene(ckpt: Path, size: int, tmp: Path, batch: int, device: str = "cpu") -> dict:
     """Tile one ``size``² scene (40000² in issue 4) in a fresh process; peak RSS vs a 2048² scene."""
     t = time.perf_counter()
     scene = make_big_scene(tmp / f"s{size}.tif", size, tmp)
     made = time.perf_counter() - t
     small = make_big_scene(tmp / "s2048.tif", 2048, tmp)
-    base_mb, _ = tile_in_fresh_process(ckpt, small, tmp / "huge_small", batch)
-    mb, seconds = tile_in_fresh_process(ckpt, scene, tmp / "huge_out", batch)
+    base_mb, _ = tile_in_fresh_process(ckpt, small, tmp / "huge_small", batch, device)
+    mb, seconds = tile_in_fresh_process(ckpt, scene, tmp / "huge_out", batch, device)
     with rasterio.open(tmp / "huge_out" / f"{scene.stem}_labels.tif") as out:
         written = {
             "shape": [out.height, out.width],
@@ -200,17 +209,17 @@ def huge_scene(ckpt: Path, size: int, tmp: Path, batch: int) -> dict:
     }
 
 
-def versus_monai(ckpt: Path, size: int, repeats: int) -> dict:
+def versus_monai(ckpt: Path, size: int, repeats: int, device: str = "cpu") -> dict:
     from monai.inferers import sliding_window_inference
 
     from segnet_domains.adapters import ImageAdapter
 
-    seg = Segmenter.from_checkpoint(ckpt, batch_size=BATCH)
+    seg = Segmenter.from_checkpoint(ckpt, device=device, batch_size=BATCH)
     rng = np.random.default_rng(1)
     image = rng.integers(100, 3000, (3, size, size)).astype(np.uint16)
 
     def ours() -> np.ndarray:
-        return predict_proba_tiled(seg, image, TILE, OVERLAP, BATCH)
+        return seg.predict_proba_tiled(image, TILE, OVERLAP, BATCH)
 
     def monai() -> np.ndarray:
         x = torch.from_numpy(ImageAdapter(3, seg.info.normalization)(image))[None]  # same normalisation
@@ -258,27 +267,29 @@ def main() -> dict:
     )
     ap.add_argument("--tmp", help="scratch folder (the --huge scene needs a few GB)")
     ap.add_argument("--json", help="also write the figures here")
+    add_common_args(ap)
     args = ap.parse_args()
+    dev = str(pick_device(args.device))
     features = [int(f) for f in args.features.split(",")]
-    report: dict = {"features": features, "torch_threads": torch.get_num_threads()}
+    report: dict = {"features": features, "device": dev, "torch_threads": torch.get_num_threads()}
     with tempfile.TemporaryDirectory(dir=args.tmp) as d:
         tmp = Path(d)
         ckpt = checkpoint(tmp / "bench.pt", features)
         if args.huge:
-            report["huge"] = huge_scene(ckpt, args.huge, tmp, args.rss_batch)
+            report["huge"] = huge_scene(ckpt, args.huge, tmp, args.rss_batch, dev)
             print("huge scene:", json.dumps(report["huge"]), flush=True)
             if args.json:
                 Path(args.json).write_text(json.dumps(report, indent=2))
             return report
         scene = make_big_scene(tmp / "scene.tif", args.size, tmp)
         (tmp / "out").mkdir()
-        report["throughput"] = throughput(ckpt, scene, tmp / "out", args.repeats)
+        report["throughput"] = throughput(ckpt, scene, tmp / "out", args.repeats, dev)
         print("throughput:", json.dumps(report["throughput"]), flush=True)
         if not args.skip_rss:
             small = make_big_scene(tmp / "s2048.tif", 2048, tmp)
             big = scene if args.size == 8192 else make_big_scene(tmp / "s8192.tif", 8192, tmp)
-            a, _ = tile_in_fresh_process(ckpt, small, tmp / "rss_small", args.rss_batch)
-            b, _ = tile_in_fresh_process(ckpt, big, tmp / "rss_big", args.rss_batch)
+            a, _ = tile_in_fresh_process(ckpt, small, tmp / "rss_small", args.rss_batch, dev)
+            b, _ = tile_in_fresh_process(ckpt, big, tmp / "rss_big", args.rss_batch, dev)
             report["peak_rss"] = {
                 "batch_size": args.rss_batch,
                 "2048_mb": round(a),
@@ -286,7 +297,7 @@ def main() -> dict:
                 "growth": round(b / a, 3),
             }
             print("peak RSS:", json.dumps(report["peak_rss"]), flush=True)
-        report["vs_monai"] = versus_monai(ckpt, args.monai_size, args.repeats)
+        report["vs_monai"] = versus_monai(ckpt, args.monai_size, args.repeats, dev)
         print("vs MONAI sliding_window_inference:", json.dumps(report["vs_monai"]), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))

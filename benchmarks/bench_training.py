@@ -14,7 +14,10 @@ memory (no data pipeline at all). Reported, as medians over steps:
 Full-width SegNet (the paper's 64…512 features) is slow on a CPU: the default
 is a few steps. ``--features 8,16,32,64,64`` gives a quick run.
 
-Usage: ``python benchmarks/bench_training.py [--steps 5] [--workers 2] [--features …] [--json OUT]``
+Both run on ``--device`` (the engine via ``train.device``); baseline steps are
+timed with the device synchronised.
+
+Usage: ``python benchmarks/bench_training.py [--device cpu|cuda|auto] [--steps 5] [--workers 2] [--json OUT]``
 """
 
 from __future__ import annotations
@@ -24,7 +27,6 @@ import json
 import statistics
 import sys
 import tempfile
-import time
 import warnings
 from pathlib import Path
 
@@ -32,6 +34,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from harness import add_common_args, pick_device, timed  # noqa: E402
 
 from segnet_domains.synthetic.layouts import atlas_phantoms as make_atlas  # noqa: E402
 from segnet_domains.training import SegmentationLoss, build_config, train  # noqa: E402
@@ -46,24 +51,23 @@ SHAPE = (224, 192, 24)
 BATCH = 8
 
 
-def baseline_step_s(config: dict, steps: int, dtype: torch.dtype) -> list[float]:
-    """Fwd+bwd+step times on one in-memory batch of the same shape (no data pipeline)."""
+def baseline_step_s(config: dict, steps: int, dtype: torch.dtype, device: torch.device) -> list[float]:
+    """Fwd+bwd+step times on one in-memory batch of the same shape, on ``device`` (no data pipeline)."""
     torch.manual_seed(0)
-    model = build_model_from_config(config["model"], 1, 2).train()
+    model = build_model_from_config(config["model"], 1, 2).to(device).train()
     opt = build_optimizer(model.parameters(), config["train"])
     loss_fn = SegmentationLoss(2)
-    x = torch.rand(BATCH, 1, *SHAPE[:2])
-    y = (torch.rand(BATCH, 1, *SHAPE[:2]) > 0.97).long()
-    times = []
-    for i in range(steps + 1):
-        t = time.perf_counter()
+    x = torch.rand(BATCH, 1, *SHAPE[:2], device=device)
+    y = (torch.rand(BATCH, 1, *SHAPE[:2], device=device) > 0.97).long()
+
+    def step() -> None:
         loss = loss_fn(_forward(model, x, dtype), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if i:  # the first step creates oneDNN primitives
-            times.append(time.perf_counter() - t)
-    return times
+
+    times = [timed(step, device) for _ in range(steps + 1)]
+    return times[1:]  # the first step creates oneDNN primitives / CUDA kernels
 
 
 def build_config_for_baseline(features: list[int]) -> dict:
@@ -81,13 +85,15 @@ def main() -> dict:
     ap.add_argument("--features", default="64,128,256,512,512")
     ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "auto"], help="train.precision")
     ap.add_argument("--json", help="also write the figures to this file")
+    add_common_args(ap)
     args = ap.parse_args()
+    dev = pick_device(args.device)
     features = [int(f) for f in args.features.split(",")]
 
     # baseline steps before and after the engine run: load from other processes hits both alike
     half = max(2, args.steps // 2)
-    dtype = training_dtype(torch.device("cpu"), args.precision)
-    base_times = baseline_step_s(build_config_for_baseline(features), half, dtype)
+    dtype = training_dtype(dev, args.precision)
+    base_times = baseline_step_s(build_config_for_baseline(features), half, dtype, dev)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "atlas"
         make_atlas(root, subjects=args.steps + 1, unlabeled=0, shape=SHAPE)  # one volume per step
@@ -100,6 +106,7 @@ def main() -> dict:
             f"train.num_workers={args.workers}",
             "train.bn_stats_batches=0",
             f"train.precision={args.precision}",
+            f"train.device={dev}",
             "train.progress=false",
             "data.val_fraction=0",
         ]
@@ -109,12 +116,13 @@ def main() -> dict:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             record = train(config).history[-1]
-    base_times += baseline_step_s(config, half, dtype)
+    base_times += baseline_step_s(config, half, dtype, dev)
     base = statistics.median(base_times)
 
     step, wait = record["step_seconds_median"], record["data_wait_seconds_median"]
     res = {
         "features": features,
+        "device": str(dev),
         "precision": str(dtype).removeprefix("torch."),
         "threads": torch.get_num_threads(),
         "workers": args.workers,

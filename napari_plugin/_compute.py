@@ -4,13 +4,16 @@
   layer: the pixels, the mode (2D image, whole volume, current slice), the
   slicing axis and index.
 * :func:`iter_segmentation` (any thread) runs the shared
-  :class:`~segnet_domains.inference.Segmenter` on it, yielding
+  :class:`~segnet_domains.inference.Segmenter` on it — one of its generators
+  per mode (``iter_uncertainty``, ``iter_proba_tiled``, ``iter_volume``,
+  ``iter_slice``; scene mode: the tiler's ``iter_tile_scene``) — yielding
   :class:`Progress` and returning a :class:`SegmentationResult`. CUDA
   out-of-memory is retried with halved batches, then on the CPU.
 
-Monte Carlo dropout follows Bayesian SegNet (Kendall et al., 2017,
-https://arxiv.org/abs/1511.02680): the uncertainty is the variance of the
-softmax samples, averaged over classes.
+Monte Carlo dropout is the Segmenter's (Bayesian SegNet, Kendall et al.,
+2017, https://arxiv.org/abs/1511.02680); the uncertainty layer shows
+:func:`~segnet_domains.inference.class_mean_variance`, the per-class
+variance of the softmax samples averaged over classes.
 """
 
 from __future__ import annotations
@@ -21,15 +24,16 @@ from collections import OrderedDict
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
 
-from segnet_domains.adapters import ImageAdapter, VolumeSliceAdapter
 from segnet_domains.checkpoint import ModelInfo
 from segnet_domains.errors import InputError
-from segnet_domains.inference import Segmenter
+from segnet_domains.inference import Segmenter, class_mean_variance, drive, labels_from_proba
+
+from ._scene import iter_scene
 
 if TYPE_CHECKING:
     import napari
@@ -45,8 +49,7 @@ class Cancelled(Exception):
     """The run was cancelled (scene mode keeps its finished rows; a re-run resumes)."""
 
 
-@dataclass
-class Progress:
+class Progress(NamedTuple):
     """One step of a segmentation run: ``done`` of ``total`` units, with an optional note to show."""
 
     done: int
@@ -194,7 +197,7 @@ def load_segmenter(checkpoint: str | os.PathLike[str], device: str = "auto") -> 
     BatchNorm folding and the copy to the device. Two entries are kept.
 
     Raises:
-        CheckpointError: missing, corrupt or foreign checkpoint.
+        InputError: missing, corrupt or foreign checkpoint, or a device that does not exist here.
     """
     path = Path(checkpoint).expanduser()
     try:
@@ -206,10 +209,7 @@ def load_segmenter(checkpoint: str | os.PathLike[str], device: str = "auto") -> 
         if key in _CACHE:
             _CACHE.move_to_end(key)
             return _CACHE[key]
-    try:
-        seg = Segmenter.from_checkpoint(path, device=device)
-    except ValueError as exc:  # unknown/unavailable device
-        raise InputError(str(path), str(exc)) from None
+    seg = Segmenter.from_checkpoint(path, device=device)
     with _CACHE_LOCK:
         _CACHE[key] = seg
         while len(_CACHE) > 2:
@@ -232,9 +232,10 @@ def iter_segmentation(
 ) -> Generator[Progress, None, SegmentationResult]:
     """Segment ``request``; yields :class:`Progress`, returns a :class:`SegmentationResult`.
 
-    Closing the generator (napari's ``worker.quit()``) stops the work at the
-    next batch. On CUDA out-of-memory the run restarts with half the batch
-    size, down to 1, then once more on the CPU.
+    Stopping iterating cancels the run; closing the generator (the widget does
+    once its worker stopped) cleans up at once — scene mode keeps its finished
+    rows, so a re-run resumes. On CUDA out-of-memory the run restarts with
+    half the batch size, down to 1, then once more on the CPU.
 
     Args:
         request: from :func:`build_request`.
@@ -247,17 +248,16 @@ def iter_segmentation(
         batch_size: slices/tiles per forward pass (default: the segmenter's).
         segmenter: reuse this segmenter instead of loading ``checkpoint``.
         out_dir: scene mode's output folder (default: :func:`~napari_plugin._scene.scene_output_dir`).
-        cancel: set to stop scene mode's tiler thread (the widget's Cancel does).
+        cancel: set it to stop after the current step: the generator then
+            closes its work and raises :class:`Cancelled`.
 
     Raises:
         InputError: missing/corrupt checkpoint, channel mismatch, a model
             without dropout asked for uncertainty, out of memory even on the CPU.
     """
     seg = segmenter if segmenter is not None else load_segmenter(checkpoint, device)
-    if uncertainty and not seg.has_dropout:
-        raise InputError(
-            str(checkpoint), "the model has no dropout, so it gives no Monte Carlo uncertainty (untick it)"
-        )
+    if uncertainty:
+        seg.info.require_dropout(str(checkpoint), hint="; this model has no dropout (untick it)")
     if uncertainty and tile_size and request.mode == "image":
         raise InputError(request.source, "Monte Carlo uncertainty works on whole images; set tile size to 0")
     samples = max(2, int(mc_samples)) if uncertainty else 0
@@ -265,34 +265,54 @@ def iter_segmentation(
     notes: list[str] = []
     while True:
         try:
-            labels, unc, files = yield from _run(
-                seg, request, bs, tile_size, tile_overlap, samples, out_dir, cancel
-            )
+            run = _run(seg, request, bs, tile_size, tile_overlap, samples, out_dir)
+            labels, unc, files = yield from _cancellable(run, cancel, request)
             break
         except torch.OutOfMemoryError:
-            if seg.device.type == "cuda":
-                torch.cuda.empty_cache()
-            if bs > 1:
-                bs //= 2
-                note = f"out of memory on {seg.device}; retrying with batch size {bs}"
-            elif seg.device.type != "cpu":
-                note = f"out of memory on {seg.device} even with batch size 1; retrying on the CPU"
-                seg = Segmenter.from_checkpoint(checkpoint, device="cpu")
-                bs = int(batch_size or seg.batch_size)
-            else:
-                raise InputError(request.source, "out of memory on the CPU even with batch size 1") from None
+            seg, bs, note = _after_out_of_memory(seg, bs, checkpoint, batch_size, request.source)
             notes.append(note)
             yield Progress(0, 1, note)
-    return SegmentationResult(
-        labels=labels,
-        info=seg.info,
-        request=request,
-        checkpoint=str(checkpoint),
-        device=str(seg.device),
-        uncertainty=unc,
-        notes=notes,
-        files=files,
-    )
+    return SegmentationResult(labels, seg.info, request, str(checkpoint), str(seg.device), unc, notes, files)
+
+
+def _after_out_of_memory(
+    seg: Segmenter, bs: int, checkpoint: str | os.PathLike[str], batch_size: int | None, source: str
+) -> tuple[Segmenter, int, str]:
+    """``(segmenter, batch size, note)`` to retry with: half the batch, else the CPU.
+
+    Raises:
+        InputError: out of memory on the CPU with batch size 1.
+    """
+    if seg.device.type == "cuda":
+        torch.cuda.empty_cache()
+    if bs > 1:
+        return seg, bs // 2, f"out of memory on {seg.device}; retrying with batch size {bs // 2}"
+    if seg.device.type != "cpu":
+        note = f"out of memory on {seg.device} even with batch size 1; retrying on the CPU"
+        cpu = Segmenter.from_checkpoint(checkpoint, device="cpu")
+        return cpu, int(batch_size or cpu.batch_size), note
+    raise InputError(source, "out of memory on the CPU even with batch size 1") from None
+
+
+def _cancellable(
+    run: Generator[Progress, None, Any], cancel: threading.Event | None, request: SegmentRequest
+) -> Generator[Progress, None, Any]:
+    """``run``'s steps; once ``cancel`` is set, close ``run`` (it cleans up) and raise :class:`Cancelled`."""
+    try:
+        while True:
+            try:
+                step = next(run)
+            except StopIteration as stop:
+                return stop.value
+            yield step
+            if cancel is not None and cancel.is_set():
+                if request.mode == "scene":
+                    raise Cancelled(
+                        f"{request.path}: cancelled; the finished rows are kept and a re-run resumes"
+                    )
+                raise Cancelled(f"{request.source}: cancelled")
+    finally:
+        run.close()
 
 
 def _run(
@@ -303,147 +323,72 @@ def _run(
     tile_overlap: int | None,
     samples: int,
     out_dir: str | os.PathLike[str] | None = None,
-    cancel: threading.Event | None = None,
 ) -> Generator[Progress, None, tuple[Any, Any, list[str]]]:
-    """``(labels, uncertainty or None, files written)`` for any mode."""
+    """``(labels, uncertainty or None, files written)`` for any mode, each run by the library's generator."""
     if req.mode == "scene":
-        return (yield from _run_scene(seg, req, bs, tile_size, tile_overlap, samples, out_dir, cancel))
-    labels, unc = yield from _run_in_memory(seg, req, bs, tile_size, tile_overlap, samples)
-    return labels, unc, []
-
-
-def _run_in_memory(
-    seg: Segmenter,
-    req: SegmentRequest,
-    bs: int,
-    tile_size: int | None,
-    tile_overlap: int | None,
-    samples: int,
-) -> Generator[Progress, None, tuple[np.ndarray, np.ndarray | None]]:
+        gen = iter_scene(seg, req.path, out_dir, tile_size or None, tile_overlap, bs, samples)  # type: ignore[arg-type]
+        return (yield from _steps(gen))
     if req.mode == "volume":
-        gen = seg.iter_volume(req.data, req.axis, source=req.source, mc_samples=samples, batch_size=bs)
-        out = yield from _progress(gen)
-        if samples:
-            labels, _, var = out
-            return labels, var.mean(0)
-        return out, None
+        out = yield from _steps(
+            seg.iter_volume(req.data, req.axis, source=req.source, mc_samples=samples, batch_size=bs)
+        )
+        return (out[0], class_mean_variance(out[2]), []) if samples else (out, None, [])
     if req.mode == "slice":
-        return (yield from _run_slice(seg, req, samples))
+        labels, unc = yield from _run_slice(seg, req, samples)
+        return labels, unc, []
     if tile_size:
-        from segnet_domains.tiling import iter_proba_tiled
-
-        gen = iter_proba_tiled(seg, req.data, tile_size, tile_overlap, bs, source=req.source)
-        proba = yield from _progress(gen)
-        return _argmax(proba), None
-    x = ImageAdapter(seg.info.in_channels, seg.info.normalization)(req.data, req.source)[None]
-    return (yield from _sample(seg, x, samples))
-
-
-def _run_scene(
-    seg: Segmenter,
-    req: SegmentRequest,
-    bs: int,
-    tile_size: int | None,
-    tile_overlap: int | None,
-    samples: int,
-    out_dir: str | os.PathLike[str] | None,
-    cancel: threading.Event | None,
-) -> Generator[Progress, None, tuple[list[Any], list[Any] | None, list[str]]]:
-    """Tile the layer's file out of core; the results come back as lazily read pyramids."""
-    from ._reader import open_pyramid
-    from ._scene import iter_tile_scene
-
-    result = yield from iter_tile_scene(
-        seg,
-        req.path,  # type: ignore[arg-type]
-        out_dir,
-        tile_size or None,
-        tile_overlap,
-        bs,
-        samples,
-        cancel,
-    )
-    files = list(result.outputs)
-    unc = open_pyramid(files[-1]) if samples else None
-    return open_pyramid(files[0]), unc, files
+        proba = yield from _steps(
+            seg.iter_proba_tiled(req.data, tile_size, tile_overlap, bs, source=req.source)
+        )
+        return labels_from_proba(proba), None, []
+    if samples:
+        mean, var = yield from _steps(seg.iter_uncertainty(req.data, samples, source=req.source))
+        return labels_from_proba(mean), class_mean_variance(var), []
+    yield Progress(0, 1)
+    labels = seg.predict(req.data, source=req.source)
+    yield Progress(1, 1)
+    return labels, None, []
 
 
 def _run_slice(
     seg: Segmenter, req: SegmentRequest, samples: int
 ) -> Generator[Progress, None, tuple[np.ndarray, np.ndarray | None]]:
-    """One slice with the checkpoint's 2.5D neighbours, normalised with whole-volume statistics.
-
-    Gives exactly the volume mode's result at that slice.
-    """
-    info = seg.info
-    if info.bands != 1:
-        raise InputError(req.source, f"a volume has 1 channel but the checkpoint expects {info.bands}")
-    axis = req.axis if req.axis is not None else (info.slice_axis if info.slice_axis is not None else 2)
-    adapter = VolumeSliceAdapter(axis, info.context, info.normalization)
-    yield Progress(0, max(1, samples))
-    slices = adapter.prepare(req.data, req.source)
-    n, k = slices.shape[0], info.context
-    idx = np.clip(np.arange(req.index - k, req.index + k + 1), 0, n - 1)  # type: ignore[operator]
-    x = slices[idx][None]
-    labels2d, unc2d = yield from _sample(seg, x, samples)
-    shape = req.data.shape
-    labels = np.zeros(shape, labels2d.dtype)
-    put_plane(labels, axis, req.index, labels2d)  # type: ignore[arg-type]
+    """:meth:`Segmenter.iter_slice` placed into a volume of zeros (the layer's shape)."""
+    req.axis = seg.volume_axis(req.axis)
+    gen = seg.iter_slice(req.data, req.index, req.axis, source=req.source, mc_samples=samples)  # type: ignore[arg-type]
+    out = yield from _steps(gen)
+    labels2d = out[0] if samples else out
+    labels = np.zeros(req.data.shape, labels2d.dtype)
+    put_plane(labels, req.axis, req.index, labels2d)  # type: ignore[arg-type]
     unc = None
-    if unc2d is not None:
-        unc = np.zeros(shape, np.float32)
-        put_plane(unc, axis, req.index, unc2d)  # type: ignore[arg-type]
-    req.axis = axis
+    if samples:
+        unc = np.zeros(req.data.shape, np.float32)
+        put_plane(unc, req.axis, req.index, class_mean_variance(out[2]))  # type: ignore[arg-type]
     return labels, unc
 
 
 def put_plane(volume: np.ndarray, axis: int, index: int, plane: np.ndarray) -> None:
+    """Write ``plane`` into ``volume`` at ``index`` along ``axis``."""
     sl: list[Any] = [slice(None)] * volume.ndim
     sl[axis] = index
     volume[tuple(sl)] = plane
 
 
-def _sample(
-    seg: Segmenter, x: np.ndarray, samples: int
-) -> Generator[Progress, None, tuple[np.ndarray, np.ndarray | None]]:
-    if not samples:
-        yield Progress(0, 1)
-        proba = seg.forward(x)[0].numpy()
-        yield Progress(1, 1)
-        return _argmax(proba), None
-    draws = []
-    yield Progress(0, samples)
-    for s in range(samples):
-        draws.append(seg.forward(x, mc_dropout=True)[0])
-        yield Progress(s + 1, samples)
-    stack = torch.stack(draws)
-    return _argmax(stack.mean(0).numpy()), stack.var(0, unbiased=False).mean(0).numpy()
-
-
-def _progress(gen: Generator[tuple[int, int], None, Any]) -> Generator[Progress, None, Any]:
-    """Turn a ``(done, total)`` generator into :class:`Progress`, closing it when we are closed."""
+def _steps(gen: Generator[Any, None, Any]) -> Generator[Progress, None, Any]:
+    """A library generator's ``(done, total, …)`` steps as :class:`Progress`; closing us closes it."""
     try:
         while True:
-            done, total = next(gen)
-            yield Progress(done, total)
-    except StopIteration as stop:
-        return stop.value
+            try:
+                step = next(gen)
+            except StopIteration as stop:
+                return stop.value
+            yield Progress(step[0], step[1])
     finally:
         gen.close()
-
-
-def _argmax(proba: np.ndarray) -> np.ndarray:
-    return proba.argmax(0).astype(np.uint8 if proba.shape[0] <= 256 else np.int32)
 
 
 def run_to_end(
     gen: Generator[Progress, None, SegmentationResult], progress: Callable[[Progress], Any] | None = None
 ) -> SegmentationResult:
     """Drive :func:`iter_segmentation` synchronously, passing each step to ``progress``."""
-    try:
-        while True:
-            step = next(gen)
-            if progress is not None:
-                progress(step)
-    except StopIteration as stop:
-        return stop.value
+    return drive(gen, on_step=progress)

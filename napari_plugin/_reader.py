@@ -15,9 +15,13 @@ the normal, affine from the DICOM geometry, rescale applied) and are shown
 exactly like the NIfTI volume of the same voxels and affine; a folder with
 several series opens one layer per series.
 
-GeoTIFF scenes keep their bands as channels (``H×W`` for one band, ``H×W×3/4``
-shown as colour for 8-bit RGB(A), ``C×H×W`` otherwise) and their CRS,
-transform and nodata in ``layer.metadata["geotiff"]``. Scenes above
+GeoTIFF scenes are opened with :func:`~segnet_domains.geo.scene.open_scene`
+(the tiler's reader, so both refuse the same files in the same words), keep
+their bands as channels (``H×W`` for one band, ``H×W×3/4`` shown as colour
+for 8-bit RGB(A), ``C×H×W`` otherwise) and their CRS (WKT), transform (an
+``affine.Affine``) and nodata in ``layer.metadata["geotiff"]``, with the
+class names and colours of a label raster of ours
+(:func:`~segnet_domains.geo.outputs.read_label_metadata`) when it has them. Scenes above
 :data:`LAZY_PIXELS` are opened lazily as a multiscale pyramid of dask arrays
 read window by window through rasterio (GDAL uses the file's overviews for the
 reduced levels), so a 20000² scene is never loaded whole just to be shown.
@@ -237,28 +241,35 @@ def _read_one_geotiff(p: str) -> LayerData:
     """One scene as an Image layer (see :func:`read_geotiff`)."""
     import rasterio
 
+    from segnet_domains.geo.outputs import read_label_metadata
+    from segnet_domains.geo.scene import open_scene
+
+    scene = open_scene(p)
+    layout = geotiff_layout(scene.count, scene.dtype)
+    geo = {
+        "path": os.path.abspath(p),
+        "crs": scene.crs,
+        "transform": scene.affine,
+        "height": scene.height,
+        "width": scene.width,
+        "count": scene.count,
+        "dtype": scene.dtype,
+        "nodata": scene.nodata,
+        "band_names": [d or f"band {i + 1}" for i, d in enumerate(scene.descriptions)],
+        "layout": layout,
+    }
+    lazy = scene.height * scene.width > LAZY_PIXELS
     with rasterio.open(p) as src:
-        count, height, width = src.count, src.height, src.width
-        dtype = src.dtypes[0]
-        geo = {
-            "path": os.path.abspath(p),
-            "crs": src.crs.to_wkt() if src.crs is not None else None,
-            "transform": list(src.transform)[:6],
-            "height": height,
-            "width": width,
-            "count": count,
-            "dtype": dtype,
-            "nodata": src.nodata,
-            "band_names": [d or f"band {i + 1}" for i, d in enumerate(src.descriptions)],
-            "layout": geotiff_layout(count, dtype),
-        }
-        a, e = src.transform.a, src.transform.e
-        lazy = height * width > LAZY_PIXELS
-        data: Any = _pyramid(p, count, height, width, dtype, geo["layout"]) if lazy else src.read()
-    layout = geo["layout"]
+        classes = read_label_metadata(src)
+        if classes.class_names:
+            geo["class_names"] = list(classes.class_names)
+            geo["class_colors"] = [list(c) for c in classes.class_colors]
+        data: Any = (
+            _pyramid(p, scene.count, scene.height, scene.width, scene.dtype, layout) if lazy else src.read()
+        )
     if not lazy:
         data = data[0] if layout == "hw" else (np.moveaxis(data, 0, -1) if layout == "hwc" else data)
-    scale = (abs(e) or 1.0, abs(a) or 1.0)
+    scale = (abs(scene.affine.e) or 1.0, abs(scene.affine.a) or 1.0)
     kwargs: dict[str, Any] = {
         "name": _stem(p),
         "metadata": {"geotiff": geo},

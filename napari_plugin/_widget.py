@@ -10,7 +10,6 @@ Every failure becomes one napari error notification, never a traceback.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -64,7 +63,7 @@ class SegNetWidget(Container):
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         self._viewer = napari_viewer
         self._worker: GeneratorWorker | None = None
-        self._cancel_event = threading.Event()
+        self._job: Generator[Progress, None, SegmentationResult] | None = None
         self._info: ModelInfo | None = None
         self.last_layer: Labels | None = None
         self.last_error: str | None = None
@@ -157,9 +156,8 @@ class SegNetWidget(Container):
         if info.slice_axis is not None:
             self._axis.value = int(info.slice_axis)
         self._tile.value = int(info.tile_size or 0) if info.domain == "aerial" else 0
-        has_dropout = bool(info.args.get("dropout", 0))
-        self._uncertainty.enabled = has_dropout
-        if not has_dropout:
+        self._uncertainty.enabled = info.has_dropout
+        if not info.has_dropout:
             self._uncertainty.value = False
         if info.domain == "mri":
             self._mode.value = "volume"
@@ -197,20 +195,15 @@ class SegNetWidget(Container):
         except InputError as exc:
             self._notify_error(str(exc))
             return None
-        self._cancel_event = threading.Event()
-        worker = create_worker(
-            _guarded,
-            iter_segmentation(
-                request,
-                checkpoint,
-                device=self._device.value,
-                tile_size=int(self._tile.value) or None,
-                uncertainty=bool(self._uncertainty.value),
-                mc_samples=int(self._samples.value),
-                cancel=self._cancel_event,
-            ),
-            _start_thread=False,
+        self._job = iter_segmentation(
+            request,
+            checkpoint,
+            device=self._device.value,
+            tile_size=int(self._tile.value) or None,
+            uncertainty=bool(self._uncertainty.value),
+            mc_samples=int(self._samples.value),
         )
+        worker = create_worker(_guarded, self._job, _start_thread=False)
         worker.yielded.connect(self._on_progress)
         worker.returned.connect(lambda out: self._on_returned(layer, out))
         worker.aborted.connect(self._on_aborted)
@@ -224,10 +217,9 @@ class SegNetWidget(Container):
         return worker
 
     def cancel(self, _value: Any = None) -> None:
-        """Ask the running worker to stop after the current batch."""
+        """Ask the worker to stop iterating after the current step (its job is closed once it stopped)."""
         if self._worker is not None and self._worker.is_running:
             self._status.value = "cancelling …"
-            self._cancel_event.set()  # stops a scene's tiler thread too
             self._worker.quit()
 
     def _on_progress(self, step: Progress) -> None:
@@ -258,6 +250,9 @@ class SegNetWidget(Container):
         self._status.value = "cancelled"
 
     def _on_finished(self) -> None:
+        if self._job is not None:  # stopped early: its clean-up runs now (a scene keeps its finished rows)
+            self._job.close()
+            self._job = None
         self._run.enabled = True
         self._cancel.enabled = False
 

@@ -5,8 +5,9 @@
   qform and sform (:func:`segnet_domains.medical.nifti.write_like`), so the
   mask overlays the source voxel for voxel in any viewer.
 * GeoTIFF: the labels are written with the source's CRS and transform, one
-  band, deflate-compressed and tiled, with the class colours as the band's
-  colour table.
+  band, deflate-compressed and tiled, with the class names, colour table and
+  nodata of :func:`segnet_domains.geo.outputs.label_metadata` (the tiler's
+  convention, documented in :mod:`segnet_domains.geo.outputs`).
 
 Both write under a temporary name and rename when complete. Use them with
 ``layer.save("mask.nii.gz", plugin="segnet-domains")`` or File ▸ Save.
@@ -130,7 +131,8 @@ def write_labels_geotiff(path: str, data: Any, meta: dict[str, Any]) -> list[str
         InputError: the layer has no GeoTIFF source, or its shape differs from it.
     """
     import rasterio
-    from rasterio.transform import Affine
+
+    from segnet_domains.geo.outputs import label_metadata
 
     md = _metadata(meta)
     files = (md.get(META_KEY) or {}).get("files") or []
@@ -163,17 +165,14 @@ def write_labels_geotiff(path: str, data: Any, meta: dict[str, Any]) -> list[str
         "count": 1,
         "dtype": np.dtype(dtype).name,
         "crs": geo["crs"],
-        "transform": Affine(*geo["transform"]),
+        "transform": geo["transform"],
         "compress": "deflate",
     }
     if h >= 256 and w >= 256:
         profile.update(tiled=True, blockxsize=256, blockysize=256)
-    colors = (md.get(META_KEY) or {}).get("class_colors")
+    seg = md.get(META_KEY) or {}
+    classes = label_metadata(seg.get("class_names"), seg.get("class_colors"), profile["dtype"])
     with atomic_output(path) as tmp, rasterio.open(tmp, "w", **profile) as dst:
         dst.write(labels.astype(dtype), 1)
-        names = (md.get(META_KEY) or {}).get("class_names")
-        if names:
-            dst.update_tags(1, classes=",".join(names))
-        if colors and dtype is np.uint8:
-            dst.write_colormap(1, {i: (*map(int, c[:3]), 255) for i, c in enumerate(colors)})
+        classes.apply(dst)
     return [os.fspath(path)]

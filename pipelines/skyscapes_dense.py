@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from segnet_domains.cli.train import run_pipeline
+from segnet_domains.cli import run_pipeline
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "skyscapes_dense.yaml"
 

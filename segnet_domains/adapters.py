@@ -8,9 +8,9 @@
   channels (2.5D), and the slice results back into the volume's own shape and
   axis order.
 
-Normalisation follows the checkpoint's ``normalization`` spec and uses MONAI's
-intensity transforms, the same ones the training pipelines use, so a model
-sees the same numbers at training and at inference.
+Normalisation follows the checkpoint's ``normalization`` spec; the training
+pipelines apply the same :class:`Normalizer` (``training.transforms.Normalized``),
+so a model sees the same numbers at training and at inference.
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from monai.transforms import NormalizeIntensity, ScaleIntensityRangePercentiles
+from monai.transforms import NormalizeIntensity
 
 from segnet_domains.errors import InputError
+from segnet_domains.percentiles import channel_percentiles, scale_range
 
 #: Smallest image edge we accept; a 1-pixel image carries nothing to segment.
 MIN_SIDE = 2
@@ -96,13 +97,18 @@ class Normalizer:
     Modes (``spec["mode"]``):
 
     * ``"percentile"`` — per channel, ``lower``/``upper`` percentiles → [0, 1],
-      clipped (MONAI ``ScaleIntensityRangePercentiles``); statistics of the
-      whole array given (the whole volume for volumes, not each slice).
+      clipped; statistics of the whole array given (the whole volume for
+      volumes, not each slice), computed once per call in linear time
+      (:mod:`segnet_domains.percentiles`: the numbers of MONAI's
+      ``ScaleIntensityRangePercentiles`` / ``np.percentile``, without their sorts).
     * ``"zscore"`` — per channel ``(x - mean) / std`` with the checkpoint's
       ``mean``/``std`` lists, or the array's own statistics if absent
       (MONAI ``NormalizeIntensity``).
     * ``"scale"`` — ``x / scale`` (e.g. 255 for 8-bit, 10000 for reflectance).
     * ``"none"`` — cast only.
+
+    A numpy array gives a numpy array; a torch tensor gives a float32 tensor on
+    its own device (normalise where the model runs).
     """
 
     def __init__(self, spec: Mapping[str, Any] | None) -> None:
@@ -119,18 +125,25 @@ class Normalizer:
             self.mode == "zscore" and "mean" in self.spec and "std" in self.spec
         )
 
-    def __call__(self, chw: np.ndarray) -> np.ndarray:
-        x = np.asarray(chw, dtype=np.float32)
+    def percentile_bounds(
+        self, chw: np.ndarray | torch.Tensor, valid: np.ndarray | None = None
+    ) -> np.ndarray:
+        """``C×2`` (lower, upper) float32 percentiles of each channel (``percentile`` mode's statistics).
+
+        Bit for bit MONAI ``ScaleIntensityRangePercentiles``' bounds (``like_monai``), found in linear time.
+        """
+        q = (float(self.spec.get("lower", 0.5)), float(self.spec.get("upper", 99.5)))
+        return channel_percentiles(chw, q, valid, like_monai=True)
+
+    def __call__(self, chw: np.ndarray | torch.Tensor) -> Any:
+        """``C×…`` raw pixels → float32 network input (numpy in, numpy out; a tensor stays on its device)."""
+        if isinstance(chw, torch.Tensor):
+            return self._tensor(chw)
+        chw = np.asarray(chw)
         if self.mode == "percentile":
-            t = ScaleIntensityRangePercentiles(
-                lower=float(self.spec.get("lower", 0.5)),
-                upper=float(self.spec.get("upper", 99.5)),
-                b_min=0.0,
-                b_max=1.0,
-                clip=True,
-                channel_wise=True,
-            )
-            return np.asarray(t(x), dtype=np.float32)
+            lo, hi = self.percentile_bounds(chw).T
+            return scale_range(chw, lo, hi)
+        x = np.asarray(chw, dtype=np.float32)
         if self.mode == "zscore":
             mean, std = self.spec.get("mean"), self.spec.get("std")
             if mean is not None and std is not None:
@@ -141,6 +154,25 @@ class Normalizer:
             return np.asarray(NormalizeIntensity(channel_wise=True)(x), dtype=np.float32)
         if self.mode == "scale":
             return x / np.float32(self.spec.get("scale", 1.0))
+        return x
+
+    def _tensor(self, chw: torch.Tensor) -> torch.Tensor:
+        """The same numbers as :meth:`__call__` for a tensor, computed on its device."""
+        if self.mode == "percentile":
+            lo, hi = self.percentile_bounds(chw).T
+            return scale_range(chw, lo, hi)
+        x = chw.float()
+        if self.mode == "zscore":
+            mean, std = self.spec.get("mean"), self.spec.get("std")
+            if mean is not None and std is not None:
+                shape = (-1,) + (1,) * (x.ndim - 1)
+                m = torch.as_tensor(mean, dtype=torch.float32, device=x.device).reshape(shape)
+                s = torch.as_tensor(std, dtype=torch.float32, device=x.device).reshape(shape)
+                return (x - m) / torch.where(s == 0, torch.ones_like(s), s)
+            out = NormalizeIntensity(channel_wise=True)(x)
+            return torch.as_tensor(out).as_subclass(torch.Tensor).float()
+        if self.mode == "scale":
+            return x / float(self.spec.get("scale", 1.0))
         return x
 
 

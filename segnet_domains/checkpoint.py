@@ -36,7 +36,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import nn
 
-from segnet_domains.errors import CheckpointError
+from segnet_domains.errors import CheckpointError, NoDropoutError
 from segnet_domains.io.atomic import atomic_output
 from segnet_domains.io.safety import file_kind
 from segnet_domains.model.segnet import build_model
@@ -124,6 +124,30 @@ class ModelInfo:
     def bands(self) -> int:
         """Bands of the raw image (``in_channels`` without the 2.5D neighbours)."""
         return self.in_channels // (2 * self.context + 1)
+
+    @property
+    def has_dropout(self) -> bool:
+        """True if the model was built with Bayesian dropout (Monte Carlo uncertainty is possible)."""
+        return bool(self.args.get("dropout"))
+
+    def require_dropout(
+        self, source: str | Path | None, what: str = "Monte Carlo uncertainty", hint: str = ""
+    ) -> None:
+        """The one check every front end runs before Monte Carlo dropout.
+
+        Args:
+            source: the file (or name) the message names.
+            what: what was asked for, as the front end calls it (``"--uncertainty"``).
+            hint: appended to the message (what to do in that front end).
+
+        Raises:
+            NoDropoutError: ``"<source>: <what> needs a checkpoint trained with dropout
+                (Bayesian SegNet)<hint>"``.
+        """
+        if not self.has_dropout:
+            raise NoDropoutError(
+                source, f"{what} needs a checkpoint trained with dropout (Bayesian SegNet){hint}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (what ``segnet-domains info`` prints)."""

@@ -28,3 +28,11 @@ class InputError(Exception):
 
 class CheckpointError(InputError):
     """A checkpoint that is missing, corrupt, unsafe or not ours."""
+
+
+class NoDropoutError(InputError, ValueError):
+    """Monte Carlo dropout asked of a model without dropout (also a ``ValueError`` for API callers)."""
+
+
+class SetupError(InputError, ValueError):
+    """A device, precision or backend this machine or model cannot use (also a ``ValueError``, as before)."""

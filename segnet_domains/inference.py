@@ -1,7 +1,21 @@
 """The one inference path every front end uses: :class:`Segmenter`.
 
-It owns device and precision choice, batching, padding, test-time flips and
-Monte Carlo dropout. The fast paths:
+It owns device and precision choice, padding, test-time flips and every way
+of running the model that a front end needs, so none re-implements one:
+
+* one image (:meth:`Segmenter.predict`), a batch of frames
+  (:meth:`Segmenter.predict_batch`), a big image in blended tiles
+  (:meth:`Segmenter.predict_proba_tiled`), a volume slice by slice
+  (:meth:`Segmenter.predict_volume`) or one slice of it with its 2.5D
+  context (:meth:`Segmenter.predict_slice`);
+* Monte Carlo dropout (:meth:`Segmenter.sample`): the mean and the per-class
+  variance of the softmax over the samples, seedable;
+* each long run also as a generator (``iter_*``) yielding ``(done, total)``,
+  which :func:`drive` turns into a tqdm bar or callbacks and a front end
+  (napari's thread worker, the web demo) iterates itself: stopping
+  iterating cancels the work, closing the generator cleans it up.
+
+The fast paths:
 
 * CPU with bf16 (AVX512-BF16/AMX): BatchNorm folded into the convs, weights
   and activations in bf16, channels-last memory — about 2.4× fp32 eager here.
@@ -21,9 +35,11 @@ padding, flips, softmax, cropping, batching — is this module's, whichever runs
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+import contextlib
+from collections.abc import Callable, Generator, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -33,10 +49,14 @@ from tqdm.auto import tqdm
 from segnet_domains.adapters import ImageAdapter, VolumeSliceAdapter, crop, pad_to_multiple, to_channel_first
 from segnet_domains.backends import BACKENDS, Backend, OnnxBackend, TorchBackend
 from segnet_domains.checkpoint import ModelInfo, is_onnx, load_checkpoint, make_info, read_info
-from segnet_domains.errors import InputError
-from segnet_domains.tiling import predict_proba_tiled
+from segnet_domains.errors import InputError, SetupError
+from segnet_domains.tiling import DEFAULT_TILE, StreamBlender, TileGrid, default_overlap, tile_batches
 
-ProgressCallback = Callable[[int, int], None]
+ProgressCallback = Callable[[int, int], Any]
+#: What a step generator returns.
+R = TypeVar("R")
+#: ``(done, total)``: what every ``iter_*`` generator yields.
+Steps = Generator[tuple[int, int], None, R]
 
 
 class Segmenter:
@@ -103,6 +123,9 @@ class Segmenter:
     ) -> Segmenter:
         """Load a checkpoint (safely) and configure the segmenter from its metadata.
 
+        The one place a front end builds a segmenter from a file: every
+        problem is an :class:`InputError` naming ``path``.
+
         Args:
             path: a segnet-domains checkpoint, or an ONNX model from ``export-onnx``.
             device: where to run (``"auto"``, ``"cpu"``, ``"cuda:N"`` …).
@@ -110,14 +133,25 @@ class Segmenter:
                 ``"torch"`` or ``"onnxruntime"`` (a ``.pt`` checkpoint is then
                 exported in memory).
             **kwargs: ``precision``, ``batch_size``, ``tta``.
+
+        Raises:
+            InputError: a missing, corrupt or foreign checkpoint
+                (:class:`~segnet_domains.errors.CheckpointError`), or a device,
+                precision or backend that does not exist here
+                (:class:`~segnet_domains.errors.SetupError`, also a ``ValueError``).
         """
         kind = resolve_backend(path, backend)
-        if is_onnx(path):
-            info = read_info(path)
-            onnx = OnnxBackend(path, device=device, precision=kwargs.pop("precision", "auto"))
-            return cls(onnx, info=info, **kwargs)
-        ckpt = load_checkpoint(path)
-        return cls(ckpt.model, device=device, info=ckpt.info, backend=kind, **kwargs)
+        try:
+            if is_onnx(path):
+                info = read_info(path)
+                onnx = OnnxBackend(path, device=device, precision=kwargs.pop("precision", "auto"))
+                return cls(onnx, info=info, **kwargs)
+            ckpt = load_checkpoint(path)
+            return cls(ckpt.model, device=device, info=ckpt.info, backend=kind, **kwargs)
+        except InputError:
+            raise
+        except ValueError as exc:  # a device, precision or backend that doesn't exist here
+            raise SetupError(path, str(exc)) from None
 
     @property
     def num_classes(self) -> int:
@@ -152,7 +186,7 @@ class Segmenter:
         An ONNX model exported from a dropout checkpoint has it too, but cannot
         sample it: asking for Monte Carlo dropout there raises :class:`InputError`.
         """
-        return self.backend.can_sample_dropout or bool(self.info.args.get("dropout"))
+        return self.info.has_dropout or self.backend.can_sample_dropout
 
     # ------------------------------------------------------------------ core
 
@@ -191,6 +225,66 @@ class Segmenter:
         assert total is not None
         return (total / len(flips)).cpu().contiguous()
 
+    # ------------------------------------------------------------------ Monte Carlo dropout
+
+    def iter_sample(
+        self, batch: torch.Tensor | np.ndarray, samples: int, seed: int | None = None
+    ) -> Steps[tuple[torch.Tensor, torch.Tensor]]:
+        """Generator form of :meth:`sample`: yields ``(samples done, samples)``, returns ``(mean, var)``."""
+        return self._draws(batch, samples, _DropoutStream(seed, self.device))
+
+    def sample(
+        self, batch: torch.Tensor | np.ndarray, samples: int, seed: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Monte Carlo dropout (Bayesian SegNet, Kendall et al. 2017, https://arxiv.org/abs/1511.02680).
+
+        ``samples`` forward passes of a normalised ``B×C×H×W`` batch with
+        dropout active. The one definition every front end uses: the mean of
+        the softmax over the samples, and its variance per class (population
+        variance, ``unbiased=False``). A front end that shows one uncertainty
+        band reduces it with :func:`class_mean_variance`.
+
+        Args:
+            batch: normalised network input.
+            samples: passes (at least 1).
+            seed: draw the dropout masks from a private stream seeded with
+                this: the same seed gives the same result, and the caller's
+                random numbers are not touched. ``None``: torch's global stream.
+
+        Returns:
+            ``(mean, variance)``, each ``B×K×H×W`` float32 on the CPU.
+
+        Raises:
+            NoDropoutError: the model has no dropout.
+            InputError: a backend that cannot sample dropout (onnxruntime).
+        """
+        return drive(self.iter_sample(batch, samples, seed))
+
+    def _draws(
+        self, batch: torch.Tensor | np.ndarray, samples: int, stream: _DropoutStream
+    ) -> Steps[tuple[torch.Tensor, torch.Tensor]]:
+        self.info.require_dropout(None, hint="; this model has no dropout")
+        n = max(1, int(samples))
+        draws = []
+        yield 0, n
+        for s in range(n):
+            with stream.active():
+                draws.append(self.forward(batch, mc_dropout=True))
+            yield s + 1, n
+        stack = torch.stack(draws)
+        return stack.mean(0), stack.var(0, unbiased=False)
+
+    def _pass(
+        self, batch: np.ndarray, samples: int, stream: _DropoutStream
+    ) -> Steps[tuple[torch.Tensor, torch.Tensor | None]]:
+        """``(probabilities, variance or None)``: one plain pass, or ``samples`` Monte Carlo passes."""
+        if samples:
+            return (yield from self._draws(batch, samples, stream))
+        yield 0, 1
+        p = self.forward(batch)
+        yield 1, 1
+        return p, None
+
     # ------------------------------------------------------------------ 2D images
 
     def _image(self, image: np.ndarray, source: str) -> np.ndarray:
@@ -225,11 +319,11 @@ class Segmenter:
 
         An image larger than ``tile_size`` (default: the checkpoint's
         ``tile_size``; none: never tiled) in either side is cut into
-        overlapping tiles and blended with
-        :func:`~segnet_domains.tiling.predict_proba_tiled`, which normalises
-        the whole image once, so tiled and whole-image maps differ only where a
-        tile edge cuts the receptive field; blending takes a weighted average
-        of the tiles' densities, so the count stays the sum of the map.
+        overlapping tiles and blended with :meth:`predict_proba_tiled`, which
+        normalises the whole image once, so tiled and whole-image maps differ
+        only where a tile edge cuts the receptive field; blending takes a
+        weighted average of the tiles' densities, so the count stays the sum
+        of the map.
 
         Raises:
             InputError: a segmentation model, or an image the checkpoint cannot take.
@@ -238,7 +332,7 @@ class Segmenter:
         tile = tile_size or self.info.tile_size
         h, w = to_channel_first(image, self.info.in_channels, source).shape[1:]
         if tile and max(h, w) > int(tile):
-            return predict_proba_tiled(self, image, int(tile), overlap, source=source)[0]
+            return self.predict_proba_tiled(image, int(tile), overlap, source=source)[0]
         return self.forward(self._image(image, source)[None])[0, 0].numpy()
 
     def count(self, image: np.ndarray, source: str = "image", tile_size: int | None = None) -> float:
@@ -247,26 +341,181 @@ class Segmenter:
 
     def predict(self, image: np.ndarray, source: str = "image") -> np.ndarray:
         """Labels ``H×W`` (uint8 when K ≤ 256) for a 2D image."""
-        return _labels(self.predict_proba(image, source))
+        return labels_from_proba(self.predict_proba(image, source))
+
+    def iter_uncertainty(
+        self, image: np.ndarray, samples: int = 10, source: str = "image", seed: int | None = None
+    ) -> Steps[tuple[np.ndarray, np.ndarray]]:
+        """Generator form of :meth:`predict_uncertainty`: yields ``(samples done, samples)``."""
+        self._require_head("segmentation", source)
+        self.info.require_dropout(source, hint="; this model has no dropout")
+        mean, var = yield from self.iter_sample(self._image(image, source)[None], samples, seed)
+        return mean[0].numpy(), var[0].numpy()
 
     def predict_uncertainty(
-        self, image: np.ndarray, samples: int = 10, source: str = "image"
+        self, image: np.ndarray, samples: int = 10, source: str = "image", seed: int | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Monte Carlo dropout (Bayesian SegNet): mean and variance of the softmax over ``samples`` passes.
+        """Monte Carlo dropout of a 2D image: :meth:`sample`'s mean and per-class variance.
 
         Returns:
             ``(mean, variance)``, each ``K×H×W`` float32.
 
         Raises:
-            ValueError: the model has no dropout to sample.
+            NoDropoutError: the model has no dropout to sample (also a ``ValueError``).
         """
-        if not self.has_dropout:
-            raise ValueError("the model has no dropout (train with dropout>0 for Monte Carlo uncertainty)")
-        x = self._image(image, source)[None]
-        draws = torch.stack([self.forward(x, mc_dropout=True)[0] for _ in range(samples)])
-        return draws.mean(0).numpy(), draws.var(0, unbiased=False).numpy()
+        return drive(self.iter_uncertainty(image, samples, source, seed))
+
+    def iter_frames(
+        self, frames: np.ndarray | Iterable[np.ndarray], source: str = "frames", batch_size: int | None = None
+    ) -> Iterator[np.ndarray]:
+        """Labels of each frame, in order, ``batch_size`` frames of one size per forward pass.
+
+        Frames stream in and out (a video, a data set split): at most one
+        batch is held. Each frame is normalised on its own, exactly as
+        :meth:`predict` does, so the labels equal frame-by-frame prediction.
+
+        Args:
+            frames: an ``N×C×H×W`` (``N×H×W``, ``N×H×W×C``) array, or any
+                iterable of 2D images (sizes may differ).
+            source: name used in error messages (``"<source>[i]"``).
+            batch_size: frames per pass (default: the segmenter's).
+        """
+        self._require_head("segmentation", source)
+        bs = int(batch_size or self.batch_size)
+        pending: list[np.ndarray] = []
+        for i, frame in enumerate(frames):
+            x = self._image(frame, f"{source}[{i}]")
+            if pending and (x.shape != pending[0].shape or len(pending) == bs):
+                yield from self._frame_labels(pending)
+                pending = []
+            pending.append(x)
+        if pending:
+            yield from self._frame_labels(pending)
+
+    def _frame_labels(self, batch: list[np.ndarray]) -> Iterator[np.ndarray]:
+        for p in self.forward(np.stack(batch)).numpy():
+            yield labels_from_proba(p)
+
+    def predict_batch(
+        self, frames: np.ndarray | Iterable[np.ndarray], source: str = "frames", batch_size: int | None = None
+    ) -> np.ndarray | list[np.ndarray]:
+        """Labels of a batch of frames (CamVid-style video frames, a split of a data set).
+
+        Returns:
+            ``N×H×W`` labels for an array of frames; a list of ``H×W`` labels
+            for an iterable (frames of several sizes).
+        """
+        labels = list(self.iter_frames(frames, source, batch_size))
+        return np.stack(labels) if isinstance(frames, np.ndarray) else labels
+
+    # ------------------------------------------------------------------ big 2D images in tiles
+
+    def resolve_tiling(self, tile_size: int | None = None, overlap: int | None = None) -> tuple[int, int]:
+        """``(tile_size, overlap)`` from the arguments, else the checkpoint, else 512 and ``tile_size // 4``.
+
+        Raises:
+            ValueError: an overlap not in ``[0, tile_size)``.
+        """
+        tile_size = int(tile_size or self.info.tile_size or DEFAULT_TILE)
+        if overlap is None:
+            overlap = (
+                self.info.tile_overlap if self.info.tile_overlap is not None else default_overlap(tile_size)
+            )
+        if not 0 <= int(overlap) < tile_size:
+            raise ValueError(
+                f"overlap must be in [0, {tile_size}) for {tile_size}-pixel tiles, got {overlap}"
+            )
+        return tile_size, int(overlap)
+
+    def iter_proba_tiled(
+        self,
+        image: np.ndarray,
+        tile_size: int | None = None,
+        overlap: int | None = None,
+        batch_size: int | None = None,
+        source: str = "image",
+        kind: str = "cosine",
+    ) -> Steps[np.ndarray]:
+        """Generator form of :meth:`predict_proba_tiled`: yields ``(tiles done, total)``, returns ``K×H×W``.
+
+        The tiles are blended by :class:`~segnet_domains.tiling.StreamBlender`,
+        the raster tiler's own blender (one blender for scenes and in-memory
+        images); its finished blocks are written into the result.
+        """
+        tile_size, overlap = self.resolve_tiling(tile_size, overlap)
+        # Normalise the WHOLE image once: percentile/zscore statistics must not change from tile to tile.
+        x = self._image(image, source)
+        _, h, w = x.shape
+        grid = TileGrid.create(h, w, tile_size, overlap, align=self.multiple)
+        blender = StreamBlender(grid, self.num_classes, kind)
+        proba = np.empty((self.num_classes, h, w), np.float32)
+        done, total = 0, len(grid)
+        yield done, total
+        for i in range(grid.shape[0]):
+            for chunk in tile_batches(grid.row(i), batch_size or self.batch_size):
+                p = self.forward(np.stack([x[(slice(None), *t.slices)] for t in chunk])).numpy()
+                block = blender.add(chunk, list(p))
+                n, k = block.weights.shape
+                proba[:, block.row : block.row + n, block.col : block.col + k] = blender.blended(block)
+                done += len(chunk)
+                yield done, total
+        return proba
+
+    def predict_proba_tiled(
+        self,
+        image: np.ndarray,
+        tile_size: int | None = None,
+        overlap: int | None = None,
+        batch_size: int | None = None,
+        progress: bool | ProgressCallback | None = None,
+        source: str = "image",
+    ) -> np.ndarray:
+        """Class probabilities of a big in-memory 2D image, tile by tile with smooth blending.
+
+        The image is normalised once as a whole with the checkpoint's
+        normaliser (so percentile statistics do not differ between tiles), cut
+        into :class:`~segnet_domains.tiling.TileGrid` windows aligned to the
+        network's stride, run in batches and blended with
+        :func:`~segnet_domains.tiling.blend_weights`. The result matches
+        :meth:`predict_proba` except where a tile edge cuts the receptive
+        field; the overlap should cover it.
+
+        Args:
+            image: ``H×W``, ``H×W×C`` or ``C×H×W``, any numeric dtype.
+            tile_size: tile edge (default: the checkpoint's ``tile_size``, else 512).
+            overlap: pixels shared by neighbours (default: the checkpoint's
+                ``tile_overlap``, else ``tile_size // 4``).
+            batch_size: tiles per forward pass (default: the segmenter's).
+            progress: ``True`` for a tqdm bar, or ``callback(tiles done, total)``.
+            source: name used in error messages.
+
+        Returns:
+            ``K×H×W`` float32 probabilities (sum to 1 over K).
+
+        Raises:
+            InputError: an image the checkpoint cannot take (channels, size, NaN).
+        """
+        gen = self.iter_proba_tiled(image, tile_size, overlap, batch_size, source)
+        return drive(gen, progress or False, desc="tiles", unit="tile")
 
     # ------------------------------------------------------------------ volumes
+
+    def volume_axis(self, axis: int | None = None) -> int:
+        """The slicing axis: ``axis``, else the checkpoint's ``slice_axis``, else 2."""
+        if axis is not None:
+            return axis
+        return 2 if self.info.slice_axis is None else self.info.slice_axis
+
+    def _volume_adapter(self, axis: int | None, source: str) -> VolumeSliceAdapter:
+        """The slice adapter for ``axis`` (2.5D context and normalisation from the checkpoint)."""
+        self._require_head("segmentation", source)
+        if self.info.bands != 1:
+            raise InputError(
+                source,
+                f"a volume has 1 channel but the checkpoint expects {self.info.bands} "
+                f"(in_channels={self.info.in_channels}, context={self.info.context})",
+            )
+        return VolumeSliceAdapter(self.volume_axis(axis), self.info.context, self.info.normalization)
 
     def iter_volume(
         self,
@@ -276,46 +525,33 @@ class Segmenter:
         source: str = "volume",
         mc_samples: int = 0,
         batch_size: int | None = None,
-    ) -> Generator[tuple[int, int], None, Any]:
+        seed: int | None = None,
+    ) -> Steps[Any]:
         """Generator form of :meth:`predict_volume`: yields ``(slices done, total)``, returns the result.
 
-        Front ends that need progress or cancellation (napari's thread worker)
-        drive this directly; stopping the generator stops the work.
+        With ``mc_samples`` each batch of slices is sampled with :meth:`sample`
+        (one dropout stream for the volume, seeded by ``seed``) and the result
+        is ``(labels, mean probabilities, per-class variance)``.
         """
-        self._require_head("segmentation", source)
-        axis = self.info.slice_axis if axis is None else axis
-        axis = 2 if axis is None else axis
-        adapter = VolumeSliceAdapter(axis, self.info.context, self.info.normalization)
-        if self.info.bands != 1:
-            raise InputError(
-                source,
-                f"a volume has 1 channel but the checkpoint expects {self.info.bands} "
-                f"(in_channels={self.info.in_channels}, context={self.info.context})",
-            )
+        adapter = self._volume_adapter(axis, source)
         slices = adapter.prepare(volume, source)
         n, k = slices.shape[0], self.num_classes
         out_labels = np.empty(slices.shape, dtype=np.uint8 if k <= 256 else np.int32)
         proba = np.empty((n, k, *slices.shape[1:]), np.float32) if return_proba or mc_samples else None
         var = np.empty_like(proba) if mc_samples else None
-        bs = batch_size or self.batch_size
+        stream = _DropoutStream(seed, self.device)
         yield 0, n
-        for sl, batch in adapter.batches(slices, bs):
+        for sl, batch in adapter.batches(slices, batch_size or self.batch_size):
             if mc_samples:
-                draws = torch.stack([self.forward(batch, mc_dropout=True) for _ in range(mc_samples)])
-                p = draws.mean(0)
-                var[sl] = draws.var(0, unbiased=False).numpy()  # type: ignore[index]
+                p, v = drive(self._draws(batch, mc_samples, stream))
+                var[sl] = v.numpy()  # type: ignore[index]
             else:
                 p = self.forward(batch)
             out_labels[sl] = p.argmax(1).numpy()
             if proba is not None:
                 proba[sl] = p.numpy()
             yield sl.stop, n
-        labels = adapter.restore(out_labels)
-        if mc_samples:
-            return labels, adapter.restore(proba), adapter.restore(var)  # type: ignore[arg-type]
-        if return_proba:
-            return labels, adapter.restore(proba)  # type: ignore[arg-type]
-        return labels
+        return _volume_result(adapter, out_labels, proba if return_proba or mc_samples else None, var)
 
     def predict_volume(
         self,
@@ -340,7 +576,92 @@ class Segmenter:
             Labels with ``volume``'s shape, or ``(labels, proba)``.
         """
         gen = self.iter_volume(volume, axis, return_proba, source, batch_size=batch_size)
-        return _drive(gen, progress, desc=f"segmenting {Path(source).name}")
+        return drive(gen, progress, desc=f"segmenting {Path(source).name}", unit="slice")
+
+    def iter_slice(
+        self,
+        volume: np.ndarray,
+        index: int,
+        axis: int | None = None,
+        return_proba: bool = False,
+        source: str = "volume",
+        mc_samples: int = 0,
+        seed: int | None = None,
+    ) -> Steps[Any]:
+        """Segment one slice of a volume: exactly :meth:`predict_volume`'s result at that slice.
+
+        Yields ``(passes done, passes)``. The slice is stacked with the
+        checkpoint's 2.5D neighbours (edges repeated) and normalised with
+        whole-volume statistics, as in a whole-volume run.
+
+        Args:
+            volume: 3D array.
+            index: the slice along ``axis``.
+            axis: slicing axis (default: :meth:`volume_axis`).
+            return_proba: also return ``K×H×W`` probabilities.
+            source: name used in error messages.
+            mc_samples: Monte Carlo passes (0: none); then ``(labels, mean, variance)``.
+            seed: dropout stream seed (see :meth:`sample`).
+
+        Returns:
+            ``H×W`` labels of the slice, ``(labels, proba)`` or ``(labels, mean, variance)``.
+
+        Raises:
+            InputError: not a 3D single-band volume for this checkpoint, or
+                ``index`` outside the volume.
+        """
+        adapter = self._volume_adapter(axis, source)
+        slices = adapter.prepare(volume, source)  # whole-volume normalisation statistics
+        n, k = slices.shape[0], adapter.context
+        if not 0 <= index < n:
+            raise InputError(source, f"slice {index} is outside 0..{n - 1} along axis {adapter.axis}")
+        lo = max(0, index - k)  # the slice and its 2.5D neighbours, edges repeated as in predict_volume
+        _, stack = next(adapter.batches(slices[lo : index + k + 1], n))
+        x = stack[index - lo : index - lo + 1]
+        p, v = yield from self._pass(x, mc_samples, _DropoutStream(seed, self.device))
+        labels = labels_from_proba(p[0].numpy())
+        if mc_samples:
+            return labels, p[0].numpy(), v[0].numpy()  # type: ignore[index]
+        return (labels, p[0].numpy()) if return_proba else labels
+
+    def predict_slice(self, volume: np.ndarray, index: int, **options: Any) -> Any:
+        """:meth:`iter_slice` run to its end (same arguments)."""
+        return drive(self.iter_slice(volume, index, **options))
+
+
+@dataclass
+class SegmenterSpec:
+    """How to build a :class:`Segmenter` anywhere (a Dask worker too): ``from_checkpoint``'s arguments."""
+
+    checkpoint: str
+    device: str = "auto"
+    precision: str = "auto"
+    batch_size: int = 8
+    tta: bool = False
+    backend: str = "auto"
+
+    def build(self) -> Segmenter:
+        """The segmenter (raises :class:`InputError` naming the checkpoint, as ``from_checkpoint`` does)."""
+        return Segmenter.from_checkpoint(
+            self.checkpoint,
+            device=self.device,
+            precision=self.precision,
+            batch_size=self.batch_size,
+            tta=self.tta,
+            backend=self.backend,
+        )
+
+
+def _volume_result(
+    adapter: VolumeSliceAdapter, labels: np.ndarray, proba: np.ndarray | None, var: np.ndarray | None
+) -> Any:
+    """:meth:`Segmenter.iter_volume`'s result in the volume's axis order."""
+    out = adapter.restore(labels)
+    if var is not None:
+        return out, adapter.restore(proba), adapter.restore(var)  # type: ignore[arg-type]
+    if proba is not None:
+        return out, adapter.restore(proba)
+    return out
 
 
 def resolve_backend(path: str | Path, backend: str = "auto") -> str:
@@ -358,24 +679,98 @@ def resolve_backend(path: str | Path, backend: str = "auto") -> str:
     return "torch" if backend == "auto" else backend
 
 
-def _labels(proba: np.ndarray) -> np.ndarray:
+def labels_from_proba(proba: np.ndarray) -> np.ndarray:
+    """Labels (argmax over the first axis): uint8 for up to 256 classes, else int32."""
     labels = proba.argmax(0)
     return labels.astype(np.uint8 if proba.shape[0] <= 256 else np.int32)
 
 
-def _drive(gen: Generator[tuple[int, int], None, Any], progress: bool | ProgressCallback, desc: str) -> Any:
+def class_mean_variance(variance: np.ndarray | torch.Tensor, class_axis: int = 0) -> Any:
+    """One uncertainty band from :meth:`Segmenter.sample`'s per-class variance: its mean over the classes.
+
+    What the tiler, the napari plugin and the web demo write or show as
+    "uncertainty" (Bayesian SegNet's mean variance of the softmax samples).
+    """
+    return variance.mean(class_axis)
+
+
+class _DropoutStream:
+    """A seeded random stream for dropout masks, isolated from everyone else's random numbers.
+
+    ``nn.Dropout`` draws from torch's global generator (the device's, on
+    CUDA) and takes no ``torch.Generator``, so the stream is kept by swapping
+    the global state in around each pass (:func:`torch.random.fork_rng`) and
+    saving where it stopped; ``seed=None`` uses the global stream as is.
+    """
+
+    def __init__(self, seed: int | None, device: torch.device) -> None:
+        self.seed = seed
+        self.cuda = (
+            [device.index if device.index is not None else torch.cuda.current_device()]
+            if (device.type == "cuda")
+            else []
+        )
+        self._state: list[torch.Tensor] | None = None
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        if self.seed is None:
+            yield
+            return
+        with torch.random.fork_rng(devices=self.cuda):
+            if self._state is None:
+                torch.manual_seed(self.seed)
+            else:
+                torch.set_rng_state(self._state[0])
+                for d, state in zip(self.cuda, self._state[1:]):
+                    torch.cuda.set_rng_state(state, d)
+            yield
+            self._state = [torch.get_rng_state(), *(torch.cuda.get_rng_state(d) for d in self.cuda)]
+
+
+def drive(
+    steps: Generator[Any, None, R],
+    progress: bool | ProgressCallback = False,
+    *,
+    desc: str | None = None,
+    unit: str = "step",
+    position: int | None = None,
+    on_step: Callable[[Any], Any] | None = None,
+) -> R:
+    """Run a step generator (any ``iter_*``) to its end and return its value.
+
+    The public driver for progress and cancellation. Each step is a tuple
+    starting ``(done, total)``.
+
+    Args:
+        steps: the generator.
+        progress: ``True`` for a tqdm bar, or ``callback(done, total)``.
+        desc: the bar's label.
+        unit: the bar's unit (``"slice"``, ``"tile"`` …).
+        position: the bar's line (when an overall bar is shown too); the bar
+            is then removed when done.
+        on_step: called with every step as yielded (extra fields included).
+
+    A callback that raises (or Ctrl-C) cancels the run: the generator is
+    closed, so its ``finally`` blocks clean up before the exception goes on.
+    """
     bar = None
     try:
         while True:
-            done, total = next(gen)
+            step = next(steps)
+            if on_step is not None:
+                on_step(step)
+            done, total = step[0], step[1]
             if callable(progress):
                 progress(done, total)
             elif progress:
                 if bar is None:
-                    bar = tqdm(total=total, desc=desc, unit="slice")
+                    bar = tqdm(total=total, initial=done, desc=desc, unit=unit, position=position,
+                               leave=position is None)  # fmt: skip
                 bar.update(done - bar.n)
     except StopIteration as stop:
         return stop.value
     finally:
+        steps.close()
         if bar is not None:
             bar.close()

@@ -153,13 +153,15 @@ def evaluate_case(
     """Confusion counts and per-class scores of one case (see :func:`class_counts`).
 
     ``ignore_index``: truth pixels with this value count nowhere (as if
-    outside ``mask``); it may lie outside ``0..num_classes-1`` (CamVid's 11).
+    outside ``mask``), whatever is predicted there (a nodata value too); it
+    may lie outside ``0..num_classes-1`` (CamVid's 11).
     """
     if ignore_index is not None:
         truth = np.asarray(truth)
         keep = truth != ignore_index
         mask = keep if mask is None else (np.asarray(mask).astype(bool) & keep)
         truth = np.where(keep, truth, 0)
+        pred = np.where(keep, pred, 0)
     counts = class_counts(pred, truth, num_classes, mask)
     return CaseScores(name=name, counts=counts, per_class=scores(counts))
 

@@ -15,8 +15,9 @@ Three small pieces, no file IO:
   shares (``overlap × width``) and the current batch's columns. The raster
   tiler (:mod:`segnet_domains.geo`) streams scenes of any size with it.
 
-:func:`predict_proba_tiled` runs a :class:`~segnet_domains.inference.Segmenter`
-over a big in-memory 2D image with them (the napari helper uses it).
+:meth:`Segmenter.predict_proba_tiled <segnet_domains.inference.Segmenter.predict_proba_tiled>`
+runs the model over a big in-memory 2D image with them, and the raster tiler
+(:mod:`segnet_domains.geo.tiler`) over scenes of any size.
 
 The overlap should cover the network's receptive field — the pixels near a
 tile edge see zero padding instead of their neighbours — as torchgeo's
@@ -29,17 +30,10 @@ pixels for trained models (``tests/test_tiling.py``).
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-
-from segnet_domains.adapters import ImageAdapter
-
-if TYPE_CHECKING:
-    from segnet_domains.inference import Segmenter
 
 #: Tile edge used when neither the caller nor the checkpoint names one.
 DEFAULT_TILE = 512
@@ -392,7 +386,7 @@ def _weights(height: int, width: int, overlap: int, kind: str) -> np.ndarray:
     return w
 
 
-# --------------------------------------------------------------------------- in-memory prediction
+# --------------------------------------------------------------------------- batches
 
 
 def tile_batches(tiles: Sequence[Tile], batch_size: int) -> Iterator[list[Tile]]:
@@ -404,92 +398,3 @@ def tile_batches(tiles: Sequence[Tile], batch_size: int) -> Iterator[list[Tile]]
     for group in groups.values():
         for start in range(0, len(group), bs):
             yield group[start : start + bs]
-
-
-def resolve_tiling(segmenter: Segmenter, tile_size: int | None, overlap: int | None) -> tuple[int, int]:
-    """``(tile_size, overlap)`` from the arguments, else the checkpoint, else 512 and ``tile_size // 4``."""
-    info = segmenter.info
-    tile_size = int(tile_size or info.tile_size or DEFAULT_TILE)
-    if overlap is None:
-        overlap = info.tile_overlap if info.tile_overlap is not None else default_overlap(tile_size)
-    if not 0 <= int(overlap) < tile_size:
-        raise ValueError(f"overlap must be in [0, {tile_size}) for {tile_size}-pixel tiles, got {overlap}")
-    return tile_size, int(overlap)
-
-
-def iter_proba_tiled(
-    segmenter: Segmenter,
-    image: np.ndarray,
-    tile_size: int | None = None,
-    overlap: int | None = None,
-    batch_size: int | None = None,
-    source: str = "image",
-    kind: str = "cosine",
-) -> Generator[tuple[int, int], None, np.ndarray]:
-    """Generator form of :func:`predict_proba_tiled`: yields ``(tiles done, total)``, returns ``K×H×W``.
-
-    Front ends that need progress or cancellation drive it directly; closing
-    the generator stops the work.
-    """
-    info = segmenter.info
-    tile_size, overlap = resolve_tiling(segmenter, tile_size, overlap)
-    # Normalise the WHOLE image once: percentile/zscore statistics must not change from tile to tile.
-    x = ImageAdapter(info.in_channels, info.normalization)(image, source)
-    _, h, w = x.shape
-    grid = TileGrid.create(h, w, tile_size, overlap, align=segmenter.multiple)
-    proba = torch.zeros((segmenter.num_classes, h, w), dtype=torch.float32)
-    wsum = torch.zeros((h, w), dtype=torch.float32)
-    done, total = 0, len(grid)
-    yield done, total
-    for chunk in tile_batches(list(grid), batch_size or segmenter.batch_size):
-        batch = np.stack([x[(slice(None), *t.slices)] for t in chunk])
-        p = segmenter.forward(batch)
-        weights = torch.tensor(_weights(chunk[0].height, chunk[0].width, overlap, kind))
-        for t, pt in zip(chunk, p):
-            rows, cols = t.slices
-            proba[:, rows, cols].addcmul_(pt, weights)
-            wsum[rows, cols] += weights
-        done += len(chunk)
-        yield done, total
-    proba /= wsum
-    return proba.numpy()
-
-
-def predict_proba_tiled(
-    segmenter: Segmenter,
-    image: np.ndarray,
-    tile_size: int | None = None,
-    overlap: int | None = None,
-    batch_size: int | None = None,
-    progress: bool | Callable[[int, int], Any] | None = None,
-    source: str = "image",
-) -> np.ndarray:
-    """Class probabilities of a big in-memory 2D image, tile by tile with smooth blending.
-
-    The image is normalised once as a whole with the checkpoint's
-    normaliser (so percentile statistics do not differ between tiles), cut
-    into :class:`TileGrid` windows, run through ``segmenter`` in batches and
-    blended with :func:`blend_weights`. The result matches
-    ``segmenter.predict_proba(image)`` except where a tile edge cuts the
-    receptive field; the overlap should cover it.
-
-    Args:
-        segmenter: the model.
-        image: ``H×W``, ``H×W×C`` or ``C×H×W``, any numeric dtype.
-        tile_size: tile edge (default: the checkpoint's ``tile_size``, else 512).
-        overlap: pixels shared by neighbours (default: the checkpoint's
-            ``tile_overlap``, else ``tile_size // 4``).
-        batch_size: tiles per forward pass (default: the segmenter's).
-        progress: ``True`` for a tqdm bar, or ``callback(tiles done, total)``.
-        source: name used in error messages.
-
-    Returns:
-        ``K×H×W`` float32 probabilities (sum to 1 over K).
-
-    Raises:
-        InputError: an image the checkpoint cannot take (channels, size, NaN).
-    """
-    from segnet_domains.inference import _drive
-
-    gen = iter_proba_tiled(segmenter, image, tile_size, overlap, batch_size, source)
-    return _drive(gen, progress or False, desc="tiles")

@@ -9,9 +9,14 @@ import torch
 
 from segnet_domains import SegNet, save_checkpoint
 from tests.data.synthetic import TINY, train_tiny
+from tests.shared import once_per_run, share_cores_between_workers
 
 #: Fixtures that train a model or hand one out: a test using any of them depends on the arithmetic.
 TRAINED_FIXTURES = frozenset({"trained_checkpoint", "lesion_checkpoint", "atlas_run"})
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    share_cores_between_workers()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -32,7 +37,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def trained_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny 1-channel SegNet trained to segment bright disks (session-wide, ~10 s)."""
-    return train_tiny(tmp_path_factory.mktemp("trained") / "blobs.pt")
+    return once_per_run(tmp_path_factory, "trained", lambda d: train_tiny(d / "blobs.pt"))
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Segmenter: probabilities, labels, fast path vs fp32, TTA, devices."""
+"""Segmenter: probabilities, labels, fast path vs fp32, TTA, devices, big images in tiles."""
 
 from __future__ import annotations
 
@@ -8,9 +8,18 @@ import numpy as np
 import pytest
 import torch
 
-from segnet_domains import Segmenter, SegNet
-from segnet_domains.devices import available_devices, cpu_has_bf16, resolve_device, resolve_precision
+from segnet_domains import InputError, Segmenter, SegNet
+from segnet_domains.checkpoint import read_info
+from segnet_domains.devices import (
+    available_devices,
+    probe_precision,
+    resolve_device,
+    resolve_precision,
+)
+from segnet_domains.errors import NoDropoutError
+from segnet_domains.inference import class_mean_variance, drive
 from segnet_domains.synthetic.scenes import blob_scene
+from segnet_domains.tiling import TileGrid
 
 
 def test_predict_proba_sums_to_one(tiny_checkpoint) -> None:
@@ -35,7 +44,7 @@ def test_auto_device_and_precision() -> None:
     dev = resolve_device("auto")
     assert str(dev).split(":")[0] == available_devices()[0].split(":")[0]
     cpu = torch.device("cpu")
-    assert resolve_precision(cpu, "auto") == (torch.bfloat16 if cpu_has_bf16() else torch.float32)
+    assert resolve_precision(cpu, "auto") == probe_precision(cpu).dtype  # what the timed probe found faster
     assert resolve_precision(cpu, "fp32") == torch.float32
     with pytest.raises(ValueError, match="precision must be"):
         resolve_precision(cpu, "int4")
@@ -64,8 +73,8 @@ def test_fast_path_agrees_with_fp32_on_trained_model(trained_checkpoint: Path) -
         agree += int((a == b).sum())
         total += a.size
     assert agree / total >= 0.995, agree / total
-    if cpu_has_bf16():
-        assert fast.dtype == torch.bfloat16
+    assert fast.dtype == probe_precision(torch.device("cpu")).dtype
+    if fast.dtype == torch.bfloat16:
         assert next(fast.model.parameters()).dtype == torch.bfloat16
 
 
@@ -116,3 +125,151 @@ def test_density_head_is_not_softmaxed(tmp_path) -> None:
     assert seg.count(image) == pytest.approx(float(expected.sum(dtype=np.float64)), rel=1e-4, abs=1e-4)
     with pytest.raises(InputError, match="is a density model, not segmentation"):
         seg.predict(image)
+
+
+# --------------------------------------------------------------------------- big images in tiles
+
+
+def test_tiled_small_image_and_shapes(tiny_checkpoint) -> None:
+    seg = Segmenter.from_checkpoint(tiny_checkpoint(3, 4), device="cpu", precision="fp32")
+    img = np.random.default_rng(0).integers(0, 4000, (70, 45, 3)).astype(np.uint16)
+    p = seg.predict_proba_tiled(img, tile_size=32, overlap=8, batch_size=3)
+    assert p.shape == (4, 70, 45) and p.dtype == np.float32
+    np.testing.assert_allclose(p.sum(0), 1.0, atol=1e-4)
+    one = seg.predict_proba_tiled(img, tile_size=512)  # smaller than a tile: one tile
+    np.testing.assert_allclose(one, seg.predict_proba(img), atol=1e-5)
+    calls: list[tuple[int, int]] = []
+    seg.predict_proba_tiled(img, tile_size=32, overlap=8, progress=lambda d, n: calls.append((d, n)))
+    assert calls[0] == (0, 6) and calls[-1] == (6, 6)
+    with pytest.raises(InputError, match=r"bad\.png"):
+        seg.predict_proba_tiled(img[..., :2], source="bad.png")
+
+
+def blob_mosaic(h: int, w: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """A big image made of 64×64 blob scenes (the statistics the tiny model was trained on)."""
+    rng = np.random.default_rng(seed)
+    img, mask = np.zeros((1, h, w), np.float32), np.zeros((h, w), np.uint8)
+    for y in range(0, h, 64):
+        for x in range(0, w, 64):
+            i, m = blob_scene(rng, 64, 64, 1)
+            hh, ww = min(64, h - y), min(64, w - x)
+            img[:, y : y + hh, x : x + ww], mask[y : y + hh, x : x + ww] = i[:, :hh, :ww], m[:hh, :ww]
+    return img, mask
+
+
+def test_tiled_equals_whole_image_for_trained_model(trained_checkpoint: Path) -> None:
+    """Default tile (512) and overlap (128): ≥ 99.5 % equal labels, no excess on the seams."""
+    seg = Segmenter.from_checkpoint(trained_checkpoint, device="cpu")
+    img, mask = blob_mosaic(1100, 1300)
+    whole = seg.predict_proba(img).argmax(0)
+    tiled = seg.predict_proba_tiled(img).argmax(0)
+    assert (whole == mask).mean() > 0.8  # the model is trained: agreement is meaningful
+    differ = whole != tiled
+    assert 1 - differ.mean() >= 0.995
+    seam = TileGrid.create(1100, 1300, 512, 128, align=seg.multiple).seam_distance() < 16
+    assert seam.any() and (~seam).any()
+    # disagreement is not concentrated where tiles meet
+    assert differ[seam].mean() <= max(3 * differ[~seam].mean(), 0.002)
+
+
+# --------------------------------------------------------------------------- every way of running the model
+
+
+def _bayesian(classes: int = 3) -> Segmenter:
+    torch.manual_seed(0)
+    model = SegNet(1, classes, features=(8, 8, 8, 8, 8), dropout=0.5)
+    return Segmenter(model, device="cpu", precision="fp32")
+
+
+def test_monte_carlo_is_one_seedable_definition() -> None:
+    """Mean and per-class population variance of the draws; a seed repeats them, the caller's RNG stays."""
+    seg = _bayesian()
+    batch = np.random.default_rng(0).random((2, 1, 40, 48), dtype=np.float32)
+    torch.manual_seed(5)
+    before = torch.get_rng_state()
+    mean, var = seg.sample(batch, 4, seed=7)
+    assert torch.equal(torch.get_rng_state(), before)  # the caller's stream is untouched
+    assert mean.shape == var.shape == (2, 3, 40, 48)
+    again = seg.sample(batch, 4, seed=7)
+    assert torch.equal(mean, again[0]) and torch.equal(var, again[1])
+    assert not torch.equal(mean, seg.sample(batch, 4, seed=8)[0])
+    torch.manual_seed(7)  # the definition, written out: the same draws from the global stream
+    draws = torch.stack([seg.forward(batch, mc_dropout=True) for _ in range(4)])
+    torch.testing.assert_close(mean, draws.mean(0))
+    torch.testing.assert_close(var, draws.var(0, unbiased=False))
+    assert float(var.max()) > 0
+    steps = []
+    drive(seg.iter_sample(batch, 3, seed=1), lambda d, t: steps.append((d, t)))
+    assert steps == [(0, 3), (1, 3), (2, 3), (3, 3)]
+    image = batch[0, 0] * 1000
+    m, v = seg.predict_uncertainty(image, samples=3, seed=2)
+    np.testing.assert_array_equal(v, seg.predict_uncertainty(image, samples=3, seed=2)[1])
+    np.testing.assert_allclose(class_mean_variance(v), v.mean(0))
+
+
+def test_no_dropout_is_one_check(tiny_checkpoint) -> None:
+    info = read_info(tiny_checkpoint(1, 2))
+    assert not info.has_dropout and read_info(tiny_checkpoint(1, 2, name="b.pt", dropout=0.3)).has_dropout
+    message = r"^m\.pt: --uncertainty needs a checkpoint trained with dropout"
+    with pytest.raises(NoDropoutError, match=message) as e:
+        info.require_dropout("m.pt", "--uncertainty")
+    assert isinstance(e.value, InputError) and isinstance(e.value, ValueError)
+
+
+def test_one_slice_equals_its_volume_slice(tiny_checkpoint) -> None:
+    """The 2.5D context (edges repeated), whole-volume normalisation and the axis default of a volume run."""
+    seg = Segmenter.from_checkpoint(tiny_checkpoint(3, 2, context=1, slice_axis=1), device="cpu")
+    vol = np.random.default_rng(3).normal(100, 20, (20, 6, 24)).astype(np.float32)
+    labels, proba = seg.predict_volume(vol, return_proba=True)  # axis 1, the checkpoint's
+    for i in (0, 3, 5):
+        one, p = seg.predict_slice(vol, i, return_proba=True)
+        np.testing.assert_array_equal(one, labels[:, i, :])
+        np.testing.assert_allclose(p, proba[:, :, i, :], atol=1e-6)
+    assert seg.volume_axis() == 1 and seg.volume_axis(0) == 0
+    with pytest.raises(InputError, match=r"v\.nii: slice 6 is outside 0\.\.5 along axis 1"):
+        seg.predict_slice(vol, 6, source="v.nii")
+
+
+def test_batch_of_frames_equals_frame_by_frame(tiny_checkpoint) -> None:
+    seg = Segmenter.from_checkpoint(tiny_checkpoint(3, 4), device="cpu", precision="fp32", batch_size=2)
+    frames = np.random.default_rng(1).integers(0, 255, (5, 3, 36, 44)).astype(np.uint8)
+    out = seg.predict_batch(frames)
+    assert isinstance(out, np.ndarray) and out.shape == (5, 36, 44) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out, np.stack([seg.predict(f) for f in frames]))
+    mixed = [frames[0], frames[1, :, :32, :40], frames[2]]  # sizes change: one batch per run of a size
+    for got, frame in zip(seg.predict_batch(iter(mixed)), mixed, strict=True):
+        np.testing.assert_array_equal(got, seg.predict(frame))
+    with pytest.raises(InputError, match=r"clip\[1\]"):
+        seg.predict_batch([frames[0], frames[1, :2]], source="clip")
+
+
+def test_drive_reports_and_closes_a_cancelled_generator() -> None:
+    closed: list[bool] = []
+
+    def steps():
+        try:
+            for i in range(3):
+                yield i, 3
+            return "done"
+        finally:
+            closed.append(True)
+
+    seen: list[tuple[int, int]] = []
+    assert drive(steps(), lambda d, t: seen.append((d, t))) == "done"
+    assert seen == [(0, 3), (1, 3), (2, 3)] and closed == [True]
+
+    def stop(done: int, total: int) -> None:
+        if done == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        drive(steps(), stop)
+    assert closed == [True, True]  # its finally ran before the interrupt went on
+
+
+def test_from_checkpoint_names_the_file(tiny_checkpoint) -> None:
+    ckpt = tiny_checkpoint(1, 2)
+    with pytest.raises(InputError, match=rf"^{ckpt}: unknown device 'tpu'"):
+        Segmenter.from_checkpoint(ckpt, device="tpu")
+    with pytest.raises(InputError, match=rf"^{ckpt}: precision must be"):
+        Segmenter.from_checkpoint(ckpt, device="cpu", precision="fp8")

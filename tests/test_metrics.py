@@ -86,6 +86,13 @@ def test_evaluate_case_ignore_index() -> None:
     assert np.array_equal(case.counts, same.counts)
 
 
+def test_evaluate_case_ignores_whatever_is_predicted_at_ignored_pixels() -> None:
+    truth = np.array([[0, 1, 255], [1, 255, 0]])  # 255: no truth (an aerial label raster's nodata)
+    pred = np.array([[0, 1, 255], [0, 3, 0]])  # the tiler's nodata and a stray class where truth is missing
+    case = evaluate_case(pred, truth, 2, ignore_index=255)
+    assert case.counts[1].tolist() == [1, 0, 2, 1]
+
+
 # --------------------------------------------------------------------------- ADE20K: the sceneparsing formula
 
 

@@ -1,22 +1,17 @@
-"""The tile grid, blending weights, row-band blender and the in-memory tiled predictor."""
+"""The tile grid, blending weights and the row-band blender (the tiled predictor: ``test_inference.py``)."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from segnet_domains import InputError, Segmenter
-from segnet_domains.synthetic.scenes import blob_scene
 from segnet_domains.tiling import (
     StreamBlender,
     TileGrid,
     blend_weights,
     default_overlap,
-    predict_proba_tiled,
     tile_batches,
     tile_starts,
 )
@@ -134,45 +129,3 @@ def test_stream_blender_refuses_tiles_out_of_order() -> None:
     tiles = grid.row(0)
     with pytest.raises(ValueError, match=r"tile \(0, 1\) added, expected \(0, 0\)"):
         blender.add([tiles[1]], [np.ones((1, 128, 128), np.float32)])
-
-
-def test_tiled_small_image_and_shapes(tiny_checkpoint) -> None:
-    seg = Segmenter.from_checkpoint(tiny_checkpoint(3, 4), device="cpu", precision="fp32")
-    img = np.random.default_rng(0).integers(0, 4000, (70, 45, 3)).astype(np.uint16)
-    p = predict_proba_tiled(seg, img, tile_size=32, overlap=8, batch_size=3)
-    assert p.shape == (4, 70, 45) and p.dtype == np.float32
-    np.testing.assert_allclose(p.sum(0), 1.0, atol=1e-4)
-    one = predict_proba_tiled(seg, img, tile_size=512)  # smaller than a tile: one tile
-    np.testing.assert_allclose(one, seg.predict_proba(img), atol=1e-5)
-    calls: list[tuple[int, int]] = []
-    predict_proba_tiled(seg, img, tile_size=32, overlap=8, progress=lambda d, n: calls.append((d, n)))
-    assert calls[0] == (0, 6) and calls[-1] == (6, 6)
-    with pytest.raises(InputError, match=r"bad\.png"):
-        predict_proba_tiled(seg, img[..., :2], source="bad.png")
-
-
-def blob_mosaic(h: int, w: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """A big image made of 64×64 blob scenes (the statistics the tiny model was trained on)."""
-    rng = np.random.default_rng(seed)
-    img, mask = np.zeros((1, h, w), np.float32), np.zeros((h, w), np.uint8)
-    for y in range(0, h, 64):
-        for x in range(0, w, 64):
-            i, m = blob_scene(rng, 64, 64, 1)
-            hh, ww = min(64, h - y), min(64, w - x)
-            img[:, y : y + hh, x : x + ww], mask[y : y + hh, x : x + ww] = i[:, :hh, :ww], m[:hh, :ww]
-    return img, mask
-
-
-def test_tiled_equals_whole_image_for_trained_model(trained_checkpoint: Path) -> None:
-    """Default tile (512) and overlap (128): ≥ 99.5 % equal labels, no excess on the seams."""
-    seg = Segmenter.from_checkpoint(trained_checkpoint, device="cpu")
-    img, mask = blob_mosaic(1100, 1300)
-    whole = seg.predict_proba(img).argmax(0)
-    tiled = predict_proba_tiled(seg, img).argmax(0)
-    assert (whole == mask).mean() > 0.8  # the model is trained: agreement is meaningful
-    differ = whole != tiled
-    assert 1 - differ.mean() >= 0.995
-    seam = TileGrid.create(1100, 1300, 512, 128, align=seg.multiple).seam_distance() < 16
-    assert seam.any() and (~seam).any()
-    # disagreement is not concentrated where tiles meet
-    assert differ[seam].mean() <= max(3 * differ[~seam].mean(), 0.002)

@@ -16,6 +16,7 @@ import logging
 import sys
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import NoReturn
 
 from segnet_domains.errors import InputError
@@ -77,6 +78,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def run_pipeline(default_config: str | Path, argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``pipelines/*.py`` scripts: ``train`` with their config unless one is given.
+
+    Args:
+        default_config: the script's YAML config, used when ``argv`` starts with an option (or is empty).
+        argv: command-line arguments (default ``sys.argv[1:]``).
+
+    Returns:
+        The exit code of ``segnet-domains train``.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0].startswith("-"):
+        args = [str(default_config), *args]
+    return main(["train", *args])
 
 
 def run() -> None:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from segnet_domains.errors import InputError
-from segnet_domains.inference import Segmenter
+from segnet_domains.inference import Segmenter, SegmenterSpec
 from segnet_domains.io.safety import check_number
 
 #: Largest ``--batch-size`` (tiles/slices per forward pass) accepted.
@@ -59,19 +59,14 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def segmenter_spec(args: argparse.Namespace) -> SegmenterSpec:
+    """The ``--model`` arguments as a :class:`SegmenterSpec` (what ``tile`` hands to each Dask worker)."""
+    return SegmenterSpec(args.model, args.device, args.precision, args.batch_size, args.tta, args.backend)
+
+
 def load_segmenter(args: argparse.Namespace) -> Segmenter:
-    """A :class:`Segmenter` from the ``--model`` arguments."""
-    try:
-        return Segmenter.from_checkpoint(
-            args.model,
-            device=args.device,
-            precision=args.precision,
-            batch_size=args.batch_size,
-            tta=args.tta,
-            backend=args.backend,
-        )
-    except ValueError as exc:  # a device or precision that doesn't exist here
-        raise InputError(None, str(exc)) from None
+    """A :class:`Segmenter` from the ``--model`` arguments (``from_checkpoint``'s ``InputError``)."""
+    return segmenter_spec(args).build()
 
 
 def check_output(path: str | Path) -> Path:

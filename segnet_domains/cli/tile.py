@@ -6,9 +6,9 @@ import argparse
 import sys
 
 from segnet_domains.checkpoint import read_info
-from segnet_domains.cli.common import add_force_arg, add_model_args, int_in
+from segnet_domains.cli.common import add_force_arg, add_model_args, int_in, segmenter_spec
 from segnet_domains.errors import InputError
-from segnet_domains.geo.batch import SegmenterSpec, run_batch
+from segnet_domains.geo.batch import run_batch
 from segnet_domains.geo.tiler import TileOptions
 from segnet_domains.inference import resolve_backend
 
@@ -95,10 +95,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     info = read_info(args.model)  # a bad checkpoint fails before anything else
-    if args.uncertainty and not info.args.get("dropout"):
-        raise InputError(
-            args.model, "--uncertainty needs a checkpoint trained with dropout (Bayesian SegNet)"
-        )
+    if args.uncertainty:
+        info.require_dropout(args.model, "--uncertainty")
     if args.tile is not None and not 2 <= args.tile <= MAX_TILE:
         raise InputError(None, f"--tile must be in [2, {MAX_TILE}] (got {args.tile})")
     if args.overlap is not None and args.overlap < 0:
@@ -110,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.uncertainty and resolve_backend(args.model, args.backend) != "torch":
         raise InputError(args.model, "--uncertainty (Monte Carlo dropout) needs --backend torch")
-    spec = SegmenterSpec(args.model, args.device, args.precision, args.batch_size, args.tta, args.backend)
+    spec = segmenter_spec(args)
     options = TileOptions(
         tile_size=args.tile,
         overlap=args.overlap,

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 from segnet_domains.cli.common import add_force_arg
@@ -39,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from segnet_domains.io.safety import check_outputs, folder_lock
     from segnet_domains.training import build_config, train
-    from segnet_domains.training.engine import run_output
+    from segnet_domains.training.state import run_output
 
     config = build_config(args.config, args.overrides, data_root=args.data_root, out=args.out)
     out = Path(config["out"])
@@ -55,21 +53,3 @@ def run(args: argparse.Namespace) -> int:
         f"done: {result.epochs} epochs; best {result.best}, last {result.last}; final loss {last.get('loss')}"
     )
     return 0
-
-
-def run_pipeline(default_config: str | Path, argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``pipelines/*.py`` scripts: ``train`` with their config unless one is given.
-
-    Args:
-        default_config: the script's YAML config, used when ``argv`` starts with an option (or is empty).
-        argv: command-line arguments (default ``sys.argv[1:]``).
-
-    Returns:
-        The exit code of ``segnet-domains train``.
-    """
-    from segnet_domains.cli import main
-
-    args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0].startswith("-"):
-        args = [str(default_config), *args]
-    return main(["train", *args])

@@ -46,7 +46,6 @@ from segnet_domains.datasets.layout import IGNORE, DatasetLayout
 from segnet_domains.errors import InputError
 from segnet_domains.inference import Segmenter
 from segnet_domains.io.images import read_image
-from segnet_domains.tiling import predict_proba_tiled
 from segnet_domains.training.data import CheckedCacheDataset
 from segnet_domains.training.task import Case, Task
 from segnet_domains.training.transforms import Normalized
@@ -260,5 +259,5 @@ class BenchmarkTask(Task):
             return F.interpolate(proba, size=(h, w), mode="bilinear", align_corners=False)[0].numpy()
         tile = self.data["tile_size"]
         if tile and max(h, w) > int(tile):
-            return predict_proba_tiled(segmenter, image, source=source)
+            return segmenter.predict_proba_tiled(image, source=source)
         return segmenter.predict_proba(image, source=source)

@@ -27,9 +27,9 @@ import numpy as np
 import rasterio
 
 from segnet_domains.errors import InputError
-from segnet_domains.geo.batch import SegmenterSpec, run_batch
+from segnet_domains.geo.batch import run_batch
 from segnet_domains.geo.tiler import TileOptions
-from segnet_domains.inference import Segmenter
+from segnet_domains.inference import Segmenter, SegmenterSpec
 from segnet_domains.io.atomic import atomic_output
 from segnet_domains.io.images import overlay, write_labels, write_png
 from segnet_domains.io.safety import FolderOutput, holds_only
@@ -189,21 +189,10 @@ def run_aerial(root: Path, out: Path, size: DemoSize, device: str) -> dict[str, 
         truth = src.read(1)
     with rasterio.open(held_img) as src:
         bands = src.read()
-    valid = truth != aerial_data.IGNORE
     names = aerial_data.CLASS_NAMES
-    report = summarize(
-        [
-            evaluate_case(
-                np.where(valid, pred, 0),
-                np.where(valid, truth, 0),
-                len(names),
-                mask=valid,
-                name=held_img.name,
-            )
-        ],
-        names,
-        include_background=True,
-    )
+    case = evaluate_case(pred, truth, len(names), name=held_img.name, ignore_index=aerial_data.IGNORE)
+    report = summarize([case], names, include_background=True)
+    valid = truth != aerial_data.IGNORE
     show = [np.where(valid, a, 0) for a in (truth, pred)]
     side_by_side(out / "aerial" / "overlay.png", bands[[2, 1, 0]], *show, colors=aerial_data.CLASS_COLORS)
     res = _scores(report, pred_path, out / "aerial" / "overlay.png", ckpt)

@@ -2,7 +2,8 @@
 
 * :mod:`~segnet_domains.geo.scene` — open scenes, select bands, read windows with nodata masks.
 * :mod:`~segnet_domains.geo.normalize` — scene-wide normalisation statistics from one decimated read.
-* :mod:`~segnet_domains.geo.tiler` — :func:`tile_scene`: one scene → COG labels/probabilities/variance.
+* :mod:`~segnet_domains.geo.tiler` — :func:`iter_tile_scene` (a generator of progress) and
+  :func:`tile_scene`: one scene → COG labels/probabilities/uncertainty.
 * :mod:`~segnet_domains.geo.outputs` — resumable row files and the final Cloud-Optimized GeoTIFFs.
 * :mod:`~segnet_domains.geo.threads` — prefetching reader and background writer.
 * :mod:`~segnet_domains.geo.batch` — many scenes, resume, JSON run summary (:func:`run_batch`).
@@ -10,7 +11,16 @@
 * :mod:`~segnet_domains.geo.dataset`, :mod:`~segnet_domains.geo.aerial_task` — aerial training data and task.
 """
 
-from segnet_domains.geo.batch import RunSummary, SegmenterSpec, run_batch
-from segnet_domains.geo.tiler import SceneResult, TileOptions, tile_scene
+from segnet_domains.geo.batch import RunSummary, run_batch
+from segnet_domains.geo.tiler import SceneResult, TileOptions, iter_tile_scene, tile_scene
+from segnet_domains.inference import SegmenterSpec
 
-__all__ = ["RunSummary", "SceneResult", "SegmenterSpec", "TileOptions", "run_batch", "tile_scene"]
+__all__ = [
+    "RunSummary",
+    "SceneResult",
+    "SegmenterSpec",
+    "TileOptions",
+    "iter_tile_scene",
+    "run_batch",
+    "tile_scene",
+]

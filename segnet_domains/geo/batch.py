@@ -1,6 +1,6 @@
 """Many scenes in one run: inputs from paths, globs or list files; resume; a JSON summary.
 
-:func:`run_batch` tiles every scene with :func:`~segnet_domains.geo.tiler.tile_scene`
+:func:`run_batch` tiles every scene with :func:`~segnet_domains.geo.tiler.attempt_scene`
 in this process (one model, a bar per scene and one overall) or fans them out
 over a dask.distributed cluster (:mod:`segnet_domains.geo.distributed`).
 Finished scenes are skipped, interrupted ones continue, a broken scene is
@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime as _dt
 import glob
 import json
-import logging
 import os
 import time
 from collections.abc import Sequence
@@ -24,11 +23,12 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from segnet_domains.errors import InputError
+from segnet_domains.geo.distributed import run_distributed
 from segnet_domains.geo.outputs import OutputPaths
 from segnet_domains.geo.scene import open_scene
 from segnet_domains.geo.sources import is_remote
-from segnet_domains.geo.tiler import SceneResult, TileOptions, is_tile_output, tile_scene
-from segnet_domains.inference import Segmenter
+from segnet_domains.geo.tiler import SceneResult, TileOptions, attempt_scene, is_tile_output
+from segnet_domains.inference import SegmenterSpec
 from segnet_domains.io.atomic import atomic_output
 from segnet_domains.io.safety import (
     FileOutput,
@@ -40,35 +40,8 @@ from segnet_domains.io.safety import (
     is_json_file,
 )
 
-log = logging.getLogger(__name__)
-
 #: Suffixes of text files that list scene paths (one per line, ``#`` comments).
 LIST_SUFFIXES = (".txt", ".lst", ".list")
-
-
-@dataclass
-class SegmenterSpec:
-    """How to build the :class:`Segmenter` (also in each Dask worker)."""
-
-    checkpoint: str
-    device: str = "auto"
-    precision: str = "auto"
-    batch_size: int = 8
-    tta: bool = False
-    backend: str = "auto"
-
-    def build(self) -> Segmenter:
-        try:
-            return Segmenter.from_checkpoint(
-                self.checkpoint,
-                device=self.device,
-                precision=self.precision,
-                batch_size=self.batch_size,
-                tta=self.tta,
-                backend=self.backend,
-            )
-        except ValueError as exc:  # a device or precision that doesn't exist here
-            raise InputError(None, str(exc)) from None
 
 
 @dataclass
@@ -238,28 +211,6 @@ def prepare_out_dir(out_dir: str | Path) -> Path:
     return out
 
 
-def attempt_scene(
-    segmenter: Segmenter,
-    scene: Path | str,
-    out_dir: Path,
-    options: TileOptions,
-    progress: bool = False,
-    position: int | None = None,
-) -> SceneResult:
-    """:func:`tile_scene`, with a failure turned into a ``failed`` result instead of an exception."""
-    t0 = time.perf_counter()
-    try:
-        return tile_scene(segmenter, scene, out_dir, options, progress=progress, position=position)
-    except InputError as exc:
-        error = str(exc)
-    except (OSError, RuntimeError, ValueError, MemoryError) as exc:
-        log.debug("scene %s failed", scene, exc_info=True)
-        error = f"{scene}: {type(exc).__name__}: {exc}".splitlines()[0]
-    return SceneResult(
-        scene=str(scene), status="failed", seconds=round(time.perf_counter() - t0, 3), error=error
-    )
-
-
 def _check_names(scenes: Sequence[Path | str], assets: Sequence[str] | None) -> dict[Path | str, str]:
     """Scenes whose output name another scene already takes → the error."""
     owners: dict[str, Path | str] = {}
@@ -342,8 +293,6 @@ def _run_locked(
     done: list[SceneResult] = []  # filled as scenes finish, so an interrupted run still reports them
     try:
         if workers or scheduler:
-            from segnet_domains.geo.distributed import run_distributed
-
             run_distributed(
                 spec, todo, out, options, done, workers=workers, scheduler=scheduler, progress=progress
             )

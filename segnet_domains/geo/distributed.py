@@ -12,32 +12,32 @@ exactly as in a single process.
 
 from __future__ import annotations
 
-import os
+import contextlib
 import socket
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
 from segnet_domains.errors import InputError
 from segnet_domains.geo.sources import is_remote
-from segnet_domains.geo.tiler import SceneResult, TileOptions
+from segnet_domains.geo.tiler import SceneResult, TileOptions, attempt_scene
+from segnet_domains.inference import Segmenter, SegmenterSpec
+from segnet_domains.runtime import configure_threads, usable_cores
 
-_WORKER_SEGMENTERS: dict[tuple, Any] = {}
+if TYPE_CHECKING:  # dask is an optional extra (``segnet-domains[distributed]``): imported where used
+    from dask.distributed import Client, Future
+
+_WORKER_SEGMENTERS: dict[tuple, Segmenter] = {}
 
 
 def _tile_on_worker(
     spec: dict[str, Any], scene: str, out_dir: str, options: dict[str, Any], threads: int | None
 ) -> dict[str, Any]:
     """Runs in a Dask worker: tile one scene, return its result as a dict (never raises for bad input)."""
-    import torch
-
-    from segnet_domains.geo.batch import SegmenterSpec, attempt_scene
-
-    if threads:
-        torch.set_num_threads(threads)
+    configure_threads(threads)  # None (--scheduler): this worker's share of its host's usable cores
     key = tuple(sorted(spec.items()))
     seg = _WORKER_SEGMENTERS.get(key)
     if seg is None:
@@ -51,7 +51,7 @@ def _tile_on_worker(
 
 
 def run_distributed(
-    spec: Any,
+    spec: SegmenterSpec,
     scenes: Sequence[Path | str],
     out_dir: Path,
     options: TileOptions,
@@ -63,7 +63,7 @@ def run_distributed(
     """Tile ``scenes`` on a Dask cluster, appending each finished scene's result to ``results``.
 
     Args:
-        spec: a :class:`~segnet_domains.geo.batch.SegmenterSpec`.
+        spec: how each worker builds the segmenter.
         scenes: scene paths.
         out_dir: output folder (shared with the workers).
         options: tiling options.
@@ -75,56 +75,68 @@ def run_distributed(
     Raises:
         InputError: the scheduler cannot be reached.
     """
-    from dask.distributed import Client, LocalCluster, as_completed
+    with _client(workers, scheduler) as (client, threads):
+        futures = {
+            client.submit(
+                _tile_on_worker,
+                asdict(spec),
+                str(s) if is_remote(str(s)) else str(Path(s).absolute()),
+                str(Path(out_dir).absolute()),
+                asdict(options),
+                threads,
+                pure=False,
+            ): s
+            for s in scenes
+        }
+        _collect(futures, results, progress)
 
-    cluster = None
-    threads: int | None = None
-    try:
-        if scheduler:
-            _check_reachable(scheduler)
-            try:
-                client = Client(scheduler, timeout="20s")
-            except (OSError, TimeoutError) as exc:
-                raise InputError(None, f"cannot reach the Dask scheduler {scheduler} ({exc})") from None
-        else:
-            n = max(1, int(workers or 1))
-            threads = max(1, (os.cpu_count() or 1) // n)
-            cluster = LocalCluster(
-                n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40
-            )
-            client = Client(cluster)
+
+@contextlib.contextmanager
+def _client(workers: int | None, scheduler: str | None) -> Iterator[tuple[Client, int | None]]:
+    """A client of the scheduler at ``scheduler``, or of a new local cluster of ``workers`` processes.
+
+    Yields ``(client, torch threads per worker)`` (``None``: leave the workers' setting).
+    """
+    from dask.distributed import Client, LocalCluster
+
+    if scheduler:
+        _check_reachable(scheduler)
+        try:
+            client = Client(scheduler, timeout="20s")
+        except (OSError, TimeoutError) as exc:
+            raise InputError(None, f"cannot reach the Dask scheduler {scheduler} ({exc})") from None
         with client:
-            futures = {
-                client.submit(
-                    _tile_on_worker,
-                    asdict(spec),
-                    str(s) if is_remote(str(s)) else str(Path(s).absolute()),
-                    str(Path(out_dir).absolute()),
-                    asdict(options),
-                    threads,
-                    pure=False,
-                ): s
-                for s in scenes
-            }
-            bar = tqdm(total=len(futures), desc="scenes", unit="scene", disable=not progress)
-            try:
-                for fut in as_completed(futures):
-                    scene = futures[fut]
-                    try:
-                        row = SceneResult(**fut.result())
-                        row.scene = str(scene)
-                    except Exception as exc:  # noqa: BLE001 - a worker died (killed, out of memory): report it
-                        row = SceneResult(
-                            scene=str(scene), status="failed", error=f"{scene}: worker failed ({exc})"
-                        )
-                    results.append(row)
-                    bar.set_postfix_str(f"{str(scene).rstrip('/').rsplit('/', 1)[-1]}: {row.status}")
-                    bar.update(1)
-            finally:
-                bar.close()
+            yield client, None
+        return
+    n = max(1, int(workers or 1))
+    cluster = LocalCluster(
+        n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40
+    )
+    try:
+        with Client(cluster) as client:
+            yield client, max(1, usable_cores() // n)
     finally:
-        if cluster is not None:
-            cluster.close()
+        cluster.close()
+
+
+def _collect(futures: dict[Future, Path | str], results: list[SceneResult], progress: bool) -> None:
+    """Append each scene's result to ``results`` as it finishes; a dead worker is a failed scene."""
+    from dask.distributed import as_completed
+
+    bar = tqdm(total=len(futures), desc="scenes", unit="scene", disable=not progress)
+    try:
+        for fut in as_completed(futures):
+            scene = futures[fut]
+            try:
+                row = SceneResult(**fut.result())
+                row.scene = str(scene)
+            except Exception as exc:  # noqa: BLE001 - a worker died (killed, out of memory): report it
+                row = SceneResult(scene=str(scene), status="failed", error=f"{scene}: worker failed ({exc})")
+            results.append(row)
+            bar.set_postfix_str(f"{str(scene).rstrip('/').rsplit('/', 1)[-1]}: {row.status}")
+            bar.update(1)
+    finally:
+        bar.close()
 
 
 def _check_reachable(address: str) -> None:

@@ -4,10 +4,12 @@ While a scene is tiled, finished rows go to flat binary files in a work
 folder (``DIR/.<stem>.tiling/``) with plain positioned writes — memory does
 not grow with the scene, and rows already on disk survive a kill. A small
 ``progress.json`` (written after the rows it counts) lets a rerun continue.
-When every row is there, each output is described by a GDAL VRT
-(``VRTRawRasterBand``: CRS, geotransform, nodata, colour table, class names)
-and copied by GDAL's COG driver — tiled, DEFLATE-compressed, with overviews —
-to a temporary name, then renamed into place.
+When every row is there, each output is described by a GDAL VRT (only the
+raw layout, ``VRTRawRasterBand``, which rasterio cannot write), given its
+CRS, transform, nodata, class tags and colour table through rasterio
+(:func:`label_metadata`, the same call the napari writer makes), and copied
+by GDAL's COG driver — tiled, DEFLATE-compressed, with overviews — to a
+temporary name, then renamed into place.
 
 Outputs (``<stem>`` is the scene's file name without suffix):
 
@@ -16,6 +18,19 @@ Outputs (``<stem>`` is the scene's file name without suffix):
   (band scale 1/254), 255 = nodata.
 * ``<stem>_uncertainty.tif`` — float32 Monte Carlo dropout variance (mean
   over classes, Bayesian SegNet), NaN = nodata.
+
+The raster-metadata convention of every label raster we write (the tiler's
+outputs and napari's GeoTIFF writer), read back by :func:`read_label_metadata`:
+
+* class names: the dataset tag :data:`CLASS_NAMES_TAG` (``CLASS_NAMES``), a
+  JSON list; files from the napari writer of before 2026-12 hold a
+  comma-joined band-1 tag ``classes`` instead, which is still read;
+* class colours: band 1's colour table (rasterio ``write_colormap``),
+  classes opaque, every other entry up to the nodata value transparent; also
+  the dataset tag ``CLASS_COLORS`` (JSON RGB triples);
+* nodata: :data:`LABEL_NODATA` (255) for uint8 labels; wider labels declare none;
+* geometry: the source scene's CRS and transform (an ``affine.Affine``;
+  :attr:`~segnet_domains.geo.scene.Scene.transform` keeps GDAL's order).
 """
 
 from __future__ import annotations
@@ -23,21 +38,30 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from xml.sax.saxutils import escape
 
 import numpy as np
 import rasterio
 import rasterio.shutil
+from rasterio.errors import NotGeoreferencedWarning
+from rasterio.transform import Affine
 
 from segnet_domains.io.atomic import atomic_output
 
 LABEL_NODATA = 255
 PROBA_NODATA = 255
 PROBA_SCALE = 254
+
+#: Dataset tag with the class names as a JSON list.
+CLASS_NAMES_TAG = "CLASS_NAMES"
+#: Dataset tag with the class colours as a JSON list of RGB triples (label rasters).
+CLASS_COLORS_TAG = "CLASS_COLORS"
+#: Band-1 tag of comma-joined class names written by napari's GeoTIFF writer before this convention.
+OLD_CLASSES_BAND_TAG = "classes"
 
 #: GDAL creation options of the COG outputs. DEFLATE level 3, not GDAL's default 6: about 4× faster
 #: to write for files a few per cent bigger (label maps compress well at any level).
@@ -203,58 +227,63 @@ class RowStore:
         class_colors: Sequence[Sequence[int]],
         tags: Mapping[str, str],
     ) -> None:
-        """Write every output as a COG (temporary name, then rename)."""
+        """Write every output as a COG (temporary name, then rename).
+
+        Args:
+            paths: the final files.
+            crs: the scene's CRS (WKT) or ``None``.
+            transform: the scene's GDAL geotransform or ``None``.
+            class_names: one name per class (tags; the probability bands' descriptions).
+            class_colors: one RGB triple per class (the labels' colour table).
+            tags: more dataset tags (run key, settings …).
+        """
         self.close()
         targets = {"labels": paths.labels, "proba": paths.proba, "uncertainty": paths.uncertainty}
+        labels = label_metadata(class_names, class_colors)
         for layer in self.layers:
             vrt = self.workdir / f"{layer.name}.vrt"
-            vrt.write_text(self._vrt(layer, crs, transform, class_names, class_colors, tags))
+            vrt.write_text(self._vrt(layer))
+            with warnings.catch_warnings():  # the bare VRT has no geotransform until it is set here
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                dst = rasterio.open(vrt, "r+")
+            with dst:
+                if crs:
+                    dst.crs = crs
+                if transform is not None:
+                    dst.transform = Affine.from_gdal(*transform)
+                dst.update_tags(**tags, OUTPUT=layer.name)
+                self._describe(dst, layer, labels)
             dest = targets[layer.name]
             assert dest is not None
             resampling = "nearest" if layer.name == "labels" else "average"
             with rasterio.open(vrt) as src, atomic_output(dest) as tmp:
                 rasterio.shutil.copy(src, tmp, driver="COG", overview_resampling=resampling, **COG_OPTIONS)
 
-    def _vrt(
-        self,
-        layer: _Layer,
-        crs: str | None,
-        transform: Sequence[float] | None,
-        class_names: Sequence[str],
-        class_colors: Sequence[Sequence[int]],
-        tags: Mapping[str, str],
-    ) -> str:
-        itemsize = np.dtype(layer.np_dtype).itemsize
-        meta = {**tags, "CLASS_NAMES": json.dumps(list(class_names)), "OUTPUT": layer.name}
+    @staticmethod
+    def _describe(dst: Any, layer: _Layer, labels: LabelMetadata) -> None:
+        """Band descriptions, nodata, scale and class metadata of one output."""
         if layer.name == "labels":
-            meta["CLASS_COLORS"] = json.dumps([list(map(int, c[:3])) for c in class_colors])
+            labels.apply(dst)
+            dst.set_band_description(1, "labels")
+            return
+        dst.update_tags(**labels.tags(colors=False))
+        if layer.name == "proba":
+            dst.nodata = PROBA_NODATA
+            dst.scales = [1.0 / PROBA_SCALE] * layer.bands
+            for b, name in enumerate(labels.class_names):
+                dst.set_band_description(b + 1, str(name))
+        else:
+            dst.nodata = float("nan")
+            dst.set_band_description(1, "mc_dropout_variance")
+
+    def _vrt(self, layer: _Layer) -> str:
+        """The raw layout of a layer's row file (band-interleaved by line) as a GDAL VRT."""
+        itemsize = np.dtype(layer.np_dtype).itemsize
         lines = [f'<VRTDataset rasterXSize="{self.width}" rasterYSize="{self.height}">']
-        if crs:
-            lines.append(f"<SRS>{escape(crs)}</SRS>")
-        if transform is not None:
-            lines.append(f"<GeoTransform>{', '.join(repr(float(v)) for v in transform)}</GeoTransform>")
-        lines.append(_metadata(meta))
         for b in range(layer.bands):
-            lines.append(
-                f'<VRTRasterBand dataType="{layer.dtype}" band="{b + 1}" subClass="VRTRawRasterBand">'
-            )
-            if layer.name == "labels":
-                lines += [
-                    "<Description>labels</Description>",
-                    f"<NoDataValue>{LABEL_NODATA}</NoDataValue>",
-                    "<ColorInterp>Palette</ColorInterp>",
-                    _color_table(class_colors),
-                ]
-            elif layer.name == "proba":
-                lines += [
-                    f"<Description>{escape(str(class_names[b]))}</Description>",
-                    f"<NoDataValue>{PROBA_NODATA}</NoDataValue>",
-                    f"<Scale>{1.0 / PROBA_SCALE!r}</Scale>",
-                ]
-            else:
-                lines += ["<Description>mc_dropout_variance</Description>", "<NoDataValue>nan</NoDataValue>"]
             line = self.width * layer.bands * itemsize
             lines += [
+                f'<VRTRasterBand dataType="{layer.dtype}" band="{b + 1}" subClass="VRTRawRasterBand">',
                 f'<SourceFilename relativeToVRT="1">{layer.name}.raw</SourceFilename>',
                 f"<ImageOffset>{b * self.width * itemsize}</ImageOffset>",
                 f"<PixelOffset>{itemsize}</PixelOffset><LineOffset>{line}</LineOffset>",
@@ -265,15 +294,89 @@ class RowStore:
         return "\n".join(lines)
 
 
-def _metadata(meta: Mapping[str, str]) -> str:
-    items = "".join(f'<MDI key="{escape(k)}">{escape(str(v))}</MDI>' for k, v in meta.items())
-    return f"<Metadata>{items}</Metadata>"
+# --------------------------------------------------------------------------- the label-raster convention
 
 
-def _color_table(colors: Sequence[Sequence[int]]) -> str:
-    entries = [f'<Entry c1="{c[0]}" c2="{c[1]}" c3="{c[2]}" c4="255"/>' for c in colors]
-    entries += ['<Entry c1="0" c2="0" c3="0" c4="0"/>'] * (256 - len(entries))  # nodata transparent
-    return "<ColorTable>" + "".join(entries) + "</ColorTable>"
+@dataclass(frozen=True)
+class LabelMetadata:
+    """Class names, colours and nodata of a label raster (see the module docstring).
+
+    Attributes:
+        class_names: one name per class.
+        class_colors: one RGB triple per class.
+        nodata: the nodata value (``None``: none declared).
+    """
+
+    class_names: tuple[str, ...]
+    class_colors: tuple[tuple[int, int, int], ...]
+    nodata: int | None = LABEL_NODATA
+
+    def tags(self, colors: bool = True) -> dict[str, str]:
+        """The dataset tags: :data:`CLASS_NAMES_TAG` (and :data:`CLASS_COLORS_TAG`)."""
+        tags = {CLASS_NAMES_TAG: json.dumps(list(self.class_names))}
+        if colors:
+            tags[CLASS_COLORS_TAG] = json.dumps([list(c) for c in self.class_colors])
+        return tags
+
+    def colormap(self) -> dict[int, tuple[int, int, int, int]]:
+        """For rasterio ``write_colormap``: classes opaque, the rest up to nodata (or 255) transparent."""
+        top = max(LABEL_NODATA if self.nodata is None else int(self.nodata), len(self.class_colors) - 1)
+        cmap = {i: (0, 0, 0, 0) for i in range(top + 1)}
+        cmap.update({i: (*c, 255) for i, c in enumerate(self.class_colors)})
+        return cmap
+
+    def apply(self, dst: Any) -> None:
+        """Write the tags, the nodata value and (uint8 labels) band 1's colour table to an open dataset."""
+        if self.class_names:
+            dst.update_tags(**self.tags(colors=bool(self.class_colors)))
+        if self.nodata is not None:
+            dst.nodata = self.nodata
+        if self.class_colors and dst.dtypes[0] == "uint8":
+            dst.write_colormap(1, self.colormap())
+
+
+def label_metadata(
+    class_names: Sequence[str] | None,
+    class_colors: Sequence[Sequence[int]] | None,
+    dtype: str = "uint8",
+) -> LabelMetadata:
+    """The one description both GeoTIFF writers give their label rasters.
+
+    Args:
+        class_names: one name per class (``None``: none known).
+        class_colors: one RGB(A) colour per class (alpha dropped; ``None``: none known).
+        dtype: the labels' pixel type; only ``uint8`` labels declare :data:`LABEL_NODATA`.
+    """
+    return LabelMetadata(
+        class_names=tuple(str(n) for n in class_names or ()),
+        class_colors=tuple((int(c[0]), int(c[1]), int(c[2])) for c in class_colors or ()),
+        nodata=LABEL_NODATA if dtype == "uint8" else None,
+    )
+
+
+def read_label_metadata(src: Any) -> LabelMetadata:
+    """What :meth:`LabelMetadata.apply` wrote, from an open dataset (older files' ``classes`` band tag too).
+
+    Colours come from band 1's colour table (the classes' opaque entries) or,
+    without one, from :data:`CLASS_COLORS_TAG`.
+    """
+    tags = src.tags()
+    names: list[str] = []
+    if CLASS_NAMES_TAG in tags:
+        names = [str(n) for n in json.loads(tags[CLASS_NAMES_TAG])]
+    elif src.count and src.tags(1).get(OLD_CLASSES_BAND_TAG):
+        names = src.tags(1)[OLD_CLASSES_BAND_TAG].split(",")
+    colors: list[tuple[int, int, int]] = []
+    try:
+        table = src.colormap(1)
+    except ValueError:  # no colour table
+        table = {}
+    if table and names:
+        colors = [tuple(table[i][:3]) for i in range(len(names)) if i in table]
+    elif CLASS_COLORS_TAG in tags:
+        colors = [tuple(map(int, c[:3])) for c in json.loads(tags[CLASS_COLORS_TAG])]
+    nodata = src.nodata
+    return LabelMetadata(tuple(names), tuple(colors), None if nodata is None else int(nodata))
 
 
 def read_tag(path: Path, key: str) -> str | None:

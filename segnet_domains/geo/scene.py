@@ -29,6 +29,7 @@ import numpy as np
 import rasterio
 from rasterio.enums import MaskFlags
 from rasterio.errors import RasterioError, RasterioIOError
+from rasterio.transform import Affine
 from rasterio.windows import Window
 
 from segnet_domains.checkpoint import ModelInfo
@@ -71,6 +72,11 @@ class Scene:
     descriptions: tuple[str | None, ...]
     profile: dict[str, Any] = field(default_factory=dict, compare=False)
     source: Source | None = field(default=None, compare=False)
+
+    @property
+    def affine(self) -> Affine:
+        """The geotransform as an ``affine.Affine`` (rasterio's order; identity when the file has none)."""
+        return Affine.identity() if self.transform is None else Affine.from_gdal(*self.transform)
 
     @property
     def stem(self) -> str:

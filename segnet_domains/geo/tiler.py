@@ -18,26 +18,29 @@ batch by batch of tiles, in raster order:
 Memory is the rows two tile rows share (``classes × overlap × width``
 float32), the current batch's columns and a few batches in flight, whatever
 the scene's height; a rerun after a kill continues from the last finished
-band of rows and gives the same result as an uninterrupted run.
+band of rows and gives the same result as an uninterrupted run. Stopping the
+generator (closing it, or an exception in the driver such as Ctrl-C) keeps
+the finished rows for that rerun; any other failure leaves nothing behind.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import rasterio
 import torch
 from rasterio.windows import Window
-from tqdm.auto import tqdm
 
+from segnet_domains.checkpoint import ModelInfo
 from segnet_domains.errors import InputError
 from segnet_domains.geo.normalize import SceneNormalizer
 from segnet_domains.geo.outputs import (
@@ -57,8 +60,10 @@ from segnet_domains.geo.scene import (
     select_bands,
 )
 from segnet_domains.geo.threads import BackgroundWriter, prefetch
-from segnet_domains.inference import Segmenter
-from segnet_domains.tiling import BlendedBlock, StreamBlender, Tile, TileGrid, resolve_tiling, tile_batches
+from segnet_domains.inference import Segmenter, class_mean_variance, drive
+from segnet_domains.tiling import BlendedBlock, StreamBlender, Tile, TileGrid, tile_batches
+
+log = logging.getLogger(__name__)
 
 #: GDAL block cache (bytes; rasterio passes it to GDALSetCacheMax): bounded, whatever the scene size.
 GDAL_CACHE_BYTES = 16 * 2**20
@@ -122,6 +127,22 @@ class SceneResult:
         return asdict(self)
 
 
+class TileProgress(NamedTuple):
+    """One step of :func:`iter_tile_scene`.
+
+    Attributes:
+        done: tiles segmented (those of an earlier, interrupted run included).
+        total: tiles of the scene.
+        rows_done: tile rows written to disk (a rerun resumes after them).
+        rows_total: tile rows of the scene.
+    """
+
+    done: int
+    total: int
+    rows_done: int
+    rows_total: int
+
+
 def model_fingerprint(segmenter: Segmenter) -> str:
     """Hash of the weights and numeric setup a result depends on (cached on the segmenter)."""
     cached = getattr(segmenter, "_segnet_fingerprint", None)
@@ -156,8 +177,49 @@ def tile_scene(
 ) -> SceneResult:
     """Segment one scene into ``out_dir/<stem>_labels.tif`` (and ``_proba``/``_uncertainty``).
 
+    Drives :func:`iter_tile_scene` to its end.
+
+    Args:
+        segmenter: the model.
+        scene_path: see :func:`iter_tile_scene`.
+        out_dir: destination folder (must exist).
+        options: :class:`TileOptions`.
+        progress: ``True`` for a tqdm bar, or ``callback(tiles done, total)``.
+        position: tqdm bar position (when an overall bar is shown too).
+        on_rows: ``callback(tile rows done, total)`` once more finished bands
+            of rows are on disk (tests use it to interrupt a run).
+
+    Returns:
+        The :class:`SceneResult` (status ``done``, ``resumed`` or ``skipped``).
+
+    Raises:
+        InputError: an unusable scene; nothing partial is left behind.
+    """
+    written = 0
+
+    def rows(step: TileProgress) -> None:
+        nonlocal written
+        if on_rows is not None and step.rows_done > written:
+            written = step.rows_done
+            on_rows(step.rows_done, step.rows_total)
+
+    label = str(scene_path).rstrip("/").rsplit("/", 1)[-1]
+    steps = iter_tile_scene(segmenter, scene_path, out_dir, options)
+    return drive(steps, progress, desc=label, unit="tile", position=position, on_step=rows)
+
+
+def iter_tile_scene(
+    segmenter: Segmenter,
+    scene_path: str | Path,
+    out_dir: str | Path,
+    options: TileOptions | None = None,
+) -> Generator[TileProgress, None, SceneResult]:
+    """Segment one scene step by step: yields :class:`TileProgress` per batch of tiles, returns its result.
+
     Finished scenes (outputs present with the same run key) are skipped; a
     scene interrupted earlier continues from its last finished band of rows.
+    Closing the generator (or an exception in its driver) stops after the
+    current batch and keeps the finished rows: a rerun resumes from them.
 
     Args:
         segmenter: the model.
@@ -166,13 +228,6 @@ def tile_scene(
             ``/vsi…``), or a STAC item (with ``options.assets``).
         out_dir: destination folder (must exist).
         options: :class:`TileOptions`.
-        progress: ``True`` for a tqdm bar, or ``callback(tiles done, total)``.
-        position: tqdm bar position (when an overall bar is shown too).
-        on_rows: ``callback(tile rows done, total)`` after each finished band
-            of rows is written (tests use it to interrupt a run).
-
-    Returns:
-        The :class:`SceneResult` (status ``done``, ``resumed`` or ``skipped``).
 
     Raises:
         InputError: an unusable scene (not a raster, truncated, band count,
@@ -180,20 +235,69 @@ def tile_scene(
     """
     t0 = time.perf_counter()
     opts = options or TileOptions()
-    out_dir = Path(out_dir)
+    plan = _plan(segmenter, scene_path, Path(out_dir), opts)
+    outputs = [str(p) for p in plan.paths.all()]
+    if all(p.is_file() for p in plan.paths.all()) and read_tag(plan.paths.labels, RUN_KEY_TAG) == plan.key:
+        return SceneResult(status="skipped", outputs=outputs, **plan.base)
+    _check_earlier_outputs(plan.paths, plan.key, plan.settings, opts.force)
+    grid = TileGrid.create(
+        plan.scene.height, plan.scene.width, plan.tile, plan.overlap, align=segmenter.multiple
+    )
+    store, saved = _open_store(plan, Path(out_dir), segmenter.num_classes, opts)
+    first = int(saved["tile_rows_done"]) if saved else 0
+    try:
+        store.open(fresh=saved is None)
+        normalizer = _normalizer(plan, segmenter.info, opts)
+        if first < grid.shape[0]:
+            job = _Job(
+                segmenter, plan.scene, grid, plan.bands, normalizer, opts, plan.batch_size, store, plan.key
+            )
+            yield from job.run(first)
+        _finalize(store, plan, segmenter.info, normalizer)
+    except (KeyboardInterrupt, GeneratorExit):
+        store.close()  # stopped: keep the finished rows, a rerun continues from them
+        raise
+    except BaseException:
+        store.discard()  # a failure leaves nothing partial
+        raise
+    store.discard()
+    seconds = round(time.perf_counter() - t0, 3)
+    status = "resumed" if first > 0 else "done"
+    return SceneResult(status=status, seconds=seconds, outputs=outputs, tiles=len(grid), **plan.base)
+
+
+@dataclass
+class _Plan:
+    """What is decided about a scene before any pixel is read: tiling, run key, outputs."""
+
+    scene: Scene
+    bands: list[int]
+    tile: int
+    overlap: int
+    batch_size: int
+    key: str
+    settings: dict[str, Any]
+    paths: OutputPaths
+
+    @property
+    def base(self) -> dict[str, Any]:
+        """The :class:`SceneResult` fields every outcome has."""
+        return {"scene": str(self.scene.path), "height": self.scene.height, "width": self.scene.width}
+
+
+def _plan(segmenter: Segmenter, scene_path: str | Path, out_dir: Path, opts: TileOptions) -> _Plan:
+    """Open the scene (metadata only), check it against the model, and fix the run's settings and key."""
     scene = open_scene(scene_path, opts.assets)
-    info = segmenter.info
-    bands = select_bands(scene, info, opts.bands)
-    tile_size, overlap = resolve_tiling(segmenter, opts.tile_size, opts.overlap)
+    bands = select_bands(scene, segmenter.info, opts.bands)
+    tile_size, overlap = segmenter.resolve_tiling(opts.tile_size, opts.overlap)
     tile_size, overlap = fit_tile(scene, tile_size, overlap, segmenter.multiple)
     k = segmenter.num_classes
     if k > LABEL_NODATA:
         raise InputError(None, f"the checkpoint has {k} classes; tiling writes uint8 labels (at most 255)")
-    if opts.uncertainty and not segmenter.has_dropout:
-        raise InputError(None, "--uncertainty needs a checkpoint trained with dropout (Bayesian SegNet)")
+    if opts.uncertainty:
+        segmenter.info.require_dropout(None, "--uncertainty")
     if scene.crs is None:
-        warnings.warn(f"{scene.path}: scene has no CRS; the output will have none either", stacklevel=2)
-
+        warnings.warn(f"{scene.path}: scene has no CRS; the output will have none either", stacklevel=3)
     batch_size = int(opts.batch_size or segmenter.batch_size)
     params = {
         "tile": tile_size,
@@ -212,13 +316,14 @@ def tile_scene(
     stamp = [st.st_size, st.st_mtime_ns] if st is not None else list(scene.identity)
     settings = {**params, "model": model_fingerprint(segmenter), "scene": stamp}
     paths = OutputPaths.for_scene(out_dir, scene.stem, opts.proba, opts.uncertainty)
-    base = {"scene": str(scene.path), "height": scene.height, "width": scene.width}
-    outputs = [str(p) for p in paths.all()]
-    if all(p.is_file() for p in paths.all()) and read_tag(paths.labels, RUN_KEY_TAG) == key:
-        return SceneResult(status="skipped", outputs=outputs, **base)
-    _check_earlier_outputs(paths, key, settings, opts.force)
+    return _Plan(scene, bands, tile_size, overlap, batch_size, key, settings, paths)
 
-    grid = TileGrid.create(scene.height, scene.width, tile_size, overlap, align=segmenter.multiple)
+
+def _open_store(
+    plan: _Plan, out_dir: Path, k: int, opts: TileOptions
+) -> tuple[RowStore, dict[str, Any] | None]:
+    """The run's resumable row store and what an interrupted run with the same key saved (or ``None``)."""
+    scene = plan.scene
     store = RowStore(
         out_dir / f".{scene.stem}.tiling",
         scene.height,
@@ -226,50 +331,67 @@ def tile_scene(
         k,
         opts.proba,
         opts.uncertainty,
-        settings,
+        plan.settings,
     )
     earlier = store.read_progress()
-    if earlier is not None and earlier.get("key") != key and not opts.force:
+    if earlier is not None and earlier.get("key") != plan.key and not opts.force:
         raise InputError(
             scene.path,
             f"an interrupted run in {store.workdir} used other settings "
-            f"({settings_diff(earlier.get('settings'), settings)}); rerun with those to resume it, "
+            f"({settings_diff(earlier.get('settings'), plan.settings)}); rerun with those to resume it, "
             "or add --force to start over",
         )
-    saved = store.load_progress(key)
-    first = int(saved["tile_rows_done"]) if saved else 0
+    return store, store.load_progress(plan.key)
+
+
+def _normalizer(plan: _Plan, info: ModelInfo, opts: TileOptions) -> SceneNormalizer:
+    """Scene-wide normalisation statistics from one decimated read."""
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), plan.scene.open() as src:
+        sample, valid = read_sample(src, plan.bands, opts.nodata)
+    return SceneNormalizer(info.normalization, sample, valid)
+
+
+def _finalize(store: RowStore, plan: _Plan, info: ModelInfo, normalizer: SceneNormalizer) -> None:
+    """Copy the finished rows into the scene's COG outputs, tagged with the run's key and settings."""
+    tags = {
+        RUN_KEY_TAG: plan.key,
+        SETTINGS_TAG: json.dumps(plan.settings),
+        "SEGNET_SOURCE": plan.scene.name,
+        "SEGNET_ARCHITECTURE": info.architecture,
+        "SEGNET_DOMAIN": str(info.domain),
+        "SEGNET_TILE": str(plan.tile),
+        "SEGNET_OVERLAP": str(plan.overlap),
+        "SEGNET_BANDS": json.dumps(plan.bands),
+        "SEGNET_NORMALIZATION": json.dumps({**info.normalization, **normalizer.stats}),
+    }
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):  # the COG copy streams too
+        store.finalize(
+            plan.paths, plan.scene.crs, plan.scene.transform, info.class_names, info.class_colors, tags
+        )
+
+
+def attempt_scene(
+    segmenter: Segmenter,
+    scene: Path | str,
+    out_dir: Path,
+    options: TileOptions,
+    progress: bool = False,
+    position: int | None = None,
+) -> SceneResult:
+    """:func:`tile_scene`, with a failure turned into a ``failed`` result instead of an exception.
+
+    What the batch runner and each Dask worker run per scene.
+    """
+    t0 = time.perf_counter()
     try:
-        store.open(fresh=saved is None)
-        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), scene.open() as src:
-            sample, valid = read_sample(src, bands, opts.nodata)
-        normalizer = SceneNormalizer(info.normalization, sample, valid)
-        del sample, valid
-        if first < grid.shape[0]:
-            job = _Job(segmenter, scene, grid, bands, normalizer, opts, batch_size, store, key)
-            job.run(first, progress, position, on_rows)
-        tags = {
-            RUN_KEY_TAG: key,
-            SETTINGS_TAG: json.dumps(settings),
-            "SEGNET_SOURCE": scene.name,
-            "SEGNET_ARCHITECTURE": info.architecture,
-            "SEGNET_DOMAIN": str(info.domain),
-            "SEGNET_TILE": str(tile_size),
-            "SEGNET_OVERLAP": str(overlap),
-            "SEGNET_BANDS": json.dumps(bands),
-            "SEGNET_NORMALIZATION": json.dumps({**info.normalization, **normalizer.stats}),
-        }
-        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):  # the COG copy streams too
-            store.finalize(paths, scene.crs, scene.transform, info.class_names, info.class_colors, tags)
-    except KeyboardInterrupt:
-        store.close()  # keep the finished rows: a rerun continues from them
-        raise
-    except BaseException:
-        store.discard()  # a failure leaves nothing partial
-        raise
-    store.discard()
-    status = "resumed" if first > 0 else "done"
+        return tile_scene(segmenter, scene, out_dir, options, progress=progress, position=position)
+    except InputError as exc:
+        error = str(exc)
+    except (OSError, RuntimeError, ValueError, MemoryError) as exc:
+        log.debug("scene %s failed", scene, exc_info=True)
+        error = f"{scene}: {type(exc).__name__}: {exc}".splitlines()[0]
     return SceneResult(
-        status=status, seconds=round(time.perf_counter() - t0, 3), outputs=outputs, tiles=len(grid), **base
+        scene=str(scene), status="failed", seconds=round(time.perf_counter() - t0, 3), error=error
     )
 
 
@@ -329,6 +451,7 @@ class _Job:
         self.normalizer, self.opts, self.batch_size = normalizer, opts, batch_size
         self.store, self.key = store, key
         self.k = segmenter.num_classes
+        self.rows_written = 0  # tile rows on disk (set by the writer thread)
 
     # ------------------------------------------------------------------ stage 1: read (thread)
 
@@ -352,16 +475,18 @@ class _Job:
     # ------------------------------------------------------------------ stage 2: infer + blend
 
     def infer(self, i: int, c: int, batch: np.ndarray, valid: np.ndarray) -> np.ndarray:
-        """``B×(K+1[+1])×h×w``: probabilities, validity, [mean MC variance]."""
+        """``B×(K+1[+1])×h×w``: probabilities, validity, [Monte Carlo uncertainty].
+
+        The uncertainty band is :func:`~segnet_domains.inference.class_mean_variance`
+        of :meth:`Segmenter.sample`'s per-class variance, its dropout stream
+        seeded by the batch's place in the grid: the same draws on a rerun or
+        another worker.
+        """
         p = self.seg.forward(batch)
         parts = [p, torch.from_numpy(valid[:, None].astype(np.float32))]
         if self.opts.uncertainty:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(1_000_003 * i + c)  # same draws on a rerun or another worker
-                draws = torch.stack(
-                    [self.seg.forward(batch, mc_dropout=True) for _ in range(max(1, self.opts.samples))]
-                )
-            parts.append(draws.var(0, unbiased=False).mean(1, keepdim=True))
+            _, var = self.seg.sample(batch, max(1, self.opts.samples), seed=1_000_003 * i + c)
+            parts.append(class_mean_variance(var, class_axis=1)[:, None])
         return torch.cat(parts, dim=1).numpy()
 
     # ------------------------------------------------------------------ stage 3: write (thread)
@@ -401,45 +526,43 @@ class _Job:
                 rows["uncertainty"][:, out] = u
 
     def write(self, item: tuple[int, int, int, dict[str, np.ndarray]]) -> None:
+        """Writer thread: one finished band of rows to the store, then the progress a rerun resumes from."""
         i, start, n, values = item
         if n:
             self.store.write_rows(start, values)
         self.store.save_progress(self.key, tile_rows_done=i + 1, rows_done=start + n)
+        self.rows_written = i + 1
 
     # ------------------------------------------------------------------ the loop
 
-    def run(
-        self,
-        first: int,
-        progress: bool | ProgressCallback,
-        position: int | None,
-        on_rows: Callable[[int, int], None] | None,
-    ) -> None:
+    def resume_row(self, first: int) -> int:
+        """The tile row to recompute from when the rows before ``first`` are on disk.
+
+        Rows already written may still receive overlap from earlier tile rows:
+        those tile rows go into the blender again (their finished rows are
+        discarded) so the result equals an uninterrupted run's.
+        """
+        if first == 0:
+            return 0
+        grid, target = self.grid, self.grid.row_starts[first]
+        return next(j for j in range(first) if grid.row_starts[j] + grid.row_height(j) > target)
+
+    def run(self, first: int) -> Generator[TileProgress, None, None]:
+        """Tile rows ``first`` … last: yields :class:`TileProgress` after every batch of tiles."""
         grid = self.grid
-        n_rows = grid.shape[0]
-        # Rows already written may still receive overlap from earlier tile rows: recompute those
-        # tile rows into the blender (discarding their finished rows) so the result is unchanged.
-        start_row = first
-        if first > 0:
-            target = grid.row_starts[first]
-            start_row = next(j for j in range(first) if grid.row_starts[j] + grid.row_height(j) > target)
-        channels = self.k + 1 + int(self.opts.uncertainty)
-        blender = StreamBlender(grid, channels, self.opts.blend, start_row=start_row)
+        n_rows, per_row = grid.shape
+        start_row = self.resume_row(first)
+        blender = StreamBlender(
+            grid, self.k + 1 + int(self.opts.uncertainty), self.opts.blend, start_row=start_row
+        )
         rows: dict[str, np.ndarray] = {}
-        per_row = grid.shape[1]
-        bar = None
-        if progress is True:
-            bar = tqdm(
-                total=len(grid),
-                initial=first * per_row,
-                desc=self.scene.name,
-                unit="tile",
-                position=position,
-                leave=position is None,
-            )
+        self.rows_written = first
+        tiles = first * per_row
         writer: BackgroundWriter = BackgroundWriter(self.write, depth=2)
+        batches = prefetch(self.batches(start_row), self.opts.prefetch)
         try:
-            for i, c, chunk, batch, valid, last in prefetch(self.batches(start_row), self.opts.prefetch):
+            yield TileProgress(tiles, len(grid), first, n_rows)
+            for i, c, chunk, batch, valid, last in batches:
                 block = blender.add(chunk, self.infer(i, c, batch, valid))
                 if i < first:  # recomputed only for its overlap into the first new row
                     continue
@@ -448,19 +571,12 @@ class _Job:
                     rows = self.new_rows(n)
                 if n:
                     self.encode(block, rows)
-                if not last:
-                    continue
-                writer.put((i, block.row, n, rows))
-                if bar is not None:
-                    bar.update(per_row)
-                elif callable(progress):
-                    progress((i + 1) * per_row, len(grid))
-                if on_rows is not None:
-                    writer.close()  # make the callback see the rows on disk
-                    on_rows(i + 1, n_rows)
-                    writer = BackgroundWriter(self.write, depth=2)
+                if last:
+                    writer.put((i, block.row, n, rows))
+                tiles += len(chunk)
+                yield TileProgress(tiles, len(grid), self.rows_written, n_rows)
             writer.close()
+            yield TileProgress(tiles, len(grid), self.rows_written, n_rows)
         finally:
-            writer.close(raise_errors=False)
-            if bar is not None:
-                bar.close()
+            batches.close()  # stops the reader thread
+            writer.close(raise_errors=False)  # finishes the queued bands: they stay for a rerun

@@ -38,8 +38,8 @@ from monai.transforms import (
 
 from segnet_domains.errors import InputError
 from segnet_domains.medical.nifti import read_volume
-from segnet_domains.training.data import CheckedCacheDataset, CheckLabelsd
-from segnet_domains.training.task import Case, Task, check_labels
+from segnet_domains.training.data import CheckedCacheDataset, CheckLabelsd, check_labels
+from segnet_domains.training.task import Case, Task
 from segnet_domains.training.transforms import Normalized, ToSlice2Dd
 
 T1W_SUFFIXES = ("_T1w.nii.gz", "_T1w.nii")

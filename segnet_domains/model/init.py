@@ -10,13 +10,11 @@ on a machine with torchvision, or the ``vgg16_bn-*.pth`` file from its cache).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-if TYPE_CHECKING:
-    from segnet_domains.model.segnet import SegNet
+from segnet_domains.model.encoder import SegNetEncoder
 
 # torchvision's vgg16_bn.features: conv at i, bn at i+1, relu at i+2, pools between stages.
 _VGG16_BN_CONV_INDICES = (0, 3, 7, 10, 14, 17, 20, 24, 27, 30, 34, 37, 40)
@@ -34,7 +32,7 @@ def he_init(model: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-def load_vgg16_bn(model: SegNet, path: str | Path) -> list[str]:
+def load_vgg16_bn(model: nn.Module, path: str | Path) -> list[str]:
     """Copy ImageNet VGG16-BN convolution and BN weights into ``model.encoder``.
 
     Reads a torchvision-layout state dict (keys ``features.{i}.weight`` …) with
@@ -44,7 +42,8 @@ def load_vgg16_bn(model: SegNet, path: str | Path) -> list[str]:
     multispectral input).
 
     Args:
-        model: a :class:`SegNet` with the default VGG16 widths and depths.
+        model: a :class:`~segnet_domains.model.segnet.SegNet` (any module whose
+            ``encoder`` is a :class:`SegNetEncoder`) with the default VGG16 widths and depths.
         path: the local weights file.
 
     Returns:
@@ -53,18 +52,13 @@ def load_vgg16_bn(model: SegNet, path: str | Path) -> list[str]:
     Raises:
         ValueError: the model is not VGG16-shaped or the file lacks a key.
     """
-    if tuple(model.encoder.features) != (64, 128, 256, 512, 512) or tuple(model.encoder.depths) != (
-        2,
-        2,
-        3,
-        3,
-        3,
-    ):
+    encoder: SegNetEncoder = model.encoder
+    if tuple(encoder.features) != (64, 128, 256, 512, 512) or tuple(encoder.depths) != (2, 2, 3, 3, 3):
         raise ValueError("VGG16-BN weights need features=(64,128,256,512,512), depths=(2,2,3,3,3)")
     state = torch.load(Path(path), map_location="cpu", weights_only=True)
     if "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
-    units = [unit for stage in model.encoder.stages for unit in stage]
+    units = [unit for stage in encoder.stages for unit in stage]
     loaded: list[str] = []
     with torch.no_grad():
         for unit, idx in zip(units, _VGG16_BN_CONV_INDICES, strict=True):

@@ -19,6 +19,15 @@ Running::
 
 or ``segnet-domains train CONFIG [--data-root DIR] [--out DIR] [--resume] [--set k=v ...]``.
 
+The package by job: :mod:`~segnet_domains.training.config` (the typed run
+config, checked once), :mod:`~segnet_domains.training.state` (seeding, RNG,
+resume, checkpoints, the metrics log), :mod:`~segnet_domains.training.engine`
+(the loop), :mod:`~segnet_domains.training.factories` (model, loss,
+optimizer from the config), :mod:`~segnet_domains.training.validation`, and
+the task side: :mod:`~segnet_domains.training.task` (the contract and
+registry), :mod:`~segnet_domains.training.data`,
+:mod:`~segnet_domains.training.transforms`, :mod:`~segnet_domains.training.loss`.
+
 The task contract
 -----------------
 A task is a subclass of :class:`Task` registered by name in :data:`TASKS`
@@ -115,17 +124,23 @@ Example (a minimal 2D task)::
     register_task("toy", ToyTask)     # or TASKS["toy"] = "mypkg.toy:ToyTask"
 """
 
-from segnet_domains.training.engine import DEFAULTS, TrainResult, build_config, train, validate
+from segnet_domains.training.config import DEFAULTS, ModelConfig, RunConfig, TrainSettings, build_config
+from segnet_domains.training.data import check_labels
+from segnet_domains.training.engine import TrainResult, train
 from segnet_domains.training.loss import SegmentationLoss, median_frequency_weights
-from segnet_domains.training.task import TASKS, Case, Task, check_labels, get_task, register_task
+from segnet_domains.training.task import TASKS, Case, Task, get_task, register_task
+from segnet_domains.training.validation import validate
 
 __all__ = [
     "DEFAULTS",
     "TASKS",
     "Case",
+    "ModelConfig",
+    "RunConfig",
     "SegmentationLoss",
     "Task",
     "TrainResult",
+    "TrainSettings",
     "build_config",
     "check_labels",
     "get_task",

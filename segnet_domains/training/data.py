@@ -1,4 +1,4 @@
-"""Dataset pieces the tasks share: a cache that names bad files, and a label check.
+"""Dataset pieces the tasks share: a cache that names bad files, and label checks.
 
 :class:`CheckedCacheDataset` is MONAI's :class:`~monai.data.CacheDataset`
 whose deterministic pre-processing (load, orient, normalise) of an item that
@@ -19,7 +19,6 @@ from monai.data import CacheDataset
 from monai.transforms import MapTransform
 
 from segnet_domains.errors import InputError
-from segnet_domains.training.task import check_labels
 
 
 def find_input_error(exc: BaseException) -> InputError | None:
@@ -120,3 +119,18 @@ class CheckLabelsd(MapTransform):
                 raise InputError(source, "mask has non-integer values (expected class indices)")
             check_labels(arr, self.num_classes, source, self.ignore_index)
         return data
+
+
+def check_labels(label: np.ndarray, num_classes: int, source: str, ignore_index: int | None = None) -> None:
+    """Refuse label values outside ``0..num_classes-1`` (``ignore_index`` allowed).
+
+    Raises:
+        InputError: names the file and the unexpected values.
+    """
+    values = np.unique(label)
+    bad = values[(values < 0) | (values >= num_classes)]
+    if ignore_index is not None:
+        bad = bad[bad != ignore_index]
+    if bad.size:
+        shown = ", ".join(f"{v:g}" for v in bad[:8].tolist())
+        raise InputError(source, f"mask has values {shown} outside the declared classes 0..{num_classes - 1}")

@@ -17,6 +17,8 @@ import torch
 import torch.distributed as torch_dist
 from torch import nn
 
+from segnet_domains.errors import InputError
+
 
 @dataclass
 class Context:
@@ -62,25 +64,39 @@ class Context:
         return float(t.item()) / self.world_size
 
 
-def setup() -> Context:
-    """Join the ``torchrun`` process group if there is one."""
+def setup(device: str = "auto") -> Context:
+    """Join the ``torchrun`` process group if there is one.
+
+    Args:
+        device: the training config's device. ``"cpu"`` trains on CPU with gloo even where CUDA exists;
+            ``"auto"`` gives each process its own GPU (NCCL) when there are as many GPUs as processes on
+            this node, else the CPU (gloo); ``"cuda"`` insists on one GPU per process.
+
+    Raises:
+        InputError: ``cuda`` was asked for but this node has fewer GPUs than processes.
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Context()
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    device = None
-    if torch.cuda.is_available():
-        device = torch.device("cuda", local)
-        torch.cuda.set_device(device)
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", str(local + 1)))
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    kind = torch.device(device).type if device != "auto" else ("cuda" if gpus >= per_node else "cpu")
+    if kind == "cuda":
+        if gpus < per_node:
+            problem = f"{per_node} processes on this node but {gpus} GPU(s); use cpu or fewer processes"
+            raise InputError("train.device", problem)
+        dev = torch.device("cuda", local)
+        torch.cuda.set_device(dev)
         backend = "nccl"
     else:
-        device = torch.device("cpu")
+        dev = torch.device("cpu")
         backend = "gloo"
     started = False
     if not torch_dist.is_initialized():
         torch_dist.init_process_group(backend=backend)
         started = True
-    return Context(rank=rank, world_size=world, device=device, initialized=started)
+    return Context(rank=rank, world_size=world, device=dev, initialized=started)
 
 
 def teardown(ctx: Context) -> None:

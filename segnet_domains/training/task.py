@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 from torch import nn
@@ -16,9 +16,7 @@ from torch.utils.data import Dataset
 
 from segnet_domains.errors import InputError
 from segnet_domains.inference import Segmenter
-
-if TYPE_CHECKING:
-    from segnet_domains.training.data import CheckedCacheDataset
+from segnet_domains.training.data import CheckedCacheDataset
 
 #: Task name → ``"module:attribute"``; imported only when a config asks for it.
 TASKS: dict[str, str] = {
@@ -128,8 +126,6 @@ class Task:
         """
         from monai.transforms import Compose
 
-        from segnet_domains.training.data import CheckedCacheDataset  # data.py imports this module
-
         return CheckedCacheDataset(
             items,
             Compose(transforms),
@@ -200,18 +196,3 @@ def register_task(name: str, target: str | type[Task]) -> None:
         TASKS[name] = f"{target.__module__}:{target.__qualname__}"
     else:
         TASKS[name] = target
-
-
-def check_labels(label: np.ndarray, num_classes: int, source: str, ignore_index: int | None = None) -> None:
-    """Refuse label values outside ``0..num_classes-1`` (``ignore_index`` allowed).
-
-    Raises:
-        InputError: names the file and the unexpected values.
-    """
-    values = np.unique(label)
-    bad = values[(values < 0) | (values >= num_classes)]
-    if ignore_index is not None:
-        bad = bad[bad != ignore_index]
-    if bad.size:
-        shown = ", ".join(f"{v:g}" for v in bad[:8].tolist())
-        raise InputError(source, f"mask has values {shown} outside the declared classes 0..{num_classes - 1}")

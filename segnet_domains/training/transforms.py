@@ -36,8 +36,10 @@ class Normalized(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             value = d[key]
-            arr = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
-            out = torch.from_numpy(np.ascontiguousarray(self.normalize(arr)))
+            if isinstance(value, torch.Tensor):  # normalised where it lies (a GPU transform stays there)
+                out = self.normalize(value.detach().as_subclass(torch.Tensor)).contiguous()
+            else:
+                out = torch.from_numpy(np.ascontiguousarray(self.normalize(np.asarray(value))))
             if hasattr(value, "copy_meta_from"):  # keep MONAI MetaTensor metadata
                 out = type(value)(out, meta=value.meta, applied_operations=value.applied_operations)
             d[key] = out

@@ -10,9 +10,10 @@ so the web demo reads, normalises, infers and writes exactly as the CLI does:
 * ``image`` — PNG/JPEG/GIF/BMP/TIFF without georeferencing:
   :func:`~segnet_domains.predict_files.predict_image_file` (``predict-image``); the mask is a PNG.
 
-Monte Carlo uncertainty (dropout models) adds a second file: the variance of
-the softmax samples averaged over classes, as float32 in the mask's format
-(NIfTI, GeoTIFF, or TIFF beside a PNG mask).
+Monte Carlo uncertainty (dropout models) adds a second file: the Segmenter's
+Monte Carlo per-class variance of the softmax averaged over classes
+(:func:`~segnet_domains.inference.class_mean_variance`), as float32 in the
+mask's format (NIfTI, GeoTIFF, or TIFF beside a PNG mask).
 
 Everything happens inside one temporary folder per upload, removed before
 :func:`segment_upload` returns; the results come back as bytes and arrays.
@@ -43,12 +44,11 @@ from segnet_domains.errors import InputError
 from segnet_domains.geo.outputs import LABEL_NODATA
 from segnet_domains.geo.scene import open_scene, select_bands
 from segnet_domains.geo.tiler import TileOptions, tile_scene
-from segnet_domains.inference import Segmenter, _drive
+from segnet_domains.inference import Segmenter, class_mean_variance, drive
 from segnet_domains.io.atomic import atomic_output
 from segnet_domains.io.images import TIFF_SUFFIXES, read_image, to_display_rgb
 from segnet_domains.medical.nifti import NIFTI_SUFFIXES, Volume, is_nifti, read_volume, write_like
 from segnet_domains.predict_files import predict_image_file, predict_volume_file
-from segnet_domains.tiling import resolve_tiling
 from segnet_domains.web.models import ModelRegistry, ServedModel
 
 #: Suffixes of plain 2D images (TIFFs with georeferencing are scenes).
@@ -225,8 +225,8 @@ def segment_upload(
 def _check_options(served: ServedModel, kind: str, options: JobOptions) -> None:
     if options.axis is not None and options.axis not in (0, 1, 2):
         raise InputError(None, f"axis must be 0, 1 or 2 (got {options.axis})")
-    if options.uncertainty and not served.segmenter.has_dropout:
-        raise InputError(served.name, "uncertainty needs a checkpoint trained with dropout (Bayesian SegNet)")
+    if options.uncertainty:
+        served.segmenter.info.require_dropout(served.name, "uncertainty")
     if options.samples < 2:
         raise InputError(None, f"Monte Carlo uncertainty needs at least 2 samples (got {options.samples})")
 
@@ -261,7 +261,7 @@ def _image_job(
     unc = None
     if options.uncertainty:
         _, var = seg.predict_uncertainty(image, options.samples, source=str(src))
-        unc = var.mean(0)
+        unc = class_mean_variance(var)
         path = out / f"{stem_of(src)}_uncertainty.tif"
         with atomic_output(path) as tmp:
             tifffile.imwrite(tmp, unc.astype(np.float32), compression="zlib")
@@ -299,14 +299,13 @@ def _volume_job(
     labels = predict_volume_file(seg, src, mask, axis=options.axis, progress=first)  # type: ignore[arg-type]
     files = [_read(mask)]
     volume = read_volume(src)
-    axis = options.axis if options.axis is not None else seg.info.slice_axis
-    axis = 2 if axis is None else axis
+    axis = seg.volume_axis(options.axis)
     unc = None
     if options.uncertainty:
         gen = seg.iter_volume(volume.to_ras(), axis, source=str(src), mc_samples=options.samples)
         second = (lambda d, t: progress(t + d, 2 * t)) if progress else False
-        _, _, var = _drive(gen, second, desc="")
-        unc = volume.from_ras(var.mean(0))
+        _, _, var = drive(gen, second)
+        unc = volume.from_ras(class_mean_variance(var))
         path = out / f"{stem_of(src)}_uncertainty.nii.gz"
         write_like(volume, unc, path, dtype=np.float32)
         files.append(_read(path))
@@ -361,15 +360,10 @@ def _scene_job(
     preview: bool,
     progress: ProgressCallback | None,
 ) -> JobResult:
-    """``tile``'s job; a scene smaller than the model's tile gets the largest power-of-2 tile that fits."""
+    """``tile``'s job; a scene smaller than the model's tile gets the tile ``tile`` fits to it."""
     seg = served.segmenter
     scene = open_scene(src)
     tile_opts = TileOptions(uncertainty=options.uncertainty, samples=options.samples)
-    tile, _ = resolve_tiling(seg, None, None)
-    short = min(scene.height, scene.width)
-    if short < tile:  # the CLI asks for --tile; the page has no such option, so choose it
-        tile_opts.tile_size = 2 ** int(math.log2(short))
-        tile_opts.overlap = tile_opts.tile_size // 4
     result = tile_scene(seg, src, out, tile_opts, progress=progress or False)
     paths = [Path(p) for p in result.outputs]
     files = [_read(p) for p in paths]

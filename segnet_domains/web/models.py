@@ -108,10 +108,7 @@ class ModelRegistry:
         models: list[ServedModel] = []
         taken: set[str] = set()
         for p in paths:
-            try:
-                seg = Segmenter.from_checkpoint(p, device=device, precision=precision, batch_size=batch_size)
-            except ValueError as exc:  # a device or precision that doesn't exist here
-                raise InputError(None, str(exc)) from None
+            seg = Segmenter.from_checkpoint(p, device=device, precision=precision, batch_size=batch_size)
             base = name = model_name(p)
             n = 1
             while name in taken:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -16,11 +17,11 @@ import rasterio
 from segnet_domains import Segmenter
 from segnet_domains.errors import InputError
 from segnet_domains.geo.outputs import LABEL_NODATA
-from segnet_domains.geo.tiler import TileOptions, tile_scene
+from segnet_domains.geo.tiler import TileOptions, TileProgress, iter_tile_scene, tile_scene
 from segnet_domains.synthetic.layouts import write_geotiff
 from segnet_domains.tiling import TileGrid
 from tests.data.geo import CLASS_NAMES, make_scene
-from tests.test_tiling import blob_mosaic
+from tests.test_inference import blob_mosaic
 
 OPTS = TileOptions(tile_size=128, overlap=32)
 
@@ -181,6 +182,30 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path: Path, aerial_segme
     assert changed.status == "done"  # other options with force: redone, not skipped
 
 
+def test_generator_stopped_midway_keeps_its_rows_and_resumes(
+    tmp_path: Path, aerial_segmenter: Segmenter
+) -> None:
+    """Stop iterating (napari's Cancel) and close: no output yet, finished rows kept, a rerun resumes."""
+    scene, _ = make_scene(tmp_path / "g.tif", 260, 200)
+    opts = TileOptions(tile_size=64, overlap=24, batch_size=2)
+    run_dir, ref_dir = tmp_path / "run", tmp_path / "ref"
+    run_dir.mkdir(), ref_dir.mkdir()
+    steps = iter_tile_scene(aerial_segmenter, scene, run_dir, opts)
+    seen: list[TileProgress] = []
+    for step in steps:
+        seen.append(step)
+        if step.rows_done >= 2:
+            break
+    steps.close()
+    grid = TileGrid.create(260, 200, 64, 24, align=aerial_segmenter.multiple)
+    assert seen[0] == (0, len(grid), 0, grid.shape[0])
+    assert all(a.done < b.done or b.rows_done > a.rows_done for a, b in itertools.pairwise(seen[1:]))
+    assert not (run_dir / "g_labels.tif").exists() and (run_dir / ".g.tiling" / "progress.json").is_file()
+    assert tile_scene(aerial_segmenter, scene, run_dir, opts).status == "resumed"
+    tile_scene(aerial_segmenter, scene, ref_dir, opts)
+    np.testing.assert_array_equal(read(run_dir / "g_labels.tif")[0], read(ref_dir / "g_labels.tif")[0])
+
+
 KILL_SCRIPT = """
 import os, signal, sys
 from segnet_domains import Segmenter
@@ -201,7 +226,8 @@ def test_killed_process_resumes(tmp_path: Path, aerial_checkpoint: Path, aerial_
     scene, _ = make_scene(tmp_path / "k.tif", 260, 200)
     run_dir, ref_dir = tmp_path / "run", tmp_path / "ref"
     run_dir.mkdir(), ref_dir.mkdir()
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    root = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
     proc = subprocess.run(
         [sys.executable, "-c", KILL_SCRIPT, str(aerial_checkpoint), str(scene), str(run_dir)],
         env=env,

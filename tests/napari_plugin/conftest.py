@@ -27,6 +27,7 @@ import torch
 from segnet_domains.synthetic.aerial import rgb_scene
 from segnet_domains.synthetic.brain import flair_head
 from tests.napari_plugin.data import FEATURES, one_thread, train_lesion_model, write_geotiff, write_nifti
+from tests.shared import once_per_run
 
 HERE = Path(__file__).parent
 
@@ -91,7 +92,7 @@ def _torch_one_thread() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def lesion_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny lesion model (dropout 0.1) trained for a few seconds on the synthetic MRI sample."""
-    return train_lesion_model(tmp_path_factory.mktemp("lesion") / "lesion.pt")
+    return once_per_run(tmp_path_factory, "lesion", lambda d: train_lesion_model(d / "lesion.pt"))
 
 
 @pytest.fixture(scope="session")

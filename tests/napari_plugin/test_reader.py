@@ -10,6 +10,7 @@ import numpy as np
 import psutil
 import pydicom
 import pytest
+from rasterio.transform import Affine
 
 from napari_plugin._reader import get_geotiff_reader, get_nifti_reader, read_geotiff, read_nifti
 from tests.napari_plugin.data import NON_RAS_AFFINE, write_geotiff
@@ -56,7 +57,7 @@ def test_geotiff_reader_rgb_bands_crs_transform(scene) -> None:
     np.testing.assert_array_equal(data, rgb)
     geo = kwargs["metadata"]["geotiff"]
     assert "32633" in geo["crs"] or "UTM zone 33N" in geo["crs"]
-    assert geo["transform"] == [0.5, 0.0, 500123.25, 0.0, -0.5, 4650987.75]
+    assert geo["transform"] == Affine(0.5, 0.0, 500123.25, 0.0, -0.5, 4650987.75)
     assert geo["count"] == 3 and geo["layout"] == "hwc"
     assert kwargs["scale"] == (0.5, 0.5)
 

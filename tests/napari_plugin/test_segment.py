@@ -14,7 +14,6 @@ from napari_plugin._compute import build_request, iter_segmentation, load_segmen
 from napari_plugin._reader import read_geotiff, read_nifti
 from segnet_domains import Segmenter
 from segnet_domains.errors import CheckpointError, InputError
-from segnet_domains.tiling import predict_proba_tiled
 from tests.napari_plugin.data import open_in_viewer
 
 
@@ -79,7 +78,7 @@ def test_image_mode_rgb_scene_and_tiles(scene, untrained_checkpoint) -> None:
     assert labels.data.shape == rgb.shape[:2] and labels.metadata["geotiff"]["layout"] == "hwc"
     assert tuple(labels.scale) == (0.5, 0.5)
     tiled = segment_layer(viewer, image, ckpt, device="cpu", tile_size=64, tile_overlap=16)
-    proba = predict_proba_tiled(seg, rgb, 64, 16)
+    proba = seg.predict_proba_tiled(rgb, 64, 16)
     np.testing.assert_array_equal(tiled.data, proba.argmax(0))
 
 

@@ -157,8 +157,6 @@ def test_screenshot_with_mask(make_napari_viewer, qtbot, tmp_path: Path, lesion_
 
 def test_widget_tiles_an_aerial_scene(make_napari_viewer, qtbot, untrained_checkpoint) -> None:
     """An aerial checkpoint configures 2D mode and its tile size; the result matches the tiler."""
-    from segnet_domains.tiling import predict_proba_tiled
-
     ckpt = untrained_checkpoint(
         3, 4, name="aerial.pt", domain="aerial", tile_size=128, tile_overlap=32,
         normalization={"mode": "scale", "scale": 255}, class_names=["background", "building", "road", "tree"],
@@ -174,7 +172,7 @@ def test_widget_tiles_an_aerial_scene(make_napari_viewer, qtbot, untrained_check
     labels = viewer.layers["aerial sample labels"]
     rgb = viewer.layers["aerial sample"].data
     seg = Segmenter.from_checkpoint(ckpt, device="cpu")
-    np.testing.assert_array_equal(labels.data, predict_proba_tiled(seg, rgb, 128, 32).argmax(0))
+    np.testing.assert_array_equal(labels.data, seg.predict_proba_tiled(rgb, 128, 32).argmax(0))
     assert tuple(labels.scale) == (0.5, 0.5)
     assert widget._progress.max == 25  # 5 × 5 tiles of 128 with overlap 32 over 512²
 

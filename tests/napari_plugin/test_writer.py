@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import nibabel as nib
@@ -87,7 +88,7 @@ def test_geotiff_labels_round_trip_crs_transform(scene, tmp_path: Path) -> None:
         assert (dst.width, dst.height, dst.count) == (src.width, src.height, 1)
         np.testing.assert_array_equal(dst.read(1), classes)
         assert dst.colormap(1)[1] == (9, 8, 7, 255)
-        assert dst.tags(1)["classes"] == "a,b,c"
+        assert json.loads(dst.tags()["CLASS_NAMES"]) == ["a", "b", "c"]
 
 
 def test_geotiff_writer_needs_georeferenced_source(tmp_path: Path) -> None:

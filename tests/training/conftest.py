@@ -8,6 +8,7 @@ import pytest
 
 from segnet_domains.synthetic.layouts import atlas_phantoms, rite_miniature
 from segnet_domains.training import TrainResult, build_config, train
+from tests.shared import once_per_run
 
 CONFIGS = Path(__file__).resolve().parents[2] / "pipelines" / "configs"
 
@@ -42,9 +43,12 @@ TINY_RITE = [
 @pytest.fixture(scope="session")
 def atlas_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Five labelled subjects and one without a mask (inference only), BIDS names, gzip NIfTI."""
-    root = tmp_path_factory.mktemp("atlas")
-    atlas_phantoms(root)
-    return root
+
+    def build(root: Path) -> Path:
+        atlas_phantoms(root)
+        return root
+
+    return once_per_run(tmp_path_factory, "atlas", build)
 
 
 @pytest.fixture(scope="session")
@@ -56,10 +60,10 @@ def rite_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def atlas_run(atlas_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, TrainResult]:
     """A short ATLAS run (8 epochs × 4 volumes × 8 axial slices): learns the lesions."""
-    config = build_config(
-        CONFIGS / "atlas_lesion.yaml",
-        [*TINY_ATLAS, "train.epochs=8", "train.val_every=4"],
-        data_root=atlas_root,
-        out=tmp_path_factory.mktemp("atlas_run"),
-    )
-    return config, train(config)
+
+    def run(out: Path) -> tuple[dict, TrainResult]:
+        overrides = [*TINY_ATLAS, "train.epochs=8", "train.val_every=4"]
+        config = build_config(CONFIGS / "atlas_lesion.yaml", overrides, data_root=atlas_root, out=out)
+        return config, train(config)
+
+    return once_per_run(tmp_path_factory, "atlas_run", run)

@@ -1,0 +1,136 @@
+"""What every ``benchmarks/bench_*.py`` shares: ``--device``/``--json``, synchronised timing, flushed lines.
+
+* ``--device``: ``cpu`` (default), ``cuda[:N]``, or ``auto`` (CUDA when present, else CPU).
+* Timings synchronise the device before and after (``torch.cuda.synchronize``),
+  so an asynchronous GPU is timed for its work, not for queueing it.
+* :class:`Report` prints each figure as one flushed line as soon as it is
+  measured (a run cut short by a time-out still shows what it measured) and
+  writes the JSON (``--json PATH``) after every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from segnet_domains.adapters import pad_to_multiple
+
+
+def add_common_args(ap: argparse.ArgumentParser, device: str = "cpu") -> None:
+    """Add ``--device`` and ``--json`` (if not there yet) to a benchmark's parser."""
+    ap.add_argument(
+        "--device", default=device, help="cpu (default), cuda[:N], or auto (CUDA when present, else CPU)"
+    )
+    if not any("--json" in a.option_strings for a in ap._actions):
+        ap.add_argument("--json", help="also write the figures to this file (rewritten after each figure)")
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto`` → ``cuda`` when present, else ``cpu``; anything else as given (checked)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"--device {name}: CUDA is not available here")
+    return dev
+
+
+def sync(device: torch.device | str) -> None:
+    """Wait for the device's queued work (no-op on the CPU)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def timed(fn: Callable[[], Any], device: torch.device | str) -> float:
+    """Seconds of ``fn()``, the device synchronised before and after."""
+    sync(device)
+    t = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - t
+
+
+def alternate(
+    fns: dict[str, Callable[[], Any]], device: torch.device | str, repeats: int, warmup: int = 1
+) -> dict[str, list[float]]:
+    """Seconds of each callable, run in alternation (load hits all alike) after ``warmup`` runs each."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            timed(fn, device)
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            times[name].append(timed(fn, device))
+    return times
+
+
+def median(xs: list[float]) -> float:
+    return float(statistics.median(xs))
+
+
+def machine(device: torch.device) -> dict[str, Any]:
+    """What ran the benchmark: device name, torch, threads, CPUs, load."""
+    info: dict[str, Any] = {
+        "device": str(device),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpus": os.cpu_count(),
+        "cpu": platform.processor() or platform.machine(),
+        "load_average_1min": round(os.getloadavg()[0], 2),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+class Report:
+    """Figures printed line by line (flushed) and kept for ``--json``, rewritten after each one."""
+
+    def __init__(self, json_path: str | None, **header: Any) -> None:
+        self.path = Path(json_path) if json_path else None
+        self.data: dict[str, Any] = dict(header)
+        print(" ".join(f"{k}={v}" for k, v in header.items()), flush=True)
+        self._save()
+
+    def add(self, name: str, line: str | None = None, **figures: Any) -> dict[str, Any]:
+        """Record ``figures`` under ``name`` and print ``line`` (default: the figures)."""
+        self.data[name] = figures
+        print(f"{name}: {line or json.dumps(figures)}", flush=True)
+        self._save()
+        return figures
+
+    def _save(self) -> None:
+        if self.path is not None:
+            self.path.write_text(json.dumps(self.data, indent=2) + "\n")
+
+
+def prepared(seg: Any, x: torch.Tensor) -> torch.Tensor:
+    """``x`` padded, on the Segmenter's device, in the backend's dtype and layout: the network's own input."""
+    x, _ = pad_to_multiple(x, seg.multiple)
+    cpu_low = seg.device.type == "cpu" and seg.dtype != torch.float32
+    x = x.to(seg.device, dtype=seg.dtype if cpu_low else torch.float32)
+    return x.contiguous(memory_format=torch.channels_last) if seg.device.type in ("cpu", "cuda") else x
+
+
+def network(seg: Any, *batches: torch.Tensor) -> Callable[[], Any]:
+    """The raw baseline: the Segmenter's network alone (its autocast included) over prepared batches."""
+
+    def run() -> Any:
+        with torch.inference_mode():
+            for x in batches:
+                out = seg.backend(x)
+        return out
+
+    return run

@@ -1,0 +1,202 @@
+"""Exact percentiles in linear time, and the percentile range scaling of the ``percentile`` normalisation.
+
+The numbers are numpy's default (``method="linear"``): for ``n`` values and
+percentile ``q`` the virtual index is ``(n - 1) · q / 100`` and the result
+interpolates the two order statistics around it exactly as
+``np.percentile`` does (its ``_lerp``, in float64). What differs is how the
+order statistics are found:
+
+* integer pixels of at most 16 bits (``bool``, ``uint8``, ``int8``,
+  ``uint16``, ``int16``; MRI volumes and satellite scenes) — an exact
+  histogram (``np.bincount`` in bounded chunks) and its cumulative sum: one
+  pass, no copy of the image;
+* anything else on the CPU — ``np.partition`` (introselect) at the few
+  positions needed: linear time, one copy of a channel;
+* a torch tensor on an accelerator — ``torch.kthvalue`` on the device
+  (radix select on CUDA); only the handful of order statistics cross to the
+  host.
+
+MONAI's ``ScaleIntensityRangePercentiles`` (``torch.quantile`` or
+``np.percentile``: a full sort of every channel, once per percentile) gives
+the same numbers (bit for bit with ``like_monai=True``, which keeps its
+float32 interpolation); it is deliberately not used on this hot path, where it
+took most of the time of a small network's inference. The scaling
+(:func:`scale_range`) keeps MONAI ``ScaleIntensityRange``'s semantics
+(``b_min=0, b_max=1, clip=True``; a channel whose two percentiles coincide
+is only shifted, ``x - lower``) and runs on the tensor's own device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+#: Integer dtypes whose values are histogrammed (at most 2**16 bins).
+HISTOGRAM_DTYPES = frozenset(np.dtype(t) for t in (np.bool_, np.uint8, np.int8, np.uint16, np.int16))
+#: Elements per ``np.bincount`` call: bounds its int64 temporary to 8 MiB.
+_CHUNK = 1 << 20
+
+Array = np.ndarray | torch.Tensor
+
+
+def _positions(n: int, q: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """numpy's ``linear`` method: (previous index, next index, gamma) for each percentile of ``n`` values."""
+    virtual = (n - 1) * (np.asarray(q, np.float64) / 100)
+    prev = np.floor(virtual)
+    gamma = virtual - prev
+    prev = prev.astype(np.int64)
+    nxt = prev + 1
+    above, below = virtual >= n - 1, virtual < 0
+    prev[above], nxt[above] = n - 1, n - 1
+    prev[below], nxt[below] = 0, 0
+    return prev, nxt, gamma
+
+
+def _lerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """numpy's ``_lerp``, in float64: ``a + (b - a)·t``, from the upper end when ``t ≥ 0.5``."""
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    diff = b - a
+    return np.where(t >= 0.5, b - diff * (1 - t), a + diff * t)
+
+
+def _order_stats_histogram(flat: np.ndarray, ks: np.ndarray) -> np.ndarray:
+    """The ``ks``-th smallest values (0-based) of small-range integer ``flat``, by an exact histogram."""
+    bins = 1 << (8 * flat.dtype.itemsize)
+    if flat.dtype.kind == "b":
+        flat = flat.view(np.uint8)
+    signed = flat.dtype.kind == "i"
+    if signed:  # count the bit patterns; negative values are the upper half, rolled to the front below
+        flat = flat.view(np.dtype(f"u{flat.dtype.itemsize}"))
+    counts = np.zeros(bins, np.int64)
+    for start in range(0, flat.size, _CHUNK):
+        counts += np.bincount(flat[start : start + _CHUNK], minlength=bins)
+    offset = 0
+    if signed:
+        counts, offset = np.roll(counts, bins // 2), -(bins // 2)
+    cum = np.cumsum(counts)
+    return np.searchsorted(cum, ks, side="right").astype(np.int64) + offset
+
+
+def _order_stats(flat: Array, ks: np.ndarray) -> np.ndarray:
+    """The ``ks``-th smallest values (0-based) of the 1D ``flat``, as float64, in linear time."""
+    if isinstance(flat, torch.Tensor):
+        if flat.device.type != "cpu":
+            x = (
+                flat
+                if flat.is_floating_point()
+                else flat.to(torch.float64 if flat.element_size() > 2 else torch.float32)
+            )
+            if x.dtype == torch.float64 and x.device.type == "mps":
+                x = x.float()
+            vals = torch.stack([torch.kthvalue(x, int(k) + 1).values for k in np.unique(ks)])
+            lookup = dict(zip(np.unique(ks).tolist(), vals.double().cpu().numpy()))
+            return np.array([lookup[int(k)] for k in ks], np.float64)
+        flat = flat.numpy()
+    if flat.dtype in HISTOGRAM_DTYPES:
+        return _order_stats_histogram(flat, ks).astype(np.float64)
+    uniq = np.unique(ks)
+    part = np.partition(flat, uniq)
+    return part[ks].astype(np.float64)
+
+
+#: Up to this many values MONAI's ``percentile`` calls ``torch.quantile`` (float32), above it numpy.
+MONAI_TORCH_LIMIT = 1_000_000
+
+
+def _torch_quantile_positions(n: int, q: Sequence[float]) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
+    """``torch.quantile``'s float32 ranks for ``n`` values: (index below, index above, weight)."""
+    q_t = torch.tensor([p / 100.0 for p in q], dtype=torch.float32)  # MONAI casts q/100 to the data's dtype
+    ranks = q_t * (n - 1)
+    below = ranks.to(torch.long)
+    return below.numpy(), ranks.ceil().to(torch.long).numpy(), ranks - below
+
+
+def percentiles(values: Array, q: Sequence[float], like_monai: bool = False) -> np.ndarray:
+    """``np.percentile(values, q)`` (method ``linear``) over all elements, in linear time, as float64.
+
+    Args:
+        values: any numeric array or tensor (flattened); NaN must not occur.
+        q: percentiles in [0, 100].
+        like_monai: return the float32 bounds MONAI's ``percentile`` gives for the
+            float32 cast of ``values``, bit for bit: ``torch.quantile``'s float32
+            interpolation up to :data:`MONAI_TORCH_LIMIT` values, numpy's float64
+            rounded to float32 above (what ``ScaleIntensityRangePercentiles`` used,
+            so models trained with it see exactly the inputs they were trained on).
+
+    Raises:
+        ValueError: no values, or a percentile outside [0, 100].
+    """
+    q = [float(p) for p in q]
+    if any(not 0 <= p <= 100 for p in q):
+        raise ValueError(f"percentiles must lie in [0, 100], got {q}")
+    flat = values.reshape(-1) if isinstance(values, torch.Tensor) else np.asarray(values).reshape(-1)
+    n = int(flat.shape[0])
+    if n == 0:
+        raise ValueError("percentiles of an empty array")
+    if isinstance(flat, torch.Tensor) and flat.dtype == torch.bool:
+        flat = flat.to(torch.uint8)
+    if like_monai and n <= MONAI_TORCH_LIMIT:  # torch.quantile's float32 ranks, weights and lerp_ kernel
+        below, above, weights = _torch_quantile_positions(n, q)
+        stats = torch.from_numpy(_order_stats(flat, np.concatenate([below, above])).astype(np.float32))
+        return stats[: len(q)].lerp_(stats[len(q) :], weights).numpy()
+    prev, nxt, gamma = _positions(n, q)
+    stats = _order_stats(flat, np.concatenate([prev, nxt]))
+    if like_monai:  # numpy's float64 interpolation of the float32 values, rounded to float32
+        stats = stats.astype(np.float32)
+        return _lerp(stats[: len(q)], stats[len(q) :], gamma).astype(np.float32)
+    return _lerp(stats[: len(q)], stats[len(q) :], gamma)
+
+
+def channel_percentiles(
+    chw: Array, q: Sequence[float], valid: np.ndarray | None = None, like_monai: bool = False
+) -> np.ndarray:
+    """Percentiles ``C×len(q)`` of each channel of a channel-first array or tensor (float64, or float32).
+
+    Args:
+        chw: ``C×…`` pixels (the statistics of each channel cover all its other axes).
+        q: percentiles in [0, 100].
+        valid: optional mask of the spatial shape; only these pixels count
+            (none valid: the channel's statistics are those of a single 0).
+        like_monai: see :func:`percentiles`.
+    """
+    rows = []
+    for c in chw:
+        if valid is not None:
+            c = c[valid] if valid.any() else np.zeros(1, np.float32)
+        rows.append(percentiles(c, q, like_monai))
+    return np.array(rows, np.float32 if like_monai else np.float64).reshape(len(rows), len(q))
+
+
+def scale_range(x: Array, lower: Sequence[float], upper: Sequence[float]) -> Array:
+    """Per channel ``(x - lower) / (upper - lower)`` clipped to [0, 1], float32, on ``x``'s device.
+
+    The channel axis is ``-3`` (``C×H×W`` or ``B×C×H×W``). A channel with
+    ``upper == lower`` is only shifted (``x - lower``, not clipped), as MONAI's
+    ``ScaleIntensityRange`` does. The span ``upper - lower`` is taken in the
+    bounds' own precision (float32 bounds: float32; else float64) and rounded
+    to float32, as MONAI does with tensor and with Python-float bounds.
+
+    Returns:
+        A float32 numpy array for numpy input, else a float32 tensor on ``x``'s device.
+    """
+    kind = np.float32 if np.asarray(lower).dtype == np.float32 else np.float64
+    lo = np.asarray(lower, kind).reshape(-1, 1, 1)
+    span = np.asarray(upper, kind).reshape(-1, 1, 1) - lo
+    flat = (span == 0).ravel()
+    if isinstance(x, torch.Tensor):
+        device = x.device
+        out = torch.sub(x.to(torch.float32), torch.as_tensor(lo, dtype=torch.float32, device=device))
+    else:  # numpy's cast (5× torch's for uint16), then the same torch ops in place on that copy
+        out = torch.from_numpy(np.array(x, dtype=np.float32, copy=True)).sub_(
+            torch.from_numpy(lo.astype(np.float32))
+        )
+        device = out.device
+    out.div_(torch.as_tensor(np.where(span == 0, 1.0, span), dtype=torch.float32, device=device))
+    if not flat.any():
+        out.clamp_(0.0, 1.0)
+    else:
+        for c in np.flatnonzero(~flat):
+            out[..., c, :, :].clamp_(0.0, 1.0)
+    return out if isinstance(x, torch.Tensor) else out.numpy()

@@ -1,0 +1,52 @@
+"""``benchmarks/gpu_check.py --device cpu --quick`` runs every section here and reports sane figures."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SECTIONS = (
+    "peak", "network_b1", "network_b4", "predict_proba", "predict_volume", "tile", "train",
+    "normalize_volume", "normalize_scene",
+)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_gpu_check_quick_on_cpu(tmp_path: Path) -> None:
+    out = tmp_path / "check.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # one thread: a modest load on a shared machine
+    script = str(ROOT / "benchmarks/gpu_check.py")
+    proc = subprocess.run(
+        [sys.executable, script, "--device", "cpu", "--quick", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    assert lines[-1] == "done"
+    report = json.loads(out.read_text())
+    assert report["device"] == "cpu" and report["quick"] is True
+    for name in SECTIONS:
+        assert name in report and "error" not in report[name], report.get(name)
+        assert any(line.startswith(f"{name}: ") for line in lines)  # printed line by line as measured
+    ratios = [
+        report["predict_proba"]["ratio"],
+        report["predict_volume"]["ratio"],
+        report["tile"]["fraction_of_raw"],
+        report["train"]["ratio"],
+    ]
+    assert all(math.isfinite(r) and 0.05 < r < 20 for r in ratios), ratios
+    assert report["tile"]["how"].startswith("tile_scene")  # rasterio is installed here: the real tiler
+    assert report["network_b4"]["ms_per_frame"] > 0 and report["peak"]["tflops"] > 0
+    for name in ("normalize_volume", "normalize_scene"):  # old and new, host and device: the same numbers
+        assert report[name]["max_abs_diff"] == 0 and report[name]["max_abs_diff_device"] == 0
+    assert "compile_b1" not in report  # --quick leaves torch.compile out unless asked

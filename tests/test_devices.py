@@ -1,0 +1,90 @@
+"""``precision="auto"`` is decided by a timed probe: cached, deterministic given the timings, overridable."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from segnet_domains import devices
+from segnet_domains.devices import PRECISION_ENV, ProbeResult, probe_precision, resolve_precision, time_probe
+from segnet_domains.training.engine import training_dtype
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(autouse=True)
+def fresh_probe_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(devices, "_PROBES", {})
+    monkeypatch.delenv(PRECISION_ENV, raising=False)
+
+
+class Timings:
+    """An injected probe timer: fixed (fp32, low) seconds, counting its calls."""
+
+    def __init__(self, fp32_s: float, low_s: float) -> None:
+        self.result, self.calls = (fp32_s, low_s), []
+
+    def __call__(self, device: torch.device, low: torch.dtype, mode: str) -> tuple[float, float]:
+        self.calls.append((str(device), low, mode))
+        return self.result
+
+
+@pytest.mark.parametrize(
+    ("fp32_s", "low_s", "expected"),
+    [
+        (0.010, 0.004, torch.bfloat16),  # native bf16 (AMX): clearly faster
+        (0.002, 0.015, torch.float32),  # emulated bf16 (AVX2 only): slower
+        (0.010, 0.0095, torch.float32),  # within the noise margin: fp32, the safer one
+        (0.010, 0.0089, torch.bfloat16),  # just past the margin
+    ],
+)
+def test_auto_follows_the_timings(fp32_s: float, low_s: float, expected: torch.dtype) -> None:
+    timer = Timings(fp32_s, low_s)
+    assert resolve_precision(CPU, "auto", timer=timer) == expected
+    assert timer.calls == [("cpu", torch.bfloat16, "inference")]
+    devices._PROBES.clear()
+    assert resolve_precision(CPU, "auto", timer=Timings(fp32_s, low_s)) == expected  # deterministic
+
+
+def test_probe_is_cached_per_device_and_mode() -> None:
+    timer = Timings(0.002, 0.015)
+    first = probe_precision(CPU, "inference", timer)
+    assert probe_precision(CPU, "inference", timer) is first
+    assert resolve_precision(CPU, "auto", timer=timer) == torch.float32
+    assert len(timer.calls) == 1
+    faster = Timings(0.010, 0.002)
+    assert resolve_precision(CPU, "auto", mode="train", timer=faster) == torch.bfloat16  # its own probe
+    assert faster.calls == [("cpu", torch.bfloat16, "train")]
+    assert isinstance(devices._PROBES[("cpu", "train")], ProbeResult)
+
+
+def test_explicit_precision_and_environment_skip_the_probe(monkeypatch: pytest.MonkeyPatch) -> None:
+    timer = Timings(0.010, 0.001)
+    assert resolve_precision(CPU, "fp32", timer=timer) == torch.float32
+    assert resolve_precision(CPU, "bf16", timer=timer) == torch.bfloat16
+    monkeypatch.setenv(PRECISION_ENV, "fp32")
+    assert resolve_precision(CPU, "auto", timer=timer) == torch.float32
+    assert timer.calls == []
+    with pytest.raises(ValueError, match="precision must be"):
+        resolve_precision(CPU, "fp8")
+
+
+def test_training_auto_uses_the_train_probe(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(
+        devices._PROBES, ("cpu", "train"), ProbeResult("cpu", "train", torch.bfloat16, 0.01, 0.002)
+    )
+    assert training_dtype(CPU, "auto") == torch.bfloat16
+    monkeypatch.setitem(
+        devices._PROBES, ("cpu", "train"), ProbeResult("cpu", "train", torch.bfloat16, 0.002, 0.01)
+    )
+    assert training_dtype(CPU, "auto") == torch.float32
+    assert training_dtype(CPU, "fp32") == torch.float32
+
+
+@pytest.mark.parametrize("mode", ["inference", "train"])
+def test_real_probe_times_both_precisions(mode: str) -> None:
+    """The probe runs here (which one wins depends on the CPU: not asserted) and restores the threads."""
+    threads = torch.get_num_threads()
+    fp32_s, low_s = time_probe(CPU, torch.bfloat16, mode, repeats=2)
+    assert 0 < fp32_s < 5 and 0 < low_s < 5
+    assert torch.get_num_threads() == threads
