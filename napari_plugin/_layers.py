@@ -76,12 +76,35 @@ def add_result(viewer: napari.Viewer, layer: Image, result: SegmentationResult) 
     Returns:
         The Labels layer.
     """
-    info = result.info
-    req = result.request
-    labels = result.labels
+    from napari.layers import Labels
+
+    info, labels = result.info, result.labels
     multiscale, shape = _level0(labels)
     name = f"{layer.name} labels"
-    meta = {
+    meta = _result_metadata(layer, result)
+    existing = next((lyr for lyr in viewer.layers if lyr.name == name), None)
+    if isinstance(existing, Labels) and _level0(existing.data) == (multiscale, shape):
+        out = _update_labels(existing, result, meta, multiscale)
+    else:
+        out = viewer.add_labels(
+            labels,
+            name=name,
+            colormap=label_colormap(info),
+            features=class_features(info),
+            metadata=meta,
+            opacity=0.6,
+            multiscale=multiscale,
+            **_geometry(layer, len(shape)),
+        )
+    if result.uncertainty is not None:
+        _add_uncertainty(viewer, layer, result)
+    return out
+
+
+def _result_metadata(layer: Image, result: SegmentationResult) -> dict:
+    """The source layer's metadata plus what produced the labels (under :data:`META_KEY`)."""
+    info, req = result.info, result.request
+    return {
         **{k: v for k, v in layer.metadata.items() if k != META_KEY},
         META_KEY: {
             "checkpoint": result.checkpoint,
@@ -95,56 +118,48 @@ def add_result(viewer: napari.Viewer, layer: Image, result: SegmentationResult) 
             "files": list(result.files),
         },
     }
-    existing = next((lyr for lyr in viewer.layers if lyr.name == name), None)
-    from napari.layers import Labels
 
-    if isinstance(existing, Labels) and _level0(existing.data) == (multiscale, shape):
-        if req.mode == "slice":
-            put_plane(existing.data, req.axis, req.index, np.take(labels, req.index, axis=req.axis))  # type: ignore[arg-type]
-            existing.refresh()
-        elif multiscale:
-            existing.data = labels
-        else:
-            existing.data = labels.astype(existing.data.dtype, copy=False)
-        old = existing.metadata.get(META_KEY) or {}
-        if (old.get("class_names"), old.get("class_colors")) != (
-            meta[META_KEY]["class_names"],
-            meta[META_KEY]["class_colors"],
-        ):  # another checkpoint: new classes (each setter redraws, so only when needed)
-            existing.colormap = label_colormap(info)
-            existing.features = class_features(info)
-        existing.metadata.update(meta)
-        out = existing
+
+def _update_labels(existing: Labels, result: SegmentationResult, meta: dict, multiscale: bool) -> Labels:
+    """Put a new result into an existing Labels layer of the same shape (a slice only changes its plane)."""
+    req, labels, info = result.request, result.labels, result.info
+    if req.mode == "slice":
+        put_plane(existing.data, req.axis, req.index, np.take(labels, req.index, axis=req.axis))  # type: ignore[arg-type]
+        existing.refresh()
+    elif multiscale:
+        existing.data = labels
     else:
-        out = viewer.add_labels(
-            labels,
-            name=name,
-            colormap=label_colormap(info),
-            features=class_features(info),
-            metadata=meta,
-            opacity=0.6,
-            multiscale=multiscale,
-            **_geometry(layer, len(shape)),
-        )
-    if result.uncertainty is not None:
-        unc = result.uncertainty
-        u_multi, u_shape = _level0(unc)
-        uname = f"{layer.name} uncertainty"
-        old_unc = next((lyr for lyr in viewer.layers if lyr.name == uname), None)
-        if old_unc is not None and _level0(old_unc.data) == (u_multi, u_shape):
-            old_unc.data = unc
-        else:
-            viewer.add_image(
-                unc,
-                name=uname,
-                colormap="magma",
-                blending="additive",
-                opacity=0.7,
-                multiscale=u_multi,
-                metadata={META_KEY: {"checkpoint": result.checkpoint, "samples": "mean softmax variance"}},
-                **_geometry(layer, len(u_shape)),
-            )
-    return out
+        existing.data = labels.astype(existing.data.dtype, copy=False)
+    old = existing.metadata.get(META_KEY) or {}
+    if (old.get("class_names"), old.get("class_colors")) != (
+        meta[META_KEY]["class_names"],
+        meta[META_KEY]["class_colors"],
+    ):  # another checkpoint: new classes (each setter redraws, so only when needed)
+        existing.colormap = label_colormap(info)
+        existing.features = class_features(info)
+    existing.metadata.update(meta)
+    return existing
+
+
+def _add_uncertainty(viewer: napari.Viewer, layer: Image, result: SegmentationResult) -> None:
+    """Add or update ``"<layer> uncertainty"`` (the Monte Carlo variance, magma, additive)."""
+    unc = result.uncertainty
+    u_multi, u_shape = _level0(unc)
+    uname = f"{layer.name} uncertainty"
+    old_unc = next((lyr for lyr in viewer.layers if lyr.name == uname), None)
+    if old_unc is not None and _level0(old_unc.data) == (u_multi, u_shape):
+        old_unc.data = unc
+        return
+    viewer.add_image(
+        unc,
+        name=uname,
+        colormap="magma",
+        blending="additive",
+        opacity=0.7,
+        multiscale=u_multi,
+        metadata={META_KEY: {"checkpoint": result.checkpoint, "samples": "mean softmax variance"}},
+        **_geometry(layer, len(u_shape)),
+    )
 
 
 _LABELS_WARM = False

@@ -401,24 +401,7 @@ def write_dicom_seg(
     if len(class_names) < 2:
         raise ValueError("a segmentation needs at least one class besides the background")
     algorithm = algorithm or {"name": "segnet-domains", "version": "unknown"}
-    identification = hd.AlgorithmIdentificationSequence(
-        name=str(algorithm["name"])[:64],
-        family=codes.cid7162.ArtificialIntelligence,
-        version=str(algorithm.get("version", "unknown"))[:64],
-        source="segnet-domains",
-        parameters={k: str(v)[:64] for k, v in (algorithm.get("parameters") or {}).items()},
-    )
-    segments = [
-        hd.seg.SegmentDescription(
-            segment_number=c,
-            segment_label=str(class_names[c])[:64],
-            segmented_property_category=codes.cid7150.Tissue,
-            segmented_property_type=codes.SCT.Tissue,
-            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-            algorithm_identification=identification,
-        )
-        for c in range(1, len(class_names))
-    ]
+    identification, segments = _segment_descriptions(class_names, algorithm)
     if int(labels.max(initial=0)) >= len(class_names) or int(labels.min(initial=0)) < 0:
         raise ValueError(f"labels outside 0..{len(class_names) - 1}")
     dtype = np.uint8 if len(class_names) <= 256 else np.uint16
@@ -445,6 +428,31 @@ def write_dicom_seg(
     with atomic_output(path) as tmp:
         seg.save_as(tmp)
     return path
+
+
+def _segment_descriptions(
+    class_names: Sequence[str], algorithm: dict[str, Any]
+) -> tuple[hd.AlgorithmIdentificationSequence, list[hd.seg.SegmentDescription]]:
+    """The algorithm's identification and one segment per class but the background (labels ≤ 64 chars)."""
+    identification = hd.AlgorithmIdentificationSequence(
+        name=str(algorithm["name"])[:64],
+        family=codes.cid7162.ArtificialIntelligence,
+        version=str(algorithm.get("version", "unknown"))[:64],
+        source="segnet-domains",
+        parameters={k: str(v)[:64] for k, v in (algorithm.get("parameters") or {}).items()},
+    )
+    segments = [
+        hd.seg.SegmentDescription(
+            segment_number=c,
+            segment_label=str(class_names[c])[:64],
+            segmented_property_category=codes.cid7150.Tissue,
+            segmented_property_type=codes.SCT.Tissue,
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            algorithm_identification=identification,
+        )
+        for c in range(1, len(class_names))
+    ]
+    return identification, segments
 
 
 def algorithm_from_info(info: Any) -> dict[str, Any]:

@@ -100,6 +100,10 @@ async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
 def create_app(registry: ModelRegistry, max_upload: int = MAX_UPLOAD, mc_samples: int = 8) -> FastAPI:
     """The web demo's application.
 
+    Longer than the house's 60 lines on purpose: the routes are closures over
+    ``registry``, the limits and the sample store (FastAPI's app-factory idiom),
+    each a few lines that hand the work to :mod:`segnet_domains.web.jobs`.
+
     Args:
         registry: the served models (loaded once, shared by all requests).
         max_upload: largest request body in bytes.
