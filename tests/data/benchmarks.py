@@ -223,11 +223,7 @@ def make_ade20k(root: Path, n_train: int = 3, n_val: int = 2, hw: tuple[int, int
             name = f"{prefix}_{i + 1:08d}"
             values = [int(v) for v in rng.choice(np.arange(1, 151), 3, replace=False)]
             image, label = scene(rng, hw, values, lay, void=0)
-            _jpeg(lay.path(folder, "image", split=split, name=name), image)
-            _png(lay.path(folder, "label", split=split, name=name), label.astype(np.uint8))
-            mini.native_values |= set(np.unique(label).tolist())
-            if i == 0:
-                mini.void_pixels[split], mini.first[split] = int((label == 0).sum()), name
+            _write_jpeg_pair(mini, lay, folder, split, name, image, label, first=i == 0)
     rows = ["Idx\tRatio\tTrain\tVal\tName"]
     for i in range(1, 151):
         rows.append(
@@ -235,6 +231,17 @@ def make_ade20k(root: Path, n_train: int = 3, n_val: int = 2, hw: tuple[int, int
         )
     (folder / ade20k.OBJECT_INFO).write_text("\n".join(rows) + "\n")
     return mini
+
+
+def _write_jpeg_pair(
+    mini: Mini, lay, folder: Path, split: str, name: str, image: np.ndarray, label: np.ndarray, first: bool
+) -> None:
+    """One JPEG image and its uint8 PNG label (void 0) in ``lay``'s places; recorded in ``mini``."""
+    _jpeg(lay.path(folder, "image", split=split, name=name), image)
+    _png(lay.path(folder, "label", split=split, name=name), label.astype(np.uint8))
+    mini.native_values |= set(np.unique(label).tolist())
+    if first:
+        mini.void_pixels[split], mini.first[split] = int((label == 0).sum()), name
 
 
 # --------------------------------------------------------------------------- SkyScapes-Dense
@@ -249,11 +256,7 @@ def make_skyscapes(root: Path, n_train: int = 2, n_val: int = 1, hw: tuple[int, 
             name = f"2012-04-26-Muenchen-Tunnel_4K0G{100 + 10 * i:04d}"
             values = [int(v) for v in rng.choice(np.arange(1, 21), 4, replace=False)]
             image, label = scene(rng, hw, values, lay, void=0)
-            _jpeg(lay.path(folder, "image", split=split, name=name), image)
-            _png(lay.path(folder, "label", split=split, name=name), label.astype(np.uint8))
-            mini.native_values |= set(np.unique(label).tolist())
-            if i == 0:
-                mini.void_pixels[split], mini.first[split] = int((label == 0).sum()), name
+            _write_jpeg_pair(mini, lay, folder, split, name, image, label, first=i == 0)
     return mini
 
 
