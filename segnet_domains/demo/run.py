@@ -4,7 +4,7 @@
    ATLAS-style MNI-space NIfTI, RITE-style fundus TIFF/PNG/GIF, 4-band UTM
    GeoTIFFs with label rasters.
 2. Trains a reduced SegNet on each through the shared MONAI training engine
-   (the same code as ``segnet-domains train``), each within a time budget.
+   (the same code as ``segnet-domains train``), a fixed number of steps each.
 3. Segments held-out data with the front-end code paths: ``predict-volume``'s
    NIfTI job, ``predict-image``'s PNG job and the ``tile`` batch job (COG out).
 4. Scores them (Dice / Jaccard, mIoU), writes ``OUT/summary.json`` and a PNG
@@ -62,10 +62,13 @@ class DemoSize:
     aerial_epochs: int
     aerial_steps: int
     aerial_tile: int
+    aerial_patch: int = 256
     features: str = REDUCED_FEATURES
 
 
-FULL = DemoSize(2.0, 12, 100, 40, 6, 40, 25, (768, 768), 5, 60, 40, 512)
+#: ``make demo``: about 7 min of training on 2 cores without bf16 (see README). 30 MRI epochs: validation Dice
+#: levels off by epoch 20; 128² aerial patches: four times cheaper than 256² and more varied, higher mIoU.
+FULL = DemoSize(2.0, 12, 30, 40, 6, 40, 25, (768, 768), 5, 40, 40, 512, aerial_patch=128)
 QUICK = DemoSize(4.0, 3, 1, 3, 2, 1, 3, (160, 160), 2, 1, 3, 128, "[4,8,8,8,8]")
 
 
@@ -170,7 +173,7 @@ def run_aerial(root: Path, out: Path, size: DemoSize, device: str) -> dict[str, 
         [
             f"data.class_names={json.dumps(aerial_data.CLASS_NAMES)}",
             f"data.class_colors={json.dumps(aerial_data.CLASS_COLORS)}",
-            f"data.patch_size={min(256, *size.aerial_size)}",
+            f"data.patch_size={min(size.aerial_patch, *size.aerial_size)}",
             "data.samples_per_scene=16",
             "train.batch_size=1",
             "train.val_every=20",
