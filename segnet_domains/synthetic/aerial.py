@@ -80,8 +80,6 @@ def landsat_scene(rng: np.random.Generator, shape: tuple[int, int]) -> tuple[np.
     return out, labels
 
 
-
-
 def reflectance(classes: np.ndarray, bands: int = 3, seed: int = 0) -> np.ndarray:
     """``bands×H×W`` uint16 surface reflectance (×10000) of a :func:`land_cover` map, with sensor noise.
 
