@@ -59,7 +59,10 @@ BACKGROUND, SCALP, SKULL, GREY, CSF, WHITE, VENTRICLES, LESION = range(len(TISSU
 
 @dataclass(frozen=True)
 class Contrast:
-    """How one MRI sequence shows the head of :func:`head_anatomy`.
+    """How one MRI sequence shows the head of :func:`head_anatomy`, and the lesions it is used to show.
+
+    Declared as data so that a new look is a new record, not a new generator;
+    the anatomy and every random draw stay the same.
 
     Attributes:
         name: the sequence.
