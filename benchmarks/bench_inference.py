@@ -19,7 +19,6 @@ Usage: ``python benchmarks/bench_inference.py [--device cpu|cuda|auto] [--repeat
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from pathlib import Path
@@ -28,7 +27,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import add_common_args, network, pick_device, prepared, timed
+from harness import add_common_args, finish, network, pick_device, prepared, timed
 
 from segnet_domains import Segmenter, SegNet
 from segnet_domains.devices import cpu_has_bf16, probe_precision
@@ -100,10 +99,7 @@ def main() -> dict:
           f"{res['speedup_vs_fp32_eager']}x fp32 eager, {res['end_to_end_over_network']}x net")  # fmt: skip
     print(f"  {achieved:.0f} GFLOP/s = {res['fraction_of_peak']:.2f} of the {peak:.0f} GFLOP/s "
           f"{str(peak_dtype).removeprefix('torch.')} matmul peak (target >= 0.70)")  # fmt: skip
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(res, fh, indent=2)
-    return res
+    return finish(args, res)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ Usage: ``python benchmarks/bench_onnx.py [--device cpu|cuda|auto] [--repeats 5] 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -37,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from harness import add_common_args, pick_device  # noqa: E402
+from harness import add_common_args, finish, pick_device  # noqa: E402
 
 from segnet_domains import Segmenter, SegNet  # noqa: E402
 from segnet_domains.checkpoint import make_info  # noqa: E402
@@ -112,14 +111,7 @@ def main() -> dict:
         print(f"  {r['model']:<20} torch ({r['torch_precision']}) {r['torch_ms']:8.1f} ms   "
               f"onnxruntime {r['onnxruntime_ms']:8.1f} ms   ratio torch/ort {ratio:.2f}   "
               f"(export {r['export_and_session_s']} s, max |Δp| {r['max_proba_diff']:.1e})")  # fmt: skip
-    if max(load_before, load_after) > 0.75 * (os.cpu_count() or 1):
-        print(f"  NOTE: the machine was loaded (1-min load average {load_before:.1f} → {load_after:.1f} "
-              f"on {os.cpu_count()} CPUs): absolute times are inflated; alternating medians keep the "
-              "ratio fair")  # fmt: skip
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(res, fh, indent=2)
-    return res
+    return finish(args, res, load_before)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@
   so an asynchronous GPU is timed for its work, not for queueing it.
 * :class:`Report` prints each figure as one flushed line as soon as it is
   measured (a run cut short by a time-out still shows what it measured) and
-  writes the JSON (``--json PATH``) after every figure.
+  writes the JSON (``--json PATH``) after every figure; a benchmark that
+  reports at its end calls :func:`finish` instead.
 """
 
 from __future__ import annotations
@@ -114,6 +115,25 @@ class Report:
     def _save(self) -> None:
         if self.path is not None:
             self.path.write_text(json.dumps(self.data, indent=2) + "\n")
+
+
+def finish(args: argparse.Namespace, results: Any, load_before: float | None = None) -> Any:
+    """End a run: a note when the machine was loaded, ``results`` written to ``--json``; returns ``results``.
+
+    Args:
+        args: the parsed arguments (``args.json``: where to write, if set).
+        results: the figures (anything JSON can hold).
+        load_before: the 1-minute load average when measuring began (the note shows it beside the load now).
+    """
+    loads = [os.getloadavg()[0]] if load_before is None else [load_before, os.getloadavg()[0]]
+    cpus = os.cpu_count() or 1
+    if max(loads) > 0.75 * cpus:
+        shown = " → ".join(f"{x:.1f}" for x in loads)
+        print(f"  NOTE: the machine was loaded (1-min load average {shown} on {cpus} CPUs): absolute times "
+              "are inflated; ratios of runs made in alternation less so", flush=True)  # fmt: skip
+    if getattr(args, "json", None):
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    return results
 
 
 def prepared(seg: Any, x: torch.Tensor) -> torch.Tensor:

@@ -134,13 +134,7 @@ def build_request(
     scene = (layer.metadata.get("geotiff") or {}).get("path")
     if layer.multiscale and scene and mode in ("auto", "image"):
         return SegmentRequest(None, "scene", source=name, path=scene)
-    if int(np.prod(data.shape)) > MAX_IN_MEMORY:
-        raise InputError(
-            name,
-            f"layer is {'×'.join(map(str, data.shape))}, too big to segment in memory; "
-            "open the scene as a GeoTIFF with this plugin (it is then tiled from the file) "
-            "or use `segnet-domains tile`",
-        )
+    _refuse_too_big(name, data.shape)
     rgb = bool(getattr(layer, "rgb", False))
     spatial = data.ndim - (1 if rgb else 0)
     layout = (layer.metadata.get("geotiff") or {}).get("layout")
@@ -163,6 +157,17 @@ def build_request(
         if not 0 <= index < data.shape[axis]:
             raise InputError(name, f"slice {index} is outside 0..{data.shape[axis] - 1} along axis {axis}")
     return SegmentRequest(np.asarray(data), mode, axis=axis, index=index, source=name)
+
+
+def _refuse_too_big(name: str, shape: tuple[int, ...]) -> None:
+    """Raise :class:`InputError` for a layer above :data:`MAX_IN_MEMORY` values, naming the way out."""
+    if int(np.prod(shape)) > MAX_IN_MEMORY:
+        raise InputError(
+            name,
+            f"layer is {'×'.join(map(str, shape))}, too big to segment in memory; "
+            "open the scene as a GeoTIFF with this plugin (it is then tiled from the file) "
+            "or use `segnet-domains tile`",
+        )
 
 
 def _viewer_slice_axis(viewer: napari.Viewer | None, layer: Image) -> int:

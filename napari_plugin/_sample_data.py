@@ -3,8 +3,8 @@
 * an MRI-like FLAIR volume: a head with skull, grey and white matter,
   ventricles, a smooth bias field, noise and a few bright white-matter lesions
   (:func:`segnet_domains.synthetic.brain.flair_head`);
-* an aerial-like RGB scene: fields, roads, buildings, trees and a pond
-  (:func:`segnet_domains.synthetic.aerial.rgb_scene`).
+* an aerial-like RGB scene: bare soil, vegetation, lakes, a river and a town
+  of blocks and streets (:func:`segnet_domains.synthetic.aerial.rgb_scene`).
 """
 
 from __future__ import annotations

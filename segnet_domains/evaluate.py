@@ -115,6 +115,24 @@ def match_pairs(
         raise InputError(truth, f"no label files ({', '.join(truth_suffixes)}) in the folder")
     if not preds:
         raise InputError(pred, f"no label files ({', '.join(suffixes)}) in the folder")
+    pairs, missing = _pair_by_name(preds, truths, suffixes, truth_suffixes, stem)
+    if not pairs:
+        raise InputError(pred, f"no prediction matches a truth file by name (e.g. {truths[0].name})")
+    if missing:
+        warnings.warn(
+            f"{len(missing)} truth file(s) without a prediction: {', '.join(missing[:5])}", stacklevel=2
+        )
+    return pairs
+
+
+def _pair_by_name(
+    preds: list[Path],
+    truths: list[Path],
+    suffixes: tuple[str, ...],
+    truth_suffixes: tuple[str, ...],
+    stem: Callable[[str], str],
+) -> tuple[list[tuple[str, Path, Path]], list[str]]:
+    """``(pairs, truths without a prediction)``: by case name, else by the subject's only prediction."""
     by_name = {case_name(p, suffixes): p for p in preds}
     by_subject: dict[str, list[Path]] = {}
     for p in preds:
@@ -132,13 +150,7 @@ def match_pairs(
             missing.append(t.name)
         else:
             pairs.append((name, match, t))
-    if not pairs:
-        raise InputError(pred, f"no prediction matches a truth file by name (e.g. {truths[0].name})")
-    if missing:
-        warnings.warn(
-            f"{len(missing)} truth file(s) without a prediction: {', '.join(missing[:5])}", stacklevel=2
-        )
-    return pairs
+    return pairs, missing
 
 
 def read_labels(

@@ -5,11 +5,12 @@ here, from a seeded :class:`numpy.random.Generator`, so the same seed gives
 the same arrays on any machine.
 
 * :mod:`.fields` — shared primitives: smooth random fields, ellipsoids, footprints.
-* :mod:`.brain` — head/brain volumes with lesion masks (ATLAS-style T1w on the
-  MNI grid, FLAIR with bright lesions, a small phantom for layout tests).
+* :mod:`.brain` — one head anatomy with lesions, rendered in a contrast
+  declared as data (ATLAS-style T1w on the MNI grid, FLAIR with bright
+  lesions, a flat phantom for layout and training tests).
 * :mod:`.fundus` — fundus photographs with artery/vein annotations (RITE colour code).
-* :mod:`.aerial` — land cover and the images made from it (Landsat-like
-  multi-band reflectance, an RGB aerial photograph).
+* :mod:`.aerial` — one land-cover class map and its renderers (Landsat-like
+  4-band scenes with a footprint, plain reflectance, an RGB aerial photograph).
 * :mod:`.scenes` — 2D scenes of bright disks and blocks with known masks.
 * :mod:`.counting` — crowd images with head positions (UCF-QNRF).
 * :mod:`.layouts` — writers that put these arrays on disk in each data set's

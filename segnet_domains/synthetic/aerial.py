@@ -1,18 +1,19 @@
-"""Land cover and the images made from it: Landsat-like multi-band scenes and an RGB aerial photograph.
+"""Land cover and the images made from it: one class map, three renderers.
 
-* :func:`land_cover` and :func:`landsat_scene` — bare soil, vegetation
-  patches, lakes and a river, a town of blocks separated by streets; each
-  class with a spectral signature in blue/green/red/near-infrared surface
-  reflectance (×10000), texture and sensor noise, inside a rotated swath
-  footprint (nodata 0 outside; label :data:`IGNORE`). Classes
-  :data:`CLASS_NAMES`. The demo trains, tiles and scores on it; the web page
-  offers it as a sample.
-* :func:`smooth_land_cover` and :func:`reflectance` — the geo tests' scenes:
-  one smooth field cut into soil/water/vegetation/built
-  (:data:`SMOOTH_CLASS_NAMES`), per-class reflectance with noise; any size,
-  fast, the class map known for nodata and geometry checks.
-* :func:`rgb_scene` — an aerial RGB photograph (fields, roads, buildings,
-  trees, a pond; :data:`RGB_CLASS_NAMES`): napari's aerial sample.
+:func:`land_cover` draws the map (:data:`CLASS_NAMES`): bare soil,
+vegetation patches, lakes and a river, a town of blocks separated by streets;
+``scale`` sets the size of its patches. Each renderer shows it as one sensor would:
+
+* :func:`landsat_scene` — Landsat-like 4-band surface reflectance (×10000,
+  uint16, blue/green/red/NIR :data:`SIGNATURES`), texture, sensor noise, inside
+  a rotated swath footprint (nodata 0 outside; label :data:`IGNORE`). The demo
+  trains, tiles and scores on it; the web page offers it as a sample. Its
+  arithmetic and random draws are kept exactly, so the demo's figures do not
+  move (``tests/synthetic/test_aerial.py`` holds their checksums).
+* :func:`reflectance` — the same signatures in any number of bands with
+  sensor noise and no footprint: the geo tests' scenes (they cut their own).
+* :func:`rgb_scene` — an aerial RGB photograph (uint8, :data:`RGB_PALETTE`):
+  napari's aerial sample.
 """
 
 from __future__ import annotations
@@ -34,33 +35,31 @@ SIGNATURES = np.array(
     np.float32,
 )
 
-#: :func:`smooth_land_cover`'s classes and their mean reflectance (×10000) in blue, green, red, NIR.
-SMOOTH_CLASS_NAMES = ["soil", "water", "vegetation", "built"]
-SMOOTH_REFLECTANCE = np.array(
-    [
-        [900, 1200, 1500, 2200],  # soil
-        [600, 800, 500, 300],  # water
-        [400, 800, 500, 3500],  # vegetation
-        [1400, 1500, 1600, 1800],  # built
-    ],
-    dtype=np.float64,
-)
-
-#: :func:`rgb_scene`'s classes.
-RGB_CLASS_NAMES = ["background", "building", "road", "tree", "water"]
+#: Mean colour (RGB) of :data:`CLASS_NAMES` in an aerial photograph.
+RGB_PALETTE = np.array([[176, 150, 112], [58, 104, 48], [46, 86, 130], [150, 92, 80]], np.float32)
 
 
-def land_cover(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
-    """A plausible class map (:data:`CLASS_NAMES`): vegetation patches, lakes, a river, built-up blocks."""
+def land_cover(rng: np.random.Generator, shape: tuple[int, int], scale: float = 1.0) -> np.ndarray:
+    """A plausible class map (:data:`CLASS_NAMES`): vegetation patches, lakes, a river, built-up blocks.
+
+    Args:
+        rng: random generator.
+        shape: ``(H, W)``.
+        scale: size of the patches, lakes and towns relative to the demo's 30 m scenes (1); the
+            town's blocks stay 18 pixels with 9-pixel streets.
+
+    Returns:
+        ``H×W`` uint8 class indices.
+    """
     labels = np.zeros(shape, np.uint8)
-    labels[zscore_field(rng, shape, 18) > 0.2] = 1  # vegetation
-    town = zscore_field(rng, shape, 40) > 0.9
+    labels[zscore_field(rng, shape, 18 * scale) > 0.2] = 1  # vegetation
+    town = zscore_field(rng, shape, 40 * scale) > 0.9
     yy, xx = np.mgrid[: shape[0], : shape[1]]
     blocks = ((yy // 9) % 3 != 0) & ((xx // 9) % 3 != 0)  # blocks separated by streets
     labels[town & blocks] = 3
     labels[town & ~blocks] = 0  # streets: bare/paved
-    labels[zscore_field(rng, shape, 25) > 1.5] = 2  # lakes
-    river = np.abs(zscore_field(rng, shape, 60)) < 0.05
+    labels[zscore_field(rng, shape, 25 * scale) > 1.5] = 2  # lakes
+    river = np.abs(zscore_field(rng, shape, 60 * scale)) < 0.05
     labels[ndimage.binary_dilation(river, iterations=2)] = 2
     return labels
 
@@ -81,54 +80,26 @@ def landsat_scene(rng: np.random.Generator, shape: tuple[int, int]) -> tuple[np.
     return out, labels
 
 
-def smooth_land_cover(height: int, width: int, seed: int = 0, smooth: float = 6.0) -> np.ndarray:
-    """``H×W`` uint8 classes (:data:`SMOOTH_CLASS_NAMES`) from a smoothed random field (water rarest)."""
-    rng = np.random.default_rng(seed)
-    field = zscore_field(rng, (height, width), smooth, mode="wrap", eps=1e-9)
-    built = zscore_field(rng, (height, width), smooth / 2, mode="wrap", eps=1e-9)
-    classes = np.zeros((height, width), np.uint8)
-    classes[field > 0.3] = 2
-    classes[field < -1.3] = 1
-    classes[(built > 1.2) & (classes == 0)] = 3
-    return classes
-
-
 def reflectance(classes: np.ndarray, bands: int = 3, seed: int = 0) -> np.ndarray:
-    """``bands×H×W`` uint16 reflectance of a :func:`smooth_land_cover` map, with sensor noise."""
+    """``bands×H×W`` uint16 surface reflectance (×10000) of a :func:`land_cover` map, with sensor noise.
+
+    The first ``bands`` of :data:`SIGNATURES` per pixel plus Gaussian noise (120),
+    clipped to 1–10000: no texture, blur or footprint, so a test knows every value's class.
+    """
     rng = np.random.default_rng(seed + 1)
-    mean = SMOOTH_REFLECTANCE[classes][..., :bands]  # H×W×bands
+    mean = SIGNATURES[classes][..., :bands]  # H×W×bands
     img = mean + rng.normal(0, 120, mean.shape)
     return np.clip(np.moveaxis(img, -1, 0), 1, 10000).astype(np.uint16)
 
 
 def rgb_scene(size: int = 256, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """A synthetic aerial RGB scene and its class map (:data:`RGB_CLASS_NAMES`).
+    """An aerial RGB photograph of a :func:`land_cover` map: :data:`RGB_PALETTE`, texture and noise.
 
     Returns:
         ``(rgb uint8 H×W×3, classes uint8 H×W)``.
     """
     rng = np.random.default_rng(seed)
-    cls = np.zeros((size, size), np.uint8)
-    yy, xx = np.mgrid[:size, :size]
-    pond = ((yy - size * 0.75) / (size * 0.12)) ** 2 + ((xx - size * 0.2) / (size * 0.16)) ** 2 < 1
-    cls[pond] = 4
-    for _ in range(max(2, size // 40)):
-        cy, cx = rng.integers(0, size, 2)
-        rad = rng.integers(size // 40 + 2, size // 18 + 4)
-        cls[((yy - cy) ** 2 + (xx - cx) ** 2 < rad**2) & (cls == 0)] = 3
-    road_w = max(3, size // 40)
-    for pos in rng.choice(np.arange(size // 8, size - size // 8), 2, replace=False):
-        cls[pos : pos + road_w, :] = 2
-        cls[:, pos : pos + road_w] = 2
-    for _ in range(max(4, size // 16)):
-        h, w = rng.integers(size // 24 + 3, size // 10 + 5, 2)
-        y, x = rng.integers(0, size - h), rng.integers(0, size - w)
-        if (cls[y : y + h, x : x + w] == 0).all():
-            cls[y : y + h, x : x + w] = 1
-    palette = np.array(
-        [[118, 140, 72], [176, 96, 80], [128, 128, 124], [40, 82, 38], [46, 86, 130]], np.float32
-    )
-    rgb = palette[cls]
+    classes = land_cover(rng, (size, size))
     texture = ndimage.gaussian_filter(rng.normal(0, 18, (size, size, 3)).astype(np.float32), (1.5, 1.5, 0))
-    rgb = rgb + texture + rng.normal(0, 4, rgb.shape).astype(np.float32)
-    return np.clip(rgb, 0, 255).astype(np.uint8), cls
+    rgb = RGB_PALETTE[classes] + texture + rng.normal(0, 4, (size, size, 3)).astype(np.float32)
+    return np.clip(rgb, 0, 255).astype(np.uint8), classes

@@ -4,8 +4,10 @@ Scenes look like a Landsat/Sentinel tile: UTM zone 33N (EPSG:32633), 30 m
 pixels, uint16 surface reflectance (0–10000) in blue/green/red(/nir) bands,
 an irregular nodata border (a rotated swath footprint) declared with
 ``nodata=0``, tiled and DEFLATE-compressed. The land cover behind it is
-:func:`~segnet_domains.synthetic.aerial.smooth_land_cover` (0 soil, 1 water,
-2 vegetation, 3 built-up); label rasters are uint8 with 255 = unlabelled.
+:func:`~segnet_domains.synthetic.aerial.land_cover` at a third of the demo's
+patch size, rendered by :func:`~segnet_domains.synthetic.aerial.reflectance`;
+the truth is numbered in the geo tests' order (:data:`CLASS_NAMES`: 0 soil,
+1 water, 2 vegetation, 3 built-up); label rasters are uint8 with 255 = unlabelled.
 
 Used by ``tests/geo`` and ``benchmarks/bench_tile.py``; run as a script to
 write a few examples: ``python -m tests.data.geo OUT_DIR``.
@@ -19,17 +21,14 @@ from pathlib import Path
 import numpy as np
 
 from segnet_domains.geo.dataset import AerialLayout
-from segnet_domains.synthetic.aerial import (
-    BAND_NAMES,
-    IGNORE,
-    SMOOTH_CLASS_NAMES,
-    reflectance,
-    smooth_land_cover,
-)
+from segnet_domains.synthetic.aerial import BAND_NAMES, IGNORE, land_cover, reflectance
 from segnet_domains.synthetic.fields import footprint
 from segnet_domains.synthetic.layouts import CRS, write_geotiff
 
-CLASS_NAMES = SMOOTH_CLASS_NAMES
+#: The geo tests' class names (their checkpoints carry them), a reordering of the land-cover classes.
+CLASS_NAMES = ["soil", "water", "vegetation", "built"]
+#: Each :data:`segnet_domains.synthetic.aerial.CLASS_NAMES` class's index in :data:`CLASS_NAMES`.
+FROM_LAND_COVER = np.array([0, 2, 1, 3], np.uint8)
 
 
 def make_scene(
@@ -50,8 +49,9 @@ def make_scene(
         border: blank an irregular border with ``fill`` (default: ``nodata`` or 0).
         fill: value written in the border pixels.
     """
-    truth = smooth_land_cover(height, width, seed)
-    img = reflectance(truth, bands, seed)
+    cover = land_cover(np.random.default_rng(seed), (height, width), scale=1 / 3)
+    img = reflectance(cover, bands, seed)
+    truth = FROM_LAND_COVER[cover]
     if border:
         outside = ~footprint(height, width)
         img[:, outside] = nodata if fill is None and nodata is not None else (fill or 0)
