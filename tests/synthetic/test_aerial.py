@@ -2,30 +2,33 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 import pytest
 
 from segnet_domains.synthetic import aerial
 from segnet_domains.synthetic.aerial import IGNORE, RGB_PALETTE, SIGNATURES
-
-
-def _digest(a: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()[:16]
+from tests.data.fingerprint import fingerprint
 
 
 def test_demo_landsat_scenes_are_unchanged() -> None:
-    """``landsat_pairs(seed=3)`` and ``(seed=55)`` at ``make demo-quick``'s 160×160, bit for bit.
+    """``landsat_pairs(seed=3)`` and ``(seed=55)`` at ``make demo-quick``'s 160×160, as before.
 
-    Checksums taken before the land-cover generators were merged: if they change,
-    the demo's figures change too.
+    Figures (band statistics, pixels per class, 255 = outside the footprint) taken before the
+    land-cover generators were merged: if they change, the demo's figures change too. A
+    tolerance, not a checksum, for the reason given in ``tests/data/fingerprint.py``.
     """
+    expected = [
+        ([1103.669639, 981.641637, 0.0, 436.0, 935.0, 1446.0, 4297.0], [11712, 6621, 1324, 1404, 4539]),
+        ([1042.140928, 906.399971, 0.0, 427.0, 896.0, 1395.0, 4153.0], [11614, 4895, 3481, 1371, 4239]),
+        ([1026.517842, 1008.459684, 0.0, 393.0, 789.0, 1335.0, 4285.0], [8601, 7751, 3573, 1360, 4315]),
+    ]
     rng = np.random.default_rng(3)
-    got = [tuple(map(_digest, aerial.landsat_scene(rng, (160, 160)))) for _ in range(2)]
-    assert got == [("79760cd113f879e1", "11e2c869482d0ac3"), ("9f6ca7927ef22a84", "38069f1db966583b")]
-    bands, labels = aerial.landsat_scene(np.random.default_rng(55), (160, 160))
-    assert (_digest(bands), _digest(labels)) == ("e8e81861f47e9c3e", "0bfd0bc11538a85d")
+    scenes = [aerial.landsat_scene(rng, (160, 160)) for _ in range(2)]
+    scenes.append(aerial.landsat_scene(np.random.default_rng(55), (160, 160)))
+    for (bands, labels), (want, counts) in zip(scenes, expected, strict=True):
+        np.testing.assert_allclose(fingerprint(bands), want, rtol=1e-5)
+        got = np.bincount(labels.ravel(), minlength=256)[[0, 1, 2, 3, IGNORE]]
+        np.testing.assert_allclose(got, counts, atol=2)  # a pixel on a class edge may flip
 
 
 def test_landsat_bands_follow_the_classes_inside_the_footprint() -> None:
