@@ -59,8 +59,8 @@ from segnet_domains.geo.scene import (
     read_window,
     select_bands,
 )
-from segnet_domains.threads import BackgroundWriter, prefetch
 from segnet_domains.inference import Segmenter, class_mean_variance, drive
+from segnet_domains.threads import BackgroundWriter, prefetch
 from segnet_domains.tiling import BlendedBlock, StreamBlender, Tile, TileGrid, tile_batches
 
 log = logging.getLogger(__name__)
