@@ -223,6 +223,15 @@ class Segmenter:
         return to_host(self._on_device(batch, mc_dropout)).contiguous()
 
     @torch.inference_mode()
+    def proba_on_device(self, batch: torch.Tensor | np.ndarray, mc_dropout: bool = False) -> torch.Tensor:
+        """:meth:`forward`'s output left on the network's device, in the layout it came in.
+
+        For callers that go on computing there (the tiler joins it with its
+        validity band before the one copy to the host).
+        """
+        return self._on_device(batch, mc_dropout)
+
+    @torch.inference_mode()
     def forward_labels(
         self, batch: torch.Tensor | np.ndarray, return_proba: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:

@@ -41,6 +41,7 @@ import torch
 from rasterio.windows import Window
 
 from segnet_domains.checkpoint import ModelInfo
+from segnet_domains.devices import to_device, to_host
 from segnet_domains.errors import InputError
 from segnet_domains.geo.normalize import SceneNormalizer
 from segnet_domains.geo.outputs import (
@@ -60,6 +61,7 @@ from segnet_domains.geo.scene import (
     select_bands,
 )
 from segnet_domains.inference import Segmenter, class_mean_variance, drive
+from segnet_domains.runtime import usable_cores
 from segnet_domains.threads import BackgroundWriter, prefetch
 from segnet_domains.tiling import BlendedBlock, StreamBlender, Tile, TileGrid, tile_batches
 
@@ -457,7 +459,8 @@ class _Job:
 
     def batches(self, first_row: int) -> Iterator[tuple[int, int, list[Tile], np.ndarray, np.ndarray, bool]]:
         """``(tile row, chunk index, tiles, B×C×h×w input, B×h×w valid, last chunk of the row)``."""
-        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), self.scene.open() as src:
+        env = rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES, GDAL_NUM_THREADS=str(usable_cores()))
+        with env, self.scene.open() as src:  # GDAL decodes a window's blocks in parallel threads
             for i in range(first_row, self.grid.shape[0]):
                 chunks = list(tile_batches(self.grid.row(i), self.batch_size))
                 for c, chunk in enumerate(chunks):
@@ -466,7 +469,8 @@ class _Job:
                     h, r0 = chunk[0].height, chunk[0].row
                     data, valid = read_window(src, self.bands, Window(c0, r0, c1 - c0, h), self.opts.nodata)
                     x = self.normalizer(data)
-                    x[:, ~valid] = 0.0  # nodata carries no information into the network
+                    if not valid.all():
+                        x[:, ~valid] = 0.0  # nodata carries no information into the network
                     cols = [slice(t.col - c0, t.col - c0 + t.width) for t in chunk]
                     batch = np.stack([x[:, :, s] for s in cols])
                     vb = np.stack([valid[:, s] for s in cols])
@@ -482,12 +486,13 @@ class _Job:
         seeded by the batch's place in the grid: the same draws on a rerun or
         another worker.
         """
-        p = self.seg.forward(batch)
-        parts = [p, torch.from_numpy(valid[:, None].astype(np.float32))]
+        batch_t = to_device(torch.from_numpy(batch), self.seg.input_device)
+        p = self.seg.proba_on_device(batch_t)  # stays where the model ran; one copy to the host below
+        parts = [p, to_device(torch.from_numpy(valid[:, None]), p.device).to(torch.float32)]
         if self.opts.uncertainty:
-            _, var = self.seg.sample(batch, max(1, self.opts.samples), seed=1_000_003 * i + c)
-            parts.append(class_mean_variance(var, class_axis=1)[:, None])
-        return torch.cat(parts, dim=1).numpy()
+            _, var = self.seg.sample(batch_t, max(1, self.opts.samples), seed=1_000_003 * i + c)
+            parts.append(to_device(class_mean_variance(var, class_axis=1)[:, None], p.device))
+        return to_host(torch.cat(parts, dim=1)).numpy()
 
     # ------------------------------------------------------------------ stage 3: write (thread)
 
@@ -513,7 +518,8 @@ class _Job:
             out = slice(block.col + c0, block.col + cols.stop)
             sums, weights = block.sums[:, :, cols], block.weights[:, cols]
             valid = sums[k] > 0.5 * weights  # blended validity > 0.5
-            labels = sums[:k].argmax(0).astype(np.uint8)  # weights are positive: argmax of sums = of means
+            # weights are positive: argmax of sums = of means (torch: no transposed copy, all cores)
+            labels = torch.from_numpy(sums[:k]).argmax(0).to(torch.uint8).numpy()
             labels[~valid] = LABEL_NODATA
             rows["labels"][:, out] = labels
             if self.opts.proba:
