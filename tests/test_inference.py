@@ -278,6 +278,15 @@ def test_from_checkpoint_names_the_file(tiny_checkpoint) -> None:
 # ---------------------------------------------------------------------- the device-side fast path
 
 
+def _assert_argmax_up_to_ties(labels: np.ndarray, proba: np.ndarray, axis: int) -> None:
+    """Labels taken from the class scores are the probabilities' argmax, except where the softmax
+    rounded two different scores to the same probability (then either maximum)."""
+    differ = labels != proba.argmax(axis)
+    assert differ.mean() < 0.01
+    picked = np.take_along_axis(proba, np.expand_dims(labels.astype(np.int64), axis), axis).squeeze(axis)
+    np.testing.assert_array_equal(picked[differ], proba.max(axis)[differ])
+
+
 def _random_segmenter(classes: int = 5, **kwargs) -> Segmenter:
     torch.manual_seed(3)
     return Segmenter(SegNet(3, classes, features=(4, 8, 8, 8, 8)).eval(), device="cpu", **kwargs)
@@ -291,11 +300,11 @@ def test_labels_are_the_argmax_of_the_probabilities(tta: bool) -> None:
     proba = seg.forward(batch)
     labels = seg.forward_labels(batch)
     assert labels.dtype == torch.uint8 and labels.shape == (3, 45, 67)
-    assert torch.equal(labels, proba.argmax(1).to(torch.uint8))
+    _assert_argmax_up_to_ties(labels.numpy(), proba.numpy(), axis=1)
     labels2, proba2 = seg.forward_labels(batch, return_proba=True)
     assert torch.equal(labels2, labels) and torch.equal(proba2, proba) and proba2.is_contiguous()
     img = np.random.default_rng(2).integers(0, 255, (45, 67, 3), dtype=np.uint8)
-    assert np.array_equal(seg.predict(img), seg.predict_proba(img).argmax(0).astype(np.uint8))
+    _assert_argmax_up_to_ties(seg.predict(img), seg.predict_proba(img), axis=0)
 
 
 def test_predict_volume_prefetches_and_agrees_with_its_probabilities() -> None:
@@ -308,8 +317,8 @@ def test_predict_volume_prefetches_and_agrees_with_its_probabilities() -> None:
     vol = np.random.default_rng(0).normal(size=(10, 20, 24)).astype(np.float32)
     labels = seg.predict_volume(vol, axis=0)
     labels_p, proba = seg.predict_volume(vol, axis=0, return_proba=True)
-    assert labels.dtype == np.uint8 and np.array_equal(labels, labels_p)
-    assert np.array_equal(labels, proba.argmax(0))
+    assert labels.dtype == np.uint8 and np.array_equal(labels_p, proba.argmax(0))
+    _assert_argmax_up_to_ties(labels, proba, axis=0)
     before = threading.active_count()
     steps = seg.iter_volume(vol, axis=0)
     next(steps), next(steps)
@@ -359,7 +368,7 @@ def test_compile_falls_back_to_eager_with_one_warning(tiny_checkpoint) -> None:
 
     torch._dynamo.register_backend(no_compiler, name="segnet_test_no_compiler")
     eager = Segmenter.from_checkpoint(tiny_checkpoint(), device="cpu", precision="fp32")
-    img = np.random.default_rng(0).integers(0, 255, (40, 56, 3), dtype=np.uint8)
+    img = np.random.default_rng(0).integers(0, 255, (40, 56), dtype=np.uint8)
     for backend in ("no-such-backend", "segnet_test_no_compiler"):
         with pytest.warns(RuntimeWarning, match="torch.compile failed") as caught:
             seg = Segmenter.from_checkpoint(

@@ -465,8 +465,11 @@ class _Job:
         width), from the first batch that reaches tile row ``first_row``:
         each part (one tile row's tiles) is one windowed read.
         """
-        env = rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES, GDAL_NUM_THREADS=str(usable_cores()))
-        with env, self.scene.open() as src:  # GDAL decodes a window's blocks in parallel threads
+        # a local file: GDAL decodes a window's blocks in parallel threads; a remote one reads through
+        # the block cache (GDAL's threaded reads bypass it: overlapping windows would be fetched again)
+        threads = str(usable_cores()) if self.scene.source.local is not None else "1"
+        env = rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES, GDAL_NUM_THREADS=threads)
+        with env, self.scene.open() as src:
             for parts in grid_batches(self.grid, self.batch_size):
                 if parts[-1][-1].index[0] < first_row:
                     continue
