@@ -462,29 +462,43 @@ class _Job:
         """``(parts, B×C×h×w input, B×h×w valid)`` of :func:`~segnet_domains.tiling.grid_batches`.
 
         Full batches across tile rows (memory independent of the scene's
-        width), from the first batch that reaches tile row ``first_row``:
-        each part (one tile row's tiles) is one windowed read.
+        width), from the first batch that reaches tile row ``first_row``. The
+        pixels come from windows of ``batch_size`` tiles of a row
+        (:meth:`read_chunk`), each read once and kept while a batch needs it,
+        so the scene is read in the same windows whatever the batches.
         """
         # a local file: GDAL decodes a window's blocks in parallel threads; a remote one reads through
         # the block cache (GDAL's threaded reads bypass it: overlapping windows would be fetched again)
         threads = str(usable_cores()) if self.scene.source.local is not None else "1"
         env = rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES, GDAL_NUM_THREADS=threads)
         with env, self.scene.open() as src:
+            windows: dict[tuple[int, int], tuple[int, np.ndarray, np.ndarray]] = {}
             for parts in grid_batches(self.grid, self.batch_size):
                 if parts[-1][-1].index[0] < first_row:
                     continue
                 inputs, valids = [], []
-                for tiles in parts:
-                    c0, c1 = tiles[0].col, tiles[-1].col + tiles[-1].width
-                    h, r0 = tiles[0].height, tiles[0].row
-                    data, valid = read_window(src, self.bands, Window(c0, r0, c1 - c0, h), self.opts.nodata)
-                    x = self.normalizer(data)
-                    if not valid.all():
-                        x[:, ~valid] = 0.0  # nodata carries no information into the network
-                    cols = [slice(t.col - c0, t.col - c0 + t.width) for t in tiles]
-                    inputs += [x[:, :, s] for s in cols]
-                    valids += [valid[:, s] for s in cols]
+                for t in (t for part in parts for t in part):
+                    key = (t.index[0], t.index[1] // self.batch_size)
+                    if key not in windows:
+                        for done in [k for k in windows if k < key]:
+                            del windows[done]
+                        windows[key] = self.read_chunk(src, *key)
+                    c0, x, valid = windows[key]
+                    cols = slice(t.col - c0, t.col - c0 + t.width)
+                    inputs.append(x[:, :, cols])
+                    valids.append(valid[:, cols])
                 yield parts, np.stack(inputs), np.stack(valids)
+
+    def read_chunk(self, src: rasterio.DatasetReader, i: int, c: int) -> tuple[int, np.ndarray, np.ndarray]:
+        """``(first column, normalised C×h×w pixels, h×w validity)`` of row i's tiles ``c·B … c·B+B-1``."""
+        tiles = self.grid.row(i)[c * self.batch_size : (c + 1) * self.batch_size]
+        c0, c1 = tiles[0].col, tiles[-1].col + tiles[-1].width
+        window = Window(c0, tiles[0].row, c1 - c0, tiles[0].height)
+        data, valid = read_window(src, self.bands, window, self.opts.nodata)
+        x = self.normalizer(data)
+        if not valid.all():
+            x[:, ~valid] = 0.0  # nodata carries no information into the network
+        return c0, x, valid
 
     # ------------------------------------------------------------------ stage 2: infer + blend
 
