@@ -153,32 +153,66 @@ def throughput(ckpt: Path, scene: Path, out: Path, repeats: int, device: str = "
 
 
 # Peak RSS from VmHWM (this process's own peak; ru_maxrss would inherit the parent's across exec).
+# The scenes are made by the parent: the child (a new process image) only tiles. With ROWS > 0 it stops
+# once that many tile rows are on disk (the stream's memory is steady from the second row on).
 RSS_CHILD = """
 import sys, time
 sys.path.insert(0, sys.argv[4])
 from segnet_domains import Segmenter
-from segnet_domains.geo.tiler import TileOptions, tile_scene
+from segnet_domains.geo.tiler import TileOptions, iter_tile_scene
 seg = Segmenter.from_checkpoint(sys.argv[1], device=sys.argv[6], batch_size=int(sys.argv[5]))
+overlap, rows = int(sys.argv[7]), int(sys.argv[8])
 t = time.perf_counter()
-tile_scene(seg, sys.argv[2], sys.argv[3], TileOptions(tile_size=512, overlap=128))
+steps = iter_tile_scene(seg, sys.argv[2], sys.argv[3], TileOptions(tile_size=512, overlap=overlap))
+for step in steps:
+    if rows and step.rows_done >= rows:
+        steps.close()
+        break
 status = open("/proc/self/status").read().split("VmHWM:")[1].split()[0]
 print(status, time.perf_counter() - t)
 """
 
 
 def tile_in_fresh_process(
-    ckpt: Path, scene: Path, out: Path, batch: int, device: str = "cpu"
+    ckpt: Path, scene: Path, out: Path, batch: int, device: str = "cpu", overlap: int = OVERLAP, rows: int = 0
 ) -> tuple[float, float]:
-    """``(peak RSS in MiB, seconds)`` of ``tile_scene`` in a new Python process."""
+    """``(peak RSS in MiB, seconds)`` of ``tile_scene`` in a new Python process (``rows``: stop after)."""
     out.mkdir(exist_ok=True)
+    args = [str(ckpt), str(scene), str(out), str(ROOT), str(batch), device, str(overlap), str(rows)]
     proc = subprocess.run(
-        [sys.executable, "-c", RSS_CHILD, str(ckpt), str(scene), str(out), str(ROOT), str(batch), device],
+        [sys.executable, "-c", RSS_CHILD, *args],
         capture_output=True,
         text=True,
         check=True,
     )
     kib, seconds = proc.stdout.strip().splitlines()[-1].split()
     return int(kib) / 1024, float(seconds)  # KiB → MiB (Linux)
+
+
+def peak_rss(args: argparse.Namespace, tmp: Path, scene: Path, dev: str) -> dict:
+    """Peak RSS of fresh processes tiling a 2048² and an 8192² scene (growth), quiet and beside busy ones."""
+    features = [int(f) for f in (args.rss_features or args.features).split(",")]
+    ckpt = checkpoint(tmp / "rss.pt", features)
+    small = make_big_scene(tmp / "s2048.tif", 2048, tmp)
+    big = scene if args.size == 8192 else make_big_scene(tmp / "s8192.tif", 8192, tmp)
+    out: dict = {"features": features, "batch_size": args.rss_batch, "overlap": args.rss_overlap}
+    out["rows"] = args.rss_rows or "all"
+    for busy in sorted({0, args.busy}):
+        hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(busy)]
+        try:
+            run = [
+                tile_in_fresh_process(
+                    ckpt, s, tmp / f"rss{s.stem}{busy}", args.rss_batch, dev, args.rss_overlap, args.rss_rows
+                )[0]
+                for s in (small, big)
+            ]
+        finally:
+            for hog in hogs:
+                hog.kill()
+                hog.wait()
+        label = "quiet" if busy == 0 else f"beside_{busy}_busy"
+        out[label] = {"2048_mb": round(run[0]), "8192_mb": round(run[1]), "growth": round(run[1] / run[0], 3)}
+    return out
 
 
 def huge_scene(ckpt: Path, size: int, tmp: Path, batch: int, device: str = "cpu") -> dict:
@@ -253,6 +287,12 @@ def main() -> dict:
     ap.add_argument("--features", default="8,16,32,64,64")
     ap.add_argument("--monai-size", type=int, default=2048)
     ap.add_argument("--skip-rss", action="store_true")
+    ap.add_argument("--skip-monai", action="store_true")
+    ap.add_argument("--skip-throughput", action="store_true")
+    ap.add_argument("--rss-features", help="SegNet widths of the RSS runs (default: --features)")
+    ap.add_argument("--rss-overlap", type=int, default=OVERLAP, help="overlap of the RSS runs")
+    ap.add_argument("--rss-rows", type=int, default=0, help="stop the RSS runs after this many tile rows")
+    ap.add_argument("--busy", type=int, default=0, help="also measure RSS beside N CPU-bound processes")
     ap.add_argument(
         "--rss-batch",
         type=int,
@@ -283,22 +323,15 @@ def main() -> dict:
             return report
         scene = make_big_scene(tmp / "scene.tif", args.size, tmp)
         (tmp / "out").mkdir()
-        report["throughput"] = throughput(ckpt, scene, tmp / "out", args.repeats, dev)
-        print("throughput:", json.dumps(report["throughput"]), flush=True)
+        if not args.skip_throughput:
+            report["throughput"] = throughput(ckpt, scene, tmp / "out", args.repeats, dev)
+            print("throughput:", json.dumps(report["throughput"]), flush=True)
         if not args.skip_rss:
-            small = make_big_scene(tmp / "s2048.tif", 2048, tmp)
-            big = scene if args.size == 8192 else make_big_scene(tmp / "s8192.tif", 8192, tmp)
-            a, _ = tile_in_fresh_process(ckpt, small, tmp / "rss_small", args.rss_batch, dev)
-            b, _ = tile_in_fresh_process(ckpt, big, tmp / "rss_big", args.rss_batch, dev)
-            report["peak_rss"] = {
-                "batch_size": args.rss_batch,
-                "2048_mb": round(a),
-                "8192_mb": round(b),
-                "growth": round(b / a, 3),
-            }
+            report["peak_rss"] = peak_rss(args, tmp, scene, dev)
             print("peak RSS:", json.dumps(report["peak_rss"]), flush=True)
-        report["vs_monai"] = versus_monai(ckpt, args.monai_size, args.repeats, dev)
-        print("vs MONAI sliding_window_inference:", json.dumps(report["vs_monai"]), flush=True)
+        if not args.skip_monai:
+            report["vs_monai"] = versus_monai(ckpt, args.monai_size, args.repeats, dev)
+            print("vs MONAI sliding_window_inference:", json.dumps(report["vs_monai"]), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
     return report

@@ -18,6 +18,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -65,7 +67,11 @@ class TorchBackend:
     name = "torch"
 
     def __init__(
-        self, model: nn.Module, device: str | torch.device = "auto", precision: str = "auto"
+        self,
+        model: nn.Module,
+        device: str | torch.device = "auto",
+        precision: str = "auto",
+        compile: bool | str = False,
     ) -> None:
         self.device = resolve_device(device)
         self.dtype = resolve_precision(self.device, precision)
@@ -78,6 +84,10 @@ class TorchBackend:
             net = net.to(self.dtype)
         self.model = net
         self.multiple = 2 ** len(net.encoder.stages)
+        #: The ``torch.compile``\ d network (``None``: eager; also after compilation failed here).
+        self.compiled: Callable[[torch.Tensor], torch.Tensor] | None = (
+            compile_model(net, self.device, "inductor" if compile is True else compile) if compile else None
+        )
 
     @property
     def can_sample_dropout(self) -> bool:
@@ -96,6 +106,12 @@ class TorchBackend:
             self.model.enable_mc_dropout(True)
         try:
             with autocast:
+                if self.compiled is not None and not sampling:  # dropout sampling runs eager: no recompile
+                    try:
+                        return self.compiled(x)
+                    except compile_errors() as exc:  # compilation happens at the first call of a shape
+                        compile_failed(exc)
+                        self.compiled = None
                 return self.model(x)
         finally:
             if sampling:
@@ -105,6 +121,46 @@ class TorchBackend:
         for name, t in sorted(self.model.state_dict().items()):
             h.update(name.encode())
             h.update(t.detach().cpu().contiguous().flatten().view(torch.uint8).numpy().tobytes())
+
+
+def compile_errors() -> tuple[type[BaseException], ...]:
+    """What a failed ``torch.compile`` raises (at the call, or at the first run of the compiled model).
+
+    Imported when needed: Dynamo and inductor are heavy, and only a compiled model uses them.
+    """
+    from torch._dynamo.exc import TorchDynamoException
+    from torch._inductor.exc import InductorError
+
+    return TorchDynamoException, InductorError, OSError, ImportError
+
+
+def compile_model(
+    net: nn.Module, device: torch.device, backend: str = "inductor"
+) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """``torch.compile(net)`` for inference, or ``None`` (with :func:`compile_failed`'s warning).
+
+    On the CPU inductor *freezes* the weights into the graph (constant
+    folding; oneDNN convolutions with their bias and ReLU fused). Compilation
+    itself happens lazily, at the first batch of each shape: a failure then
+    is caught by the caller (:class:`TorchBackend`), which runs eager from
+    there on.
+    """
+    options = {"freezing": True} if device.type == "cpu" and backend == "inductor" else None
+    try:
+        return torch.compile(net, backend=backend, options=options)
+    except (RuntimeError, *compile_errors()) as exc:  # unknown backend, or no Dynamo on this Python
+        compile_failed(exc)
+        return None
+
+
+def compile_failed(exc: BaseException) -> None:
+    """The one-line warning of a compilation that could not be done: the model runs eager."""
+    first = (str(exc).strip().splitlines() or [""])[0][:200]
+    warnings.warn(
+        f"torch.compile failed ({type(exc).__name__}: {first}); running the model eager",
+        RuntimeWarning,
+        stacklevel=4,
+    )
 
 
 def onnx_providers(device: str | torch.device, available: list[str]) -> tuple[list[Any], torch.device]:

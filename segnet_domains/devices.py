@@ -240,3 +240,32 @@ def resolve_precision(
         return PRECISIONS[precision]
     result = probe_precision(device, mode, timer)
     return torch.float32 if result is None else result.dtype
+
+
+def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``x`` on ``device``; host memory bound for a GPU is pinned first and copied without blocking.
+
+    The copy is queued on the device's current stream, so work queued after it
+    sees the data; the host thread goes on preparing the next batch meanwhile.
+    On the CPU (or when ``x`` is already there) ``x`` itself is returned.
+    """
+    if x.device == device or (device.type == "cpu" and x.device.type == "cpu"):
+        return x
+    if device.type == "cuda" and x.device.type == "cpu" and not x.is_pinned():
+        x = x.pin_memory()
+    return x.to(device, non_blocking=device.type == "cuda")
+
+
+def to_host(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in contiguous host memory: a GPU result lands in pinned memory by a non-blocking copy.
+
+    Waits for that copy (the caller reads the result next); a CPU tensor is
+    returned as is (no copy; call ``.contiguous()`` if its layout matters).
+    """
+    if x.device.type == "cpu":
+        return x
+    out = torch.empty(x.shape, dtype=x.dtype, pin_memory=x.device.type == "cuda")
+    out.copy_(x, non_blocking=x.device.type == "cuda")
+    if x.device.type == "cuda":
+        torch.cuda.current_stream(x.device).synchronize()
+    return out

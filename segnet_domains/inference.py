@@ -49,7 +49,9 @@ from tqdm.auto import tqdm
 from segnet_domains.adapters import ImageAdapter, VolumeSliceAdapter, crop, pad_to_multiple, to_channel_first
 from segnet_domains.backends import BACKENDS, Backend, OnnxBackend, TorchBackend
 from segnet_domains.checkpoint import ModelInfo, is_onnx, load_checkpoint, make_info, read_info
+from segnet_domains.devices import to_device, to_host
 from segnet_domains.errors import InputError, SetupError
+from segnet_domains.threads import prefetch
 from segnet_domains.tiling import DEFAULT_TILE, StreamBlender, TileGrid, default_overlap, tile_batches
 
 ProgressCallback = Callable[[int, int], Any]
@@ -75,6 +77,10 @@ class Segmenter:
         tta: average the softmax over horizontal and vertical flips.
         backend: ``"torch"``, or ``"onnxruntime"`` to export ``model`` in memory
             and run it there.
+        compile: ``torch.compile`` the network (``True``: inductor, weights
+            frozen on the CPU; a string: that ``torch.compile`` backend). Where
+            compilation is unavailable or fails, one warning and eager.
+            PyTorch backend only.
 
     Example:
         >>> seg = Segmenter(SegNet(1, 2), device="cpu")
@@ -91,7 +97,10 @@ class Segmenter:
         batch_size: int = 8,
         tta: bool = False,
         backend: str = "torch",
+        compile: bool | str = False,
     ) -> None:
+        if compile and (backend != "torch" or not isinstance(model, nn.Module)):
+            raise ValueError("compile needs the PyTorch backend (onnxruntime optimises its own graph)")
         if isinstance(model, nn.Module):
             self.info = info if info is not None else make_info(model)
             if backend not in BACKENDS:
@@ -99,13 +108,16 @@ class Segmenter:
             if backend == "onnxruntime":
                 self.backend: Backend = OnnxBackend.from_module(model, self.info, device, precision)
             else:
-                self.backend = TorchBackend(model, device, precision)
+                self.backend = TorchBackend(model, device, precision, compile=compile)
         else:  # a ready backend (an .onnx file's session), described by ``info``
             if info is None:
                 raise ValueError("a Segmenter built on a backend needs the model's info")
             self.info, self.backend = info, model
         self.batch_size = max(1, int(batch_size))
         self.tta = tta
+        #: Where inputs are prepared (normalised, batched): the network's device under PyTorch,
+        #: the host for onnxruntime (which takes host arrays).
+        self.input_device = self.device if isinstance(self.backend, TorchBackend) else torch.device("cpu")
         #: ``"segmentation"`` (softmax over classes) or ``"density"`` (a density map; :meth:`count`).
         self.head = str(self.info.args.get("head", "segmentation"))
         #: Density targets were scaled by this (checkpoint ``density_scale``); outputs are divided by it.
@@ -132,7 +144,7 @@ class Segmenter:
             backend: ``"auto"`` (onnxruntime for ``.onnx`` files, else PyTorch),
                 ``"torch"`` or ``"onnxruntime"`` (a ``.pt`` checkpoint is then
                 exported in memory).
-            **kwargs: ``precision``, ``batch_size``, ``tta``.
+            **kwargs: ``precision``, ``batch_size``, ``tta``, ``compile``.
 
         Raises:
             InputError: a missing, corrupt or foreign checkpoint
@@ -202,12 +214,51 @@ class Segmenter:
 
         Pads to the network's stride, applies test-time flips if enabled, runs
         the backend and returns ``B×K×H×W`` float32 on the CPU (``K = 1`` for a
-        density head).
+        density head). Everything but the final copy to the host happens on
+        the network's device.
 
         Raises:
             InputError: Monte Carlo dropout asked of a backend that cannot sample it (onnxruntime).
         """
-        x = torch.as_tensor(batch, dtype=torch.float32)
+        return to_host(self._on_device(batch, mc_dropout)).contiguous()
+
+    @torch.inference_mode()
+    def proba_on_device(self, batch: torch.Tensor | np.ndarray, mc_dropout: bool = False) -> torch.Tensor:
+        """:meth:`forward`'s output left on the network's device, in the layout it came in.
+
+        For callers that go on computing there (the tiler joins it with its
+        validity band before the one copy to the host).
+        """
+        return self._on_device(batch, mc_dropout)
+
+    @torch.inference_mode()
+    def forward_labels(
+        self, batch: torch.Tensor | np.ndarray, return_proba: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Labels ``B×H×W`` (uint8 up to 256 classes, else int32) of a normalised batch, on the CPU.
+
+        The argmax is taken where the network runs, and only the labels cross
+        to the host; without test-time flips it is the argmax of the class
+        scores (the softmax's own argmax), so no softmax is computed at all.
+
+        Args:
+            batch: normalised ``B×C×H×W`` network input.
+            return_proba: also return :meth:`forward`'s probabilities (then
+                the labels are their argmax).
+        """
+        out = self._on_device(batch, scores=not return_proba)
+        labels = to_host(out.argmax(1).to(label_dtype(self.num_classes)))
+        return (labels, to_host(out).contiguous()) if return_proba else labels
+
+    def _on_device(
+        self, batch: torch.Tensor | np.ndarray, mc_dropout: bool = False, scores: bool = False
+    ) -> torch.Tensor:
+        """``B×K×H×W`` on the network's device, cropped: :meth:`forward`'s output before the host copy.
+
+        With ``scores`` (labels only), a segmentation model without flips
+        gives its raw class scores instead: same argmax, no softmax pass.
+        """
+        x = to_device(torch.as_tensor(batch), self.input_device).to(torch.float32)
         sample = mc_dropout and self.has_dropout
         if sample and not self.backend.can_sample_dropout:
             raise InputError(
@@ -219,11 +270,14 @@ class Segmenter:
         total = None
         for dims in flips:  # flip the image itself, then pad: padding stays bottom/right
             xi, size = pad_to_multiple(x.flip(dims) if dims else x, self.multiple)
-            p = crop(self._output(self.backend(xi, mc_dropout=sample)), size)
+            out = crop(self.backend(xi, mc_dropout=sample), size)
+            if scores and len(flips) == 1 and self.head == "segmentation":
+                return out
+            p = self._output(out)  # a new tensor: summed into in place
             p = p.flip(dims) if dims else p
-            total = p if total is None else total + p
+            total = p if total is None else total.add_(p)
         assert total is not None
-        return (total / len(flips)).cpu().contiguous()
+        return total.div_(len(flips)) if len(flips) > 1 else total
 
     # ------------------------------------------------------------------ Monte Carlo dropout
 
@@ -287,8 +341,11 @@ class Segmenter:
 
     # ------------------------------------------------------------------ 2D images
 
-    def _image(self, image: np.ndarray, source: str) -> np.ndarray:
-        return ImageAdapter(self.info.in_channels, self.info.normalization)(image, source)
+    def _image(self, image: np.ndarray, source: str) -> torch.Tensor:
+        """``C×H×W`` network input on :attr:`input_device`: the raw pixels cross, normalised there."""
+        return ImageAdapter(self.info.in_channels, self.info.normalization).tensor(
+            image, source, self.input_device
+        )
 
     def _require_head(self, head: str, source: str) -> None:
         if self.head != head:
@@ -340,8 +397,13 @@ class Segmenter:
         return float(self.predict_density(image, source, tile_size).sum(dtype=np.float64))
 
     def predict(self, image: np.ndarray, source: str = "image") -> np.ndarray:
-        """Labels ``H×W`` (uint8 when K ≤ 256) for a 2D image."""
-        return labels_from_proba(self.predict_proba(image, source))
+        """Labels ``H×W`` (uint8 when K ≤ 256) for a 2D image: the argmax of :meth:`predict_proba`.
+
+        Raises:
+            InputError: a density (counting) model.
+        """
+        self._require_head("segmentation", source)
+        return self.forward_labels(self._image(image, source)[None])[0].numpy()
 
     def iter_uncertainty(
         self, image: np.ndarray, samples: int = 10, source: str = "image", seed: int | None = None
@@ -382,7 +444,7 @@ class Segmenter:
         """
         self._require_head("segmentation", source)
         bs = int(batch_size or self.batch_size)
-        pending: list[np.ndarray] = []
+        pending: list[torch.Tensor] = []
         for i, frame in enumerate(frames):
             x = self._image(frame, f"{source}[{i}]")
             if pending and (x.shape != pending[0].shape or len(pending) == bs):
@@ -392,9 +454,8 @@ class Segmenter:
         if pending:
             yield from self._frame_labels(pending)
 
-    def _frame_labels(self, batch: list[np.ndarray]) -> Iterator[np.ndarray]:
-        for p in self.forward(np.stack(batch)).numpy():
-            yield labels_from_proba(p)
+    def _frame_labels(self, batch: list[torch.Tensor]) -> Iterator[np.ndarray]:
+        yield from self.forward_labels(torch.stack(batch)).numpy()
 
     def predict_batch(
         self, frames: np.ndarray | Iterable[np.ndarray], source: str = "frames", batch_size: int | None = None
@@ -453,7 +514,7 @@ class Segmenter:
         yield done, total
         for i in range(grid.shape[0]):
             for chunk in tile_batches(grid.row(i), batch_size or self.batch_size):
-                p = self.forward(np.stack([x[(slice(None), *t.slices)] for t in chunk])).numpy()
+                p = self.forward(torch.stack([x[(slice(None), *t.slices)] for t in chunk])).numpy()
                 block = blender.add(chunk, list(p))
                 n, k = block.weights.shape
                 proba[:, block.row : block.row + n, block.col : block.col + k] = blender.blended(block)
@@ -540,17 +601,29 @@ class Segmenter:
         proba = np.empty((n, k, *slices.shape[1:]), np.float32) if return_proba or mc_samples else None
         var = np.empty_like(proba) if mc_samples else None
         stream = _DropoutStream(seed, self.device)
+        # the next batch is gathered (and sent to the device) by a thread while the model runs
+        batches = prefetch(
+            ((sl, to_device(torch.from_numpy(b), self.input_device))
+             for sl, b in adapter.batches(slices, batch_size or self.batch_size)),
+            depth=2,
+        )  # fmt: skip
         yield 0, n
-        for sl, batch in adapter.batches(slices, batch_size or self.batch_size):
-            if mc_samples:
-                p, v = drive(self._draws(batch, mc_samples, stream))
-                var[sl] = v.numpy()  # type: ignore[index]
-            else:
-                p = self.forward(batch)
-            out_labels[sl] = p.argmax(1).numpy()
-            if proba is not None:
-                proba[sl] = p.numpy()
-            yield sl.stop, n
+        try:
+            for sl, batch in batches:
+                if mc_samples:
+                    p, v = drive(self._draws(batch, mc_samples, stream))
+                    var[sl] = v.numpy()  # type: ignore[index]
+                    labels = p.argmax(1)
+                elif proba is not None:
+                    labels, p = self.forward_labels(batch, return_proba=True)  # type: ignore[misc]
+                else:
+                    labels = self.forward_labels(batch)  # type: ignore[assignment]
+                out_labels[sl] = labels.numpy()
+                if proba is not None:
+                    proba[sl] = p.numpy()
+                yield sl.stop, n
+        finally:
+            batches.close()
         return _volume_result(adapter, out_labels, proba if return_proba or mc_samples else None, var)
 
     def predict_volume(
@@ -619,7 +692,7 @@ class Segmenter:
         _, stack = next(adapter.batches(slices[lo : index + k + 1], n))
         x = stack[index - lo : index - lo + 1]
         p, v = yield from self._pass(x, mc_samples, _DropoutStream(seed, self.device))
-        labels = labels_from_proba(p[0].numpy())
+        labels = labels_from_proba(p[0].numpy())  # the argmax predict_volume takes, on the host: one slice
         if mc_samples:
             return labels, p[0].numpy(), v[0].numpy()  # type: ignore[index]
         return (labels, p[0].numpy()) if return_proba else labels
@@ -639,6 +712,7 @@ class SegmenterSpec:
     batch_size: int = 8
     tta: bool = False
     backend: str = "auto"
+    compile: bool = False
 
     def build(self) -> Segmenter:
         """The segmenter (raises :class:`InputError` naming the checkpoint, as ``from_checkpoint`` does)."""
@@ -649,6 +723,7 @@ class SegmenterSpec:
             batch_size=self.batch_size,
             tta=self.tta,
             backend=self.backend,
+            compile=self.compile,
         )
 
 
@@ -677,6 +752,11 @@ def resolve_backend(path: str | Path, backend: str = "auto") -> str:
             raise InputError(path, "an ONNX model runs with the onnxruntime backend, not torch")
         return "onnxruntime"
     return "torch" if backend == "auto" else backend
+
+
+def label_dtype(classes: int) -> torch.dtype:
+    """The labels' dtype: uint8 for up to 256 classes, else int32."""
+    return torch.uint8 if classes <= 256 else torch.int32
 
 
 def labels_from_proba(proba: np.ndarray) -> np.ndarray:

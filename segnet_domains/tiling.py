@@ -398,3 +398,28 @@ def tile_batches(tiles: Sequence[Tile], batch_size: int) -> Iterator[list[Tile]]
     for group in groups.values():
         for start in range(0, len(group), bs):
             yield group[start : start + bs]
+
+
+def grid_batches(grid: TileGrid, batch_size: int) -> Iterator[list[list[Tile]]]:
+    """A whole grid's tiles in full batches: grid order, across tile rows, one shape per batch.
+
+    Each batch is a list of *parts*, the consecutive tiles it takes from one
+    tile row (a part ends a row or the batch). Unlike :func:`tile_batches`
+    per row, batches are full (``batch_size`` tiles) wherever the shapes
+    allow, so a narrow scene runs the same batches as a wide one (the model's
+    memory does not depend on the scene's width), and the split depends on
+    the grid alone: a run resumed from any row computes the same batches.
+    """
+    bs = max(1, int(batch_size))
+    parts: list[list[Tile]] = []
+    count, shape = 0, (0, 0)
+    for t in grid:
+        if parts and ((t.height, t.width) != shape or count == bs):
+            yield parts
+            parts, count = [], 0
+        if not parts or parts[-1][0].index[0] != t.index[0]:
+            parts.append([])
+        parts[-1].append(t)
+        count, shape = count + 1, (t.height, t.width)
+    if parts:
+        yield parts

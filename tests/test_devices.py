@@ -88,3 +88,12 @@ def test_real_probe_times_both_precisions(mode: str) -> None:
     fp32_s, low_s = time_probe(CPU, torch.bfloat16, mode, repeats=2)
     assert 0 < fp32_s < 5 and 0 < low_s < 5
     assert torch.get_num_threads() == threads
+
+
+def test_host_and_device_copies_are_free_on_the_cpu() -> None:
+    """to_device/to_host on the CPU hand back the tensor itself (no copy, no pinning)."""
+    from segnet_domains.devices import to_device, to_host
+
+    x = torch.arange(6.0).reshape(2, 3)
+    assert to_device(x, torch.device("cpu")) is x
+    assert to_host(x) is x

@@ -273,3 +273,133 @@ def test_from_checkpoint_names_the_file(tiny_checkpoint) -> None:
         Segmenter.from_checkpoint(ckpt, device="tpu")
     with pytest.raises(InputError, match=rf"^{ckpt}: precision must be"):
         Segmenter.from_checkpoint(ckpt, device="cpu", precision="fp8")
+
+
+# ---------------------------------------------------------------------- the device-side fast path
+
+
+def _assert_argmax_up_to_ties(labels: np.ndarray, proba: np.ndarray, axis: int) -> None:
+    """Labels taken from the class scores are the probabilities' argmax, except where the softmax
+    rounded two different scores to the same probability (then either maximum)."""
+    differ = labels != proba.argmax(axis)
+    assert differ.mean() < 0.01
+    picked = np.take_along_axis(proba, np.expand_dims(labels.astype(np.int64), axis), axis).squeeze(axis)
+    np.testing.assert_array_equal(picked[differ], proba.max(axis)[differ])
+
+
+def _random_segmenter(classes: int = 5, **kwargs) -> Segmenter:
+    torch.manual_seed(3)
+    return Segmenter(SegNet(3, classes, features=(4, 8, 8, 8, 8)).eval(), device="cpu", **kwargs)
+
+
+@pytest.mark.parametrize("tta", [False, True])
+def test_labels_are_the_argmax_of_the_probabilities(tta: bool) -> None:
+    """Labels-only passes (argmax of the scores, on the device) give forward()'s argmax, as uint8."""
+    seg = _random_segmenter(tta=tta)
+    batch = torch.from_numpy(np.random.default_rng(1).normal(size=(3, 3, 45, 67)).astype(np.float32))
+    proba = seg.forward(batch)
+    labels = seg.forward_labels(batch)
+    assert labels.dtype == torch.uint8 and labels.shape == (3, 45, 67)
+    _assert_argmax_up_to_ties(labels.numpy(), proba.numpy(), axis=1)
+    labels2, proba2 = seg.forward_labels(batch, return_proba=True)
+    assert torch.equal(labels2, labels) and torch.equal(proba2, proba) and proba2.is_contiguous()
+    img = np.random.default_rng(2).integers(0, 255, (45, 67, 3), dtype=np.uint8)
+    _assert_argmax_up_to_ties(seg.predict(img), seg.predict_proba(img), axis=0)
+
+
+def test_predict_volume_prefetches_and_agrees_with_its_probabilities() -> None:
+    """predict_volume's labels (no softmax taken) are the argmax of the probabilities it returns;
+    stopping its generator early stops the prefetching thread."""
+    import threading
+
+    torch.manual_seed(0)
+    seg = Segmenter(SegNet(1, 3, features=(4, 8, 8, 8, 8)).eval(), device="cpu", batch_size=3)
+    vol = np.random.default_rng(0).normal(size=(10, 20, 24)).astype(np.float32)
+    labels = seg.predict_volume(vol, axis=0)
+    labels_p, proba = seg.predict_volume(vol, axis=0, return_proba=True)
+    assert labels.dtype == np.uint8 and np.array_equal(labels_p, proba.argmax(0))
+    _assert_argmax_up_to_ties(labels, proba, axis=0)
+    before = threading.active_count()
+    steps = seg.iter_volume(vol, axis=0)
+    next(steps), next(steps)
+    steps.close()
+    assert threading.active_count() == before
+
+
+def test_normalised_on_the_device_from_raw_pixels() -> None:
+    """The raw pixels are normalised as tensors: the numbers of the numpy adapter, for every mode."""
+    from segnet_domains.adapters import ImageAdapter
+
+    rng = np.random.default_rng(0)
+    specs = [
+        {"mode": "percentile", "lower": 1, "upper": 99},
+        {"mode": "scale", "scale": 255},
+        {"mode": "zscore"},
+        {"mode": "zscore", "mean": [1, 2, 3], "std": [2, 3, 0]},
+        None,
+    ]
+    for dtype in (np.uint8, np.uint16, np.int16, np.float32, ">i2", np.uint32):
+        img = rng.integers(0, 1000, (3, 37, 41)).astype(dtype)
+        for spec in specs:
+            adapter = ImageAdapter(3, spec)
+            assert np.array_equal(adapter.tensor(img).numpy(), adapter(img)), (dtype, spec)
+
+
+def test_compiled_segmenter_agrees_with_eager(trained_checkpoint: Path) -> None:
+    """compile= runs the network through torch.compile (here its aot_eager backend: Dynamo's graph,
+    no code generation, so the suite stays fast) and gives eager's numbers."""
+    eager = Segmenter.from_checkpoint(trained_checkpoint, device="cpu", precision="fp32")
+    compiled = Segmenter.from_checkpoint(
+        trained_checkpoint, device="cpu", precision="fp32", compile="aot_eager"
+    )
+    img, _ = blob_scene(np.random.default_rng(5), 64, 96)
+    np.testing.assert_allclose(compiled.predict_proba(img), eager.predict_proba(img), atol=1e-5)
+    assert compiled.backend.compiled is not None  # it did run compiled
+    assert (compiled.predict(img) == eager.predict(img)).mean() >= 0.995
+
+
+def test_compile_falls_back_to_eager_with_one_warning(tiny_checkpoint) -> None:
+    """An unknown backend (fails at torch.compile) and one that fails compiling (at the first
+    batch) both warn once and run eager, with eager's numbers."""
+    import torch._dynamo
+
+    def no_compiler(gm, example_inputs):  # a backend whose compiler is missing on this machine
+        raise OSError("no C++ compiler found")
+
+    torch._dynamo.register_backend(no_compiler, name="segnet_test_no_compiler")
+    eager = Segmenter.from_checkpoint(tiny_checkpoint(), device="cpu", precision="fp32")
+    img = np.random.default_rng(0).integers(0, 255, (40, 56), dtype=np.uint8)
+    for backend in ("no-such-backend", "segnet_test_no_compiler"):
+        with pytest.warns(RuntimeWarning, match="torch.compile failed") as caught:
+            seg = Segmenter.from_checkpoint(
+                tiny_checkpoint(), device="cpu", precision="fp32", compile=backend
+            )
+            p = seg.predict_proba(img)
+            seg.predict_proba(img)  # no second warning
+        assert len([w for w in caught if "torch.compile" in str(w.message)]) == 1
+        assert len(str(caught[0].message).splitlines()) == 1
+        assert seg.backend.compiled is None
+        np.testing.assert_array_equal(p, eager.predict_proba(img))
+
+
+def test_compile_needs_the_torch_backend(tiny_checkpoint) -> None:
+    with pytest.raises(ValueError, match="PyTorch backend"):
+        Segmenter(SegNet(1, 2, features=(4, 8, 8, 8, 8)), backend="onnxruntime", compile=True)
+
+
+@pytest.mark.gpu
+def test_cuda_path_pins_and_agrees_with_cpu(trained_checkpoint: Path) -> None:
+    """On CUDA: inputs cross pinned and non-blocking, inductor compiles, results match the CPU's."""
+    from segnet_domains.devices import to_device, to_host
+
+    x = torch.arange(12.0).reshape(3, 4)
+    on_gpu = to_device(x, torch.device("cuda"))
+    back = to_host(on_gpu * 2)
+    assert back.is_pinned() and torch.equal(back, x * 2)
+    ref = Segmenter.from_checkpoint(trained_checkpoint, device="cpu", precision="fp32")
+    img, _ = blob_scene(np.random.default_rng(5), 128, 160)
+    for compile in (False, True):
+        gpu = Segmenter.from_checkpoint(trained_checkpoint, device="cuda", compile=compile)
+        assert (gpu.predict(img) == ref.predict(img)).mean() >= 0.995
+        vol = np.random.default_rng(1).normal(size=(6, 64, 64)).astype(np.float32)
+        assert gpu.predict_volume(vol, axis=0).shape == vol.shape

@@ -12,6 +12,7 @@ from segnet_domains.tiling import (
     TileGrid,
     blend_weights,
     default_overlap,
+    grid_batches,
     tile_batches,
     tile_starts,
 )
@@ -129,3 +130,22 @@ def test_stream_blender_refuses_tiles_out_of_order() -> None:
     tiles = grid.row(0)
     with pytest.raises(ValueError, match=r"tile \(0, 1\) added, expected \(0, 0\)"):
         blender.add([tiles[1]], [np.ones((1, 128, 128), np.float32)])
+
+
+@pytest.mark.parametrize(("h", "w", "batch"), [(300, 200, 4), (257, 1000, 3), (64, 64, 8), (700, 130, 5)])
+def test_grid_batches_are_full_in_grid_order_across_rows(h: int, w: int, batch: int) -> None:
+    """Every tile once, in grid order; batches full except before a shape change or at the end;
+    each part one tile row's consecutive tiles; the same split whatever row a run resumes from."""
+    grid = TileGrid.create(h, w, 64, 16, align=8)
+    batches = list(grid_batches(grid, batch))
+    flat = [t for b in batches for part in b for t in part]
+    assert flat == list(grid)
+    for k, b in enumerate(batches):
+        tiles = [t for part in b for t in part]
+        assert len({(t.height, t.width) for t in tiles}) == 1 and len(tiles) <= batch
+        nxt = batches[k + 1][0][0] if k + 1 < len(batches) else None
+        if nxt is not None and (nxt.height, nxt.width) == (tiles[0].height, tiles[0].width):
+            assert len(tiles) == batch
+        for part in b:
+            assert len({t.index[0] for t in part}) == 1
+            assert [t.index[1] for t in part] == list(range(part[0].index[1], part[-1].index[1] + 1))

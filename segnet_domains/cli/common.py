@@ -38,7 +38,7 @@ def add_force_arg(p: argparse.ArgumentParser, what: str = "an existing output of
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
-    """``--model CKPT --device D --precision P --batch-size N --tta --backend B``."""
+    """``--model CKPT --device D --precision P --batch-size N --tta --backend B --compile``."""
     p.add_argument(
         "--model", "-m", required=True, metavar="CKPT", help="checkpoint file, or an .onnx from export-onnx"
     )
@@ -57,11 +57,23 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         choices=["auto", "torch", "onnxruntime"],
         help="what runs the network: auto (onnxruntime for .onnx, else torch), torch, onnxruntime",
     )
+    add_compile_arg(p)
+
+
+def add_compile_arg(p: argparse.ArgumentParser) -> None:
+    """``--compile``: ``Segmenter(compile=True)``."""
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the network (PyTorch backend; eager with a warning where it cannot compile)",
+    )
 
 
 def segmenter_spec(args: argparse.Namespace) -> SegmenterSpec:
     """The ``--model`` arguments as a :class:`SegmenterSpec` (what ``tile`` hands to each Dask worker)."""
-    return SegmenterSpec(args.model, args.device, args.precision, args.batch_size, args.tta, args.backend)
+    return SegmenterSpec(
+        args.model, args.device, args.precision, args.batch_size, args.tta, args.backend, args.compile
+    )
 
 
 def load_segmenter(args: argparse.Namespace) -> Segmenter:

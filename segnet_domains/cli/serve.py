@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from segnet_domains.cli.common import add_compile_arg
 from segnet_domains.errors import InputError
 
 
@@ -36,6 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA→MPS→CPU), cpu, cuda, cuda:N, mps")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     p.add_argument("--batch-size", type=int, default=8, help="slices/tiles per forward pass")
+    add_compile_arg(p)
     p.set_defaults(func=run)
 
 
@@ -61,7 +63,9 @@ def run(args: argparse.Namespace) -> int:
             f"the web demo needs FastAPI and uvicorn ({exc.name} is missing): "
             "pip install 'segnet-domains[web]'",
         ) from None
-    registry = ModelRegistry.from_checkpoints(paths, args.device, args.precision, args.batch_size)
+    registry = ModelRegistry.from_checkpoints(
+        paths, args.device, args.precision, args.batch_size, compile=args.compile
+    )
     app = create_app(registry, max_upload=int(args.max_upload_mb * 2**20), mc_samples=args.samples)
     names = ", ".join(registry.models)
     url = f"http://{args.host}:{args.port}/"

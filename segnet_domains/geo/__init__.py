@@ -5,7 +5,6 @@
 * :mod:`~segnet_domains.geo.tiler` — :func:`iter_tile_scene` (a generator of progress) and
   :func:`tile_scene`: one scene → COG labels/probabilities/uncertainty.
 * :mod:`~segnet_domains.geo.outputs` — resumable row files and the final Cloud-Optimized GeoTIFFs.
-* :mod:`~segnet_domains.geo.threads` — prefetching reader and background writer.
 * :mod:`~segnet_domains.geo.batch` — many scenes, resume, JSON run summary (:func:`run_batch`).
 * :mod:`~segnet_domains.geo.distributed` — the same over a dask.distributed cluster.
 * :mod:`~segnet_domains.geo.dataset`, :mod:`~segnet_domains.geo.aerial_task` — aerial training data and task.

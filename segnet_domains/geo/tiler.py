@@ -41,6 +41,7 @@ import torch
 from rasterio.windows import Window
 
 from segnet_domains.checkpoint import ModelInfo
+from segnet_domains.devices import to_device, to_host
 from segnet_domains.errors import InputError
 from segnet_domains.geo.normalize import SceneNormalizer
 from segnet_domains.geo.outputs import (
@@ -59,9 +60,10 @@ from segnet_domains.geo.scene import (
     read_window,
     select_bands,
 )
-from segnet_domains.geo.threads import BackgroundWriter, prefetch
 from segnet_domains.inference import Segmenter, class_mean_variance, drive
-from segnet_domains.tiling import BlendedBlock, StreamBlender, Tile, TileGrid, tile_batches
+from segnet_domains.runtime import usable_cores
+from segnet_domains.threads import BackgroundWriter, prefetch
+from segnet_domains.tiling import BlendedBlock, StreamBlender, Tile, TileGrid, grid_batches
 
 log = logging.getLogger(__name__)
 
@@ -452,42 +454,70 @@ class _Job:
         self.store, self.key = store, key
         self.k = segmenter.num_classes
         self.rows_written = 0  # tile rows on disk (set by the writer thread)
+        self._rows: dict[str, np.ndarray] = {}  # the compact outputs of the tile row being finished
 
     # ------------------------------------------------------------------ stage 1: read (thread)
 
-    def batches(self, first_row: int) -> Iterator[tuple[int, int, list[Tile], np.ndarray, np.ndarray, bool]]:
-        """``(tile row, chunk index, tiles, B×C×h×w input, B×h×w valid, last chunk of the row)``."""
-        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), self.scene.open() as src:
-            for i in range(first_row, self.grid.shape[0]):
-                chunks = list(tile_batches(self.grid.row(i), self.batch_size))
-                for c, chunk in enumerate(chunks):
-                    c0 = min(t.col for t in chunk)
-                    c1 = max(t.col + t.width for t in chunk)
-                    h, r0 = chunk[0].height, chunk[0].row
-                    data, valid = read_window(src, self.bands, Window(c0, r0, c1 - c0, h), self.opts.nodata)
-                    x = self.normalizer(data)
-                    x[:, ~valid] = 0.0  # nodata carries no information into the network
-                    cols = [slice(t.col - c0, t.col - c0 + t.width) for t in chunk]
-                    batch = np.stack([x[:, :, s] for s in cols])
-                    vb = np.stack([valid[:, s] for s in cols])
-                    yield i, c, chunk, batch, vb, c == len(chunks) - 1
+    def batches(self, first_row: int) -> Iterator[tuple[list[list[Tile]], np.ndarray, np.ndarray]]:
+        """``(parts, B×C×h×w input, B×h×w valid)`` of :func:`~segnet_domains.tiling.grid_batches`.
+
+        Full batches across tile rows (memory independent of the scene's
+        width), from the first batch that reaches tile row ``first_row``. The
+        pixels come from windows of ``batch_size`` tiles of a row
+        (:meth:`read_chunk`), each read once and kept while a batch needs it,
+        so the scene is read in the same windows whatever the batches.
+        """
+        # a local file: GDAL decodes a window's blocks in parallel threads; a remote one reads through
+        # the block cache (GDAL's threaded reads bypass it: overlapping windows would be fetched again)
+        threads = str(usable_cores()) if self.scene.source.local is not None else "1"
+        env = rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES, GDAL_NUM_THREADS=threads)
+        with env, self.scene.open() as src:
+            windows: dict[tuple[int, int], tuple[int, np.ndarray, np.ndarray]] = {}
+            for parts in grid_batches(self.grid, self.batch_size):
+                if parts[-1][-1].index[0] < first_row:
+                    continue
+                inputs, valids = [], []
+                for t in (t for part in parts for t in part):
+                    key = (t.index[0], t.index[1] // self.batch_size)
+                    if key not in windows:
+                        for done in [k for k in windows if k < key]:
+                            del windows[done]
+                        windows[key] = self.read_chunk(src, *key)
+                    c0, x, valid = windows[key]
+                    cols = slice(t.col - c0, t.col - c0 + t.width)
+                    inputs.append(x[:, :, cols])
+                    valids.append(valid[:, cols])
+                yield parts, np.stack(inputs), np.stack(valids)
+
+    def read_chunk(self, src: rasterio.DatasetReader, i: int, c: int) -> tuple[int, np.ndarray, np.ndarray]:
+        """``(first column, normalised C×h×w pixels, h×w validity)`` of row i's tiles ``c·B … c·B+B-1``."""
+        tiles = self.grid.row(i)[c * self.batch_size : (c + 1) * self.batch_size]
+        c0, c1 = tiles[0].col, tiles[-1].col + tiles[-1].width
+        window = Window(c0, tiles[0].row, c1 - c0, tiles[0].height)
+        data, valid = read_window(src, self.bands, window, self.opts.nodata)
+        x = self.normalizer(data)
+        if not valid.all():
+            x[:, ~valid] = 0.0  # nodata carries no information into the network
+        return c0, x, valid
 
     # ------------------------------------------------------------------ stage 2: infer + blend
 
-    def infer(self, i: int, c: int, batch: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    def infer(self, first: Tile, batch: np.ndarray, valid: np.ndarray) -> np.ndarray:
         """``B×(K+1[+1])×h×w``: probabilities, validity, [Monte Carlo uncertainty].
 
         The uncertainty band is :func:`~segnet_domains.inference.class_mean_variance`
         of :meth:`Segmenter.sample`'s per-class variance, its dropout stream
-        seeded by the batch's place in the grid: the same draws on a rerun or
-        another worker.
+        seeded by the batch's place in the grid (its ``first`` tile): the same
+        draws on a rerun, a resumed run or another worker.
         """
-        p = self.seg.forward(batch)
-        parts = [p, torch.from_numpy(valid[:, None].astype(np.float32))]
+        batch_t = to_device(torch.from_numpy(batch), self.seg.input_device)
+        p = self.seg.proba_on_device(batch_t)  # stays where the model ran; one copy to the host below
+        parts = [p, to_device(torch.from_numpy(valid[:, None]), p.device).to(torch.float32)]
         if self.opts.uncertainty:
-            _, var = self.seg.sample(batch, max(1, self.opts.samples), seed=1_000_003 * i + c)
-            parts.append(class_mean_variance(var, class_axis=1)[:, None])
-        return torch.cat(parts, dim=1).numpy()
+            seed = 1_000_003 * first.index[0] + first.index[1]
+            _, var = self.seg.sample(batch_t, max(1, self.opts.samples), seed=seed)
+            parts.append(to_device(class_mean_variance(var, class_axis=1)[:, None], p.device))
+        return to_host(torch.cat(parts, dim=1)).numpy()
 
     # ------------------------------------------------------------------ stage 3: write (thread)
 
@@ -513,7 +543,8 @@ class _Job:
             out = slice(block.col + c0, block.col + cols.stop)
             sums, weights = block.sums[:, :, cols], block.weights[:, cols]
             valid = sums[k] > 0.5 * weights  # blended validity > 0.5
-            labels = sums[:k].argmax(0).astype(np.uint8)  # weights are positive: argmax of sums = of means
+            # weights are positive: argmax of sums = of means (torch: no transposed copy, all cores)
+            labels = torch.from_numpy(sums[:k]).argmax(0).to(torch.uint8).numpy()
             labels[~valid] = LABEL_NODATA
             rows["labels"][:, out] = labels
             if self.opts.proba:
@@ -547,6 +578,31 @@ class _Job:
         grid, target = self.grid, self.grid.row_starts[first]
         return next(j for j in range(first) if grid.row_starts[j] + grid.row_height(j) > target)
 
+    def place(
+        self,
+        part: list[Tile],
+        values: np.ndarray,
+        blender: StreamBlender,
+        first: int,
+        writer: BackgroundWriter[Any],
+    ) -> int:
+        """Blend one tile row's tiles of a batch, encode what they finish, queue a finished row band.
+
+        Returns the tiles counted as new work (0 for a row recomputed before ``first``).
+        """
+        i = part[0].index[0]
+        block = blender.add(part, values)
+        if i < first:  # recomputed only for its overlap into the first new row
+            return 0
+        n = block.weights.shape[0]  # rows this tile row finishes (the same for each of its blocks)
+        if part[0].index[1] == 0:
+            self._rows = self.new_rows(n)
+        if n:
+            self.encode(block, self._rows)
+        if part[-1].index[1] == self.grid.shape[1] - 1:
+            writer.put((i, block.row, n, self._rows))
+        return len(part)
+
     def run(self, first: int) -> Generator[TileProgress, None, None]:
         """Tile rows ``first`` … last: yields :class:`TileProgress` after every batch of tiles."""
         grid = self.grid
@@ -555,25 +611,19 @@ class _Job:
         blender = StreamBlender(
             grid, self.k + 1 + int(self.opts.uncertainty), self.opts.blend, start_row=start_row
         )
-        rows: dict[str, np.ndarray] = {}
         self.rows_written = first
         tiles = first * per_row
         writer: BackgroundWriter = BackgroundWriter(self.write, depth=2)
         batches = prefetch(self.batches(start_row), self.opts.prefetch)
         try:
             yield TileProgress(tiles, len(grid), first, n_rows)
-            for i, c, chunk, batch, valid, last in batches:
-                block = blender.add(chunk, self.infer(i, c, batch, valid))
-                if i < first:  # recomputed only for its overlap into the first new row
-                    continue
-                n = block.weights.shape[0]  # rows this tile row finishes (the same for each of its blocks)
-                if c == 0:
-                    rows = self.new_rows(n)
-                if n:
-                    self.encode(block, rows)
-                if last:
-                    writer.put((i, block.row, n, rows))
-                tiles += len(chunk)
+            for parts, batch, valid in batches:
+                out = self.infer(parts[0][0], batch, valid)
+                offset = 0
+                for part in parts:  # one tile row's share of the batch each
+                    values, offset = out[offset : offset + len(part)], offset + len(part)
+                    if part[0].index[0] >= start_row:  # (a batch may reach back before the resumed rows)
+                        tiles += self.place(part, values, blender, first, writer)
                 yield TileProgress(tiles, len(grid), self.rows_written, n_rows)
             writer.close()
             yield TileProgress(tiles, len(grid), self.rows_written, n_rows)

@@ -97,18 +97,22 @@ class ModelRegistry:
         device: str = "auto",
         precision: str = "auto",
         batch_size: int = 8,
+        compile: bool = False,
     ) -> ModelRegistry:
         """Load every checkpoint once (a bad one fails here, before the server starts).
 
         Names come from :func:`model_name`; a clash gets ``-2``, ``-3`` … appended.
 
         Raises:
-            InputError: a missing, corrupt or unsafe checkpoint; an unknown device.
+            InputError: a missing, corrupt or unsafe checkpoint; an unknown device;
+                ``compile`` with an ONNX model.
         """
         models: list[ServedModel] = []
         taken: set[str] = set()
         for p in paths:
-            seg = Segmenter.from_checkpoint(p, device=device, precision=precision, batch_size=batch_size)
+            seg = Segmenter.from_checkpoint(
+                p, device=device, precision=precision, batch_size=batch_size, compile=compile
+            )
             base = name = model_name(p)
             n = 1
             while name in taken:

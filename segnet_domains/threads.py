@@ -1,4 +1,4 @@
-"""Overlap reading, inference and writing: a prefetching reader and a background writer.
+"""Overlap preparing, inference and writing: a prefetching producer and a background writer.
 
 Both run their work in one daemon thread with a bounded queue (so memory stays
 bounded), hand back the thread's exceptions in the caller's thread, and stop
