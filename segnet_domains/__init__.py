@@ -11,6 +11,7 @@ Public API::
 SegNet: Badrinarayanan, Kendall, Cipolla, TPAMI 2017, https://arxiv.org/abs/1511.00561
 """
 
+from segnet_domains import _openmp  # noqa: F401  (first: sets OMP_WAIT_POLICY before torch loads OpenMP)
 from segnet_domains.checkpoint import Checkpoint, ModelInfo, load_checkpoint, read_info, save_checkpoint
 from segnet_domains.errors import CheckpointError, InputError
 from segnet_domains.inference import Segmenter
