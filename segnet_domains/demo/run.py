@@ -62,16 +62,16 @@ class DemoSize:
     aerial_epochs: int
     aerial_steps: int
     aerial_tile: int
+    features: str = REDUCED_FEATURES
     aerial_patch: int = 256
     mri_val_every: int = 20
-    features: str = REDUCED_FEATURES
 
 
 #: ``make demo``: about 8 min on 2 cores without bf16 (see README). 30 MRI epochs: validation Dice levels off
 #: by epoch 20, and validating every 5 picks the best of six (every 20 kept a weaker epoch-20 model); 128²
 #: aerial patches: four times cheaper than 256² and more varied, higher mIoU.
 FULL = DemoSize(2.0, 12, 30, 40, 6, 40, 25, (768, 768), 5, 40, 40, 512, aerial_patch=128, mri_val_every=5)
-QUICK = DemoSize(4.0, 3, 1, 3, 2, 1, 3, (160, 160), 2, 1, 3, 128, "[4,8,8,8,8]")
+QUICK = DemoSize(4.0, 3, 1, 3, 2, 1, 3, (160, 160), 2, 1, 3, 128, features="[4,8,8,8,8]")
 
 
 def _train(
