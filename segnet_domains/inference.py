@@ -597,7 +597,7 @@ class Segmenter:
         adapter = self._volume_adapter(axis, source)
         slices = adapter.prepare(volume, source)
         n, k = slices.shape[0], self.num_classes
-        out_labels = np.empty(slices.shape, dtype=np.uint8 if k <= 256 else np.int32)
+        out_labels = np.empty(slices.shape, dtype=numpy_label_dtype(k))
         proba = np.empty((n, k, *slices.shape[1:]), np.float32) if return_proba or mc_samples else None
         var = np.empty_like(proba) if mc_samples else None
         stream = _DropoutStream(seed, self.device)
@@ -759,10 +759,14 @@ def label_dtype(classes: int) -> torch.dtype:
     return torch.uint8 if classes <= 256 else torch.int32
 
 
+def numpy_label_dtype(classes: int) -> np.dtype:
+    """:func:`label_dtype` as a numpy dtype (for labels computed or stored on the host)."""
+    return torch.empty(0, dtype=label_dtype(classes)).numpy().dtype
+
+
 def labels_from_proba(proba: np.ndarray) -> np.ndarray:
-    """Labels (argmax over the first axis): uint8 for up to 256 classes, else int32."""
-    labels = proba.argmax(0)
-    return labels.astype(np.uint8 if proba.shape[0] <= 256 else np.int32)
+    """Labels (argmax over the first axis), in :func:`label_dtype`."""
+    return proba.argmax(0).astype(numpy_label_dtype(proba.shape[0]))
 
 
 def class_mean_variance(variance: np.ndarray | torch.Tensor, class_axis: int = 0) -> Any:

@@ -9,7 +9,7 @@ vegetation patches, lakes and a river, a town of blocks separated by streets;
   a rotated swath footprint (nodata 0 outside; label :data:`IGNORE`). The demo
   trains, tiles and scores on it; the web page offers it as a sample. Its
   arithmetic and random draws are kept exactly, so the demo's figures do not
-  move (``tests/synthetic/test_aerial.py`` holds their checksums).
+  move (``tests/synthetic/test_aerial.py`` pins their statistics).
 * :func:`reflectance` — the same signatures in any number of bands with
   sensor noise and no footprint: the geo tests' scenes (they cut their own).
 * :func:`rgb_scene` — an aerial RGB photograph (uint8, :data:`RGB_PALETTE`):

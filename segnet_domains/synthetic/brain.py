@@ -17,7 +17,7 @@ anatomy in it. Three contrasts are declared:
   MNI152NLin2009aSym grid (:func:`mni_grid`) is what the demo trains and scores
   on (``make demo``) and the web page's MRI sample; its arithmetic and random
   draws are kept exactly, so the demo's figures do not move
-  (``tests/synthetic/test_brain.py`` holds their checksums).
+  (``tests/synthetic/test_brain.py`` pins their statistics).
 * :data:`FLAIR` — white matter darker than grey, CSF suppressed, bright
   white-matter lesions in both hemispheres. :func:`flair_head` is napari's MRI
   sample; the napari tests' lesion model trains on it.
