@@ -10,6 +10,9 @@ order statistics are found:
   ``uint16``, ``int16``; MRI volumes and satellite scenes) — an exact
   histogram (``np.bincount`` in bounded chunks) and its cumulative sum: one
   pass, no copy of the image;
+* float32 on the CPU (above a million values) — a histogram of the high 16
+  bits of the values' ordered bit patterns, then ``np.partition`` of only the
+  buckets that hold the wanted order statistics;
 * anything else on the CPU — ``np.partition`` (introselect) at the few
   positions needed: linear time, one copy of a channel;
 * a torch tensor on an accelerator — ``torch.kthvalue`` on the device
@@ -61,22 +64,48 @@ def _lerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
     return np.where(t >= 0.5, b - diff * (1 - t), a + diff * t)
 
 
+def _histogram(flat: np.ndarray) -> np.ndarray:
+    """Counts of each bit pattern of unsigned 8- or 16-bit ``flat`` (``np.bincount`` in bounded chunks)."""
+    bins = 1 << (8 * flat.dtype.itemsize)
+    counts = np.zeros(bins, np.int64)
+    for start in range(0, flat.size, _CHUNK):
+        counts += np.bincount(flat[start : start + _CHUNK], minlength=bins)
+    return counts
+
+
 def _order_stats_histogram(flat: np.ndarray, ks: np.ndarray) -> np.ndarray:
     """The ``ks``-th smallest values (0-based) of small-range integer ``flat``, by an exact histogram."""
-    bins = 1 << (8 * flat.dtype.itemsize)
     if flat.dtype.kind == "b":
         flat = flat.view(np.uint8)
     signed = flat.dtype.kind == "i"
     if signed:  # count the bit patterns; negative values are the upper half, rolled to the front below
         flat = flat.view(np.dtype(f"u{flat.dtype.itemsize}"))
-    counts = np.zeros(bins, np.int64)
-    for start in range(0, flat.size, _CHUNK):
-        counts += np.bincount(flat[start : start + _CHUNK], minlength=bins)
-    offset = 0
+    counts, offset = _histogram(flat), 0
     if signed:
-        counts, offset = np.roll(counts, bins // 2), -(bins // 2)
+        counts, offset = np.roll(counts, counts.size // 2), -(counts.size // 2)
     cum = np.cumsum(counts)
     return np.searchsorted(cum, ks, side="right").astype(np.int64) + offset
+
+
+def _order_stats_float32(flat: np.ndarray, ks: np.ndarray) -> np.ndarray:
+    """The ``ks``-th smallest values of native float32 ``flat`` (contiguous, no NaN), by a radix histogram.
+
+    The high 16 bits of a float32, with the sign bit flipped for positive
+    values and all bits flipped for negative ones, order the values (IEEE 754):
+    one histogram of those keys finds the bucket of each order statistic and
+    its rank inside, and only that bucket's values are partitioned. About
+    twice as fast as ``np.partition`` of the whole channel, and no full copy.
+    """
+    high = flat.view(np.uint16)[1::2] if np.little_endian else flat.view(np.uint16)[0::2]
+    keys = high ^ ((high >> 15) * np.uint16(0x7FFF) + np.uint16(0x8000))
+    cum = np.cumsum(_histogram(keys))
+    buckets = np.searchsorted(cum, ks, side="right")
+    out = np.empty(len(ks), np.float64)
+    for bucket in np.unique(buckets):
+        members = np.flatnonzero(buckets == bucket)
+        ranks = ks[members] - (cum[bucket - 1] if bucket else 0)
+        out[members] = np.partition(flat[keys == bucket], np.unique(ranks))[ranks]
+    return out
 
 
 def _order_stats(flat: Array, ks: np.ndarray) -> np.ndarray:
@@ -96,6 +125,8 @@ def _order_stats(flat: Array, ks: np.ndarray) -> np.ndarray:
         flat = flat.numpy()
     if flat.dtype in HISTOGRAM_DTYPES:
         return _order_stats_histogram(flat, ks).astype(np.float64)
+    if flat.dtype == np.dtype(np.float32) and flat.flags.c_contiguous and flat.size > _CHUNK:
+        return _order_stats_float32(flat, ks)
     uniq = np.unique(ks)
     part = np.partition(flat, uniq)
     return part[ks].astype(np.float64)
@@ -187,7 +218,9 @@ def scale_range(x: Array, lower: Sequence[float], upper: Sequence[float]) -> Arr
     flat = (span == 0).ravel()
     if isinstance(x, torch.Tensor):
         device = x.device
-        out = torch.sub(x.to(torch.float32), torch.as_tensor(lo, dtype=torch.float32, device=device))
+        # uint16 → float32 through int32 (exact): torch's direct cast of uint16 is 2.6× slower on the CPU
+        wide = x.to(torch.int32) if x.dtype == torch.uint16 else x
+        out = torch.sub(wide.to(torch.float32), torch.as_tensor(lo, dtype=torch.float32, device=device))
     else:  # numpy's cast (5× torch's for uint16), then the same torch ops in place on that copy
         out = torch.from_numpy(np.array(x, dtype=np.float32, copy=True)).sub_(
             torch.from_numpy(lo.astype(np.float32))

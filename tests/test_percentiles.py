@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -60,6 +61,25 @@ def test_histogram_path_on_wide_integer_ranges() -> None:
         percentiles(np.zeros(0, np.uint8), [1])
     with pytest.raises(ValueError, match=r"\[0, 100\]"):
         percentiles(a, [101])
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda rng: rng.normal(300, 1000, 1_100_000),
+        lambda rng: -rng.exponential(2, 1_100_000),  # all negative: bits flipped
+        lambda rng: np.round(rng.normal(0, 2, 1_200_000)),  # ties across -0.0 and +0.0
+        lambda rng: np.r_[np.full(1_100_000, 7.0), rng.random(5), [np.inf, -np.inf]],  # one bucket; ±inf
+    ],
+)
+def test_float32_radix_path_equals_numpy(make: Callable[[np.random.Generator], np.ndarray]) -> None:
+    """Float32 channels above a million values take the radix-histogram path: still numpy's numbers."""
+    a = make(np.random.default_rng(3)).astype(np.float32)
+    q = [0.0, 0.5, 1.0, 50.0, 99.0, 99.5, 100.0]
+    with np.errstate(invalid="ignore"):  # inf - inf in the interpolation, for numpy too
+        ref = np.percentile(a.astype(np.float64), q)
+        np.testing.assert_array_equal(percentiles(a, q), ref)
+        np.testing.assert_array_equal(percentiles(a[::-1].copy(), q), ref)  # order does not matter
 
 
 def test_channel_percentiles_and_valid_mask() -> None:
