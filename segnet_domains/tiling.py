@@ -32,8 +32,10 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import torch
 
 #: Tile edge used when neither the caller nor the checkpoint names one.
 DEFAULT_TILE = 512
@@ -74,15 +76,19 @@ class Tile:
 def tile_starts(length: int, tile: int, overlap: int, align: int = 1) -> list[int]:
     """Start offsets of tiles of (at most) ``tile`` pixels covering ``length`` pixels with ``overlap``.
 
-    Starts step by ``tile - overlap`` (rounded down to a multiple of
-    ``align``); the last tile ends exactly at ``length``. With ``align=1`` it
-    is a full tile starting at ``length - tile``; with ``align > 1`` every
-    start is a multiple of ``align`` and the last tile, starting at the first
-    multiple of ``align`` at or after ``length - tile``, may be up to
-    ``align - 1`` pixels shorter. Aligning starts to the network's total
-    stride (32 for SegNet) keeps every tile on the same pooling grid as the
-    whole image, so a pixel's prediction does not depend on which tile it
-    came from. ``length <= tile`` gives ``[0]``.
+    As few tiles as steps of at most ``tile - overlap`` (rounded down to a
+    multiple of ``align``) allow, spread evenly: the first starts at 0, the
+    last ends exactly at ``length``, and neighbours share ``overlap`` pixels
+    or a little more, all about alike (steps differ by at most ``align``).
+    Even spreading, rather than fixed steps and a last tile pushed back
+    against the edge, keeps the rows two tile rows share (what a streaming
+    blender holds) near ``overlap`` instead of up to a whole tile. With
+    ``align > 1`` every start is a multiple of ``align`` and the last tile,
+    starting at the first multiple of ``align`` at or after
+    ``length - tile``, may be up to ``align - 1`` pixels shorter. Aligning
+    starts to the network's total stride (32 for SegNet) keeps every tile on
+    the same pooling grid as the whole image, so a pixel's prediction does
+    not depend on which tile it came from. ``length <= tile`` gives ``[0]``.
 
     Raises:
         ValueError: ``length``, ``tile`` or ``align`` below 1, or ``overlap``
@@ -98,9 +104,10 @@ def tile_starts(length: int, tile: int, overlap: int, align: int = 1) -> list[in
     if stride < align:  # tiles too small to step on the grid: plain flush tiling
         align = 1
     stride -= stride % align
-    starts = list(range(0, length - tile, stride))
-    starts.append(-(-(length - tile) // align) * align)
-    return starts
+    last = -(-(length - tile) // align) * align
+    steps = -(-last // stride)
+    # i·last/steps rounded down to the grid: each step is at most `stride` (a multiple of align)
+    return [i * last // steps // align * align for i in range(steps)] + [last]
 
 
 @dataclass(frozen=True)
@@ -245,14 +252,15 @@ class BlendedBlock:
     Attributes:
         row: first image row.
         col: first image column.
-        sums: ``channels × n × w`` weighted sums (the blended value is ``sums / weights``).
-        weights: ``n × w`` weight sums (> 0).
+        sums: ``channels × n × w`` weighted sums (the blended value is ``sums / weights``),
+            a float32 tensor on the blender's device.
+        weights: ``n × w`` weight sums (> 0), on the same device.
     """
 
     row: int
     col: int
-    sums: np.ndarray
-    weights: np.ndarray
+    sums: torch.Tensor
+    weights: torch.Tensor
 
 
 class StreamBlender:
@@ -265,13 +273,15 @@ class StreamBlender:
 
     * a *carry*: the weighted sums of the rows the next tile row overlaps,
       ``channels × overlap rows × width`` (the grid's largest vertical overlap,
-      usually ``overlap``);
+      about ``overlap``: :func:`tile_starts` spreads tiles evenly);
     * the columns of the current batch of tiles (``channels × tile height ×``
       the batch's span), until the next batch finishes them.
 
     So memory does not depend on the image's height, and on its width only
     through the carry — a quarter of a band of whole tile rows at the default
-    ``overlap = tile // 4``.
+    ``overlap = tile // 4``. Everything lives on ``device``, where the model
+    runs: the tiles' probabilities are blended there and only finished
+    results need to cross to the host.
 
     Args:
         grid: the tile grid.
@@ -280,35 +290,53 @@ class StreamBlender:
         start_row: first tile row that will be added (rows before it are
             treated as never added: on resume, recompute from a row whose
             output is discarded).
+        device: where the sums are kept and blended (default: the CPU).
     """
 
-    def __init__(self, grid: TileGrid, channels: int, kind: str = "cosine", start_row: int = 0) -> None:
+    def __init__(
+        self,
+        grid: TileGrid,
+        channels: int,
+        kind: str = "cosine",
+        start_row: int = 0,
+        device: torch.device | str = "cpu",
+    ) -> None:
         self.grid = grid
         self.kind = kind
         self.channels = channels
+        self.device = torch.device(device)
         overlaps = [
             grid.row_starts[i] + grid.row_height(i) - grid.row_starts[i + 1] for i in range(grid.shape[0] - 1)
         ]
         rows = max(overlaps, default=0)
-        self.carry = np.zeros((channels, rows, grid.width), np.float32)
-        self.carry_weights = np.zeros((rows, grid.width), np.float32)
+        self.carry = self._zeros(channels, rows, grid.width)
+        self.carry_weights = self._zeros(rows, grid.width)
         self.row_index = start_row
         self._next = 0  # index (in the row) of the next tile expected
         self._done = 0  # columns [0, _done) of the current row are emitted
-        self._sums = np.zeros((channels, 0, 0), np.float32)  # columns [_done, _done + width) in progress
-        self._weights = np.zeros((0, 0), np.float32)
+        self._sums = self._zeros(channels, 0, 0)  # columns [_done, _done + width) in progress
+        self._weights = self._zeros(0, 0)
+        self._windows: dict[tuple[int, int], torch.Tensor] = {}
 
-    def weights(self, tile: Tile) -> np.ndarray:
-        """The blending window of ``tile``'s shape."""
-        return _weights(tile.height, tile.width, self.grid.overlap, self.kind)
+    def _zeros(self, *shape: int) -> torch.Tensor:
+        return torch.zeros(shape, dtype=torch.float32, device=self.device)
 
-    def add(self, tiles: Sequence[Tile], values: np.ndarray | Sequence[np.ndarray]) -> BlendedBlock:
+    def weights(self, tile: Tile) -> torch.Tensor:
+        """The blending window of ``tile``'s shape, on the blender's device."""
+        key = (tile.height, tile.width)
+        if key not in self._windows:
+            w = _weights(tile.height, tile.width, self.grid.overlap, self.kind)
+            self._windows[key] = torch.tensor(w, device=self.device)
+        return self._windows[key]
+
+    def add(self, tiles: Sequence[Tile], values: torch.Tensor | np.ndarray | Sequence[Any]) -> BlendedBlock:
         """Accumulate consecutive tiles of the current tile row; return what is now finished.
 
         Args:
             tiles: the next tiles of the row, in order.
-            values: one ``channels × tile.height × tile.width`` array per tile.
-                Writable float32 values are weighted in place (consumed).
+            values: one ``channels × tile.height × tile.width`` array or tensor
+                per tile (a ``B×channels×h×w`` tensor or array is one per tile);
+                not modified.
 
         Returns:
             The finished :class:`BlendedBlock` (possibly zero columns wide; zero
@@ -325,14 +353,11 @@ class StreamBlender:
             if t.index != (i, self._next + j):
                 raise ValueError(f"tile {t.index} added, expected {(i, self._next + j)} (grid order)")
         top, height = tiles[0].row, tiles[0].height  # every tile of a grid row has them
-        self._extend(
-            tiles[-1].col + tiles[-1].width, height
-        )  # once per batch: the last tile reaches furthest
+        self._extend(tiles[-1].col + tiles[-1].width, height)  # once a batch: its last tile reaches farthest
         for t, v in zip(tiles, values):
             w = self.weights(t)
-            v = np.multiply(v, w, out=v) if v.flags.writeable and v.dtype == np.float32 else v * w
             cols = slice(t.col - self._done, t.col - self._done + t.width)
-            self._sums[:, :, cols] += v
+            self._sums[:, :, cols].addcmul_(torch.as_tensor(v, device=self.device), w)
             self._weights[:, cols] += w
             self._next += 1
         last = self._next == grid.shape[1]
@@ -347,13 +372,12 @@ class StreamBlender:
         self.carry[:, rest:, span] = 0.0
         self.carry_weights[rest:, span] = 0.0
         # keep the unfinished columns (a copy: the block above is a view of the old buffer)
-        self._sums, self._weights = self._sums[:, :, k:].copy(), self._weights[:, k:].copy()
+        self._sums, self._weights = self._sums[:, :, k:].clone(), self._weights[:, k:].clone()
         self._done = end
         if last:
             self.row_index += 1
             self._next, self._done = 0, 0
-            self._sums = np.zeros((self.channels, 0, 0), np.float32)
-            self._weights = np.zeros((0, 0), np.float32)
+            self._sums, self._weights = self._zeros(self.channels, 0, 0), self._zeros(0, 0)
         return block
 
     def _extend(self, end: int, height: int) -> None:
@@ -362,8 +386,8 @@ class StreamBlender:
         need = end - self._done
         if need <= have:
             return
-        sums = np.zeros((self.channels, height, need), np.float32)
-        weights = np.zeros((height, need), np.float32)
+        sums = self._zeros(self.channels, height, need)
+        weights = self._zeros(height, need)
         if have:  # the previous batch's unfinished columns
             sums[:, :, :have] = self._sums
             weights[:, :have] = self._weights
@@ -374,8 +398,8 @@ class StreamBlender:
         weights[:rows, have:] = self.carry_weights[:rows, new]
         self._sums, self._weights = sums, weights
 
-    def blended(self, block: BlendedBlock) -> np.ndarray:
-        """``channels × n × w`` weighted mean of a block (a new array)."""
+    def blended(self, block: BlendedBlock) -> torch.Tensor:
+        """``channels × n × w`` weighted mean of a block (a new tensor on the blender's device)."""
         return block.sums / block.weights[None]
 
 
