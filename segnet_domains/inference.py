@@ -206,7 +206,7 @@ class Segmenter:
         """The head's output map: softmax probabilities, or persons per pixel for a density head."""
         if self.head == "density":
             return logits.float() / self.density_scale
-        return torch.softmax(logits.float(), dim=1)
+        return class_softmax(logits)
 
     @torch.inference_mode()
     def forward(self, batch: torch.Tensor | np.ndarray, mc_dropout: bool = False) -> torch.Tensor:
@@ -247,7 +247,7 @@ class Segmenter:
                 the labels are their argmax).
         """
         out = self._on_device(batch, scores=not return_proba)
-        labels = to_host(out.argmax(1).to(label_dtype(self.num_classes)))
+        labels = to_host(class_labels(out))
         return (labels, to_host(out).contiguous()) if return_proba else labels
 
     def _on_device(
@@ -508,16 +508,17 @@ class Segmenter:
         x = self._image(image, source)
         _, h, w = x.shape
         grid = TileGrid.create(h, w, tile_size, overlap, align=self.multiple)
-        blender = StreamBlender(grid, self.num_classes, kind)
+        blender = StreamBlender(grid, self.num_classes, kind, device=self.device)  # blends where it ran
         proba = np.empty((self.num_classes, h, w), np.float32)
         done, total = 0, len(grid)
         yield done, total
         for i in range(grid.shape[0]):
             for chunk in tile_batches(grid.row(i), batch_size or self.batch_size):
-                p = self.forward(torch.stack([x[(slice(None), *t.slices)] for t in chunk])).numpy()
-                block = blender.add(chunk, list(p))
+                p = self.proba_on_device(torch.stack([x[(slice(None), *t.slices)] for t in chunk]))
+                block = blender.add(chunk, p)
                 n, k = block.weights.shape
-                proba[:, block.row : block.row + n, block.col : block.col + k] = blender.blended(block)
+                blended = to_host(blender.blended(block)).numpy()
+                proba[:, block.row : block.row + n, block.col : block.col + k] = blended
                 done += len(chunk)
                 yield done, total
         return proba
@@ -613,7 +614,7 @@ class Segmenter:
                 if mc_samples:
                     p, v = drive(self._draws(batch, mc_samples, stream))
                     var[sl] = v.numpy()  # type: ignore[index]
-                    labels = p.argmax(1)
+                    labels = class_labels(p)
                 elif proba is not None:
                     labels, p = self.forward_labels(batch, return_proba=True)  # type: ignore[misc]
                 else:
@@ -764,9 +765,41 @@ def numpy_label_dtype(classes: int) -> np.dtype:
     return torch.empty(0, dtype=label_dtype(classes)).numpy().dtype
 
 
+def class_labels(scores: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    """Labels: the argmax over the class axis ``dim``, in :func:`label_dtype`, where ``scores`` lies.
+
+    The one argmax of every path that turns scores or probabilities into
+    labels. It takes ``max(dim).indices`` rather than ``argmax(dim)``: the same
+    indices (the first maximum wins, NaN counts as the maximum), but torch's
+    CPU argmax over the channel axis of an NCHW tensor takes a slow reduction
+    path: 248 against 24 ms for 8×4×512², 53 against 2.9 ms for 8×2×240²
+    (torch 2.13, 2-core AMD EPYC).
+    """
+    return scores.max(dim).indices.to(label_dtype(scores.shape[dim]))
+
+
+def class_softmax(scores: torch.Tensor) -> torch.Tensor:
+    """Softmax over the class axis (1) of ``B×K×H×W`` scores: a new contiguous float32 tensor, where they lie.
+
+    On the CPU it copies the scores once into the row-major layout the host
+    wants and then shifts, exponentiates and normalises that copy in place:
+    ``torch.softmax`` of the network's channels-last output followed by the
+    contiguous copy for the host took about twice as long (6.2 against 3.4 ms
+    for 12×360×480, torch 2.13, 2-core AMD EPYC). The numbers equal
+    ``torch.softmax``'s up to float32 rounding (3e-8 there). On an accelerator,
+    where the extra kernel launches would cost more than the passes save, it
+    is ``torch.softmax``.
+    """
+    if scores.device.type != "cpu":
+        return torch.softmax(scores.float(), dim=1).contiguous()
+    p = scores.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
+    p.sub_(p.amax(1, keepdim=True)).exp_()
+    return p.div_(p.sum(1, keepdim=True))
+
+
 def labels_from_proba(proba: np.ndarray) -> np.ndarray:
-    """Labels (argmax over the first axis), in :func:`label_dtype`."""
-    return proba.argmax(0).astype(numpy_label_dtype(proba.shape[0]))
+    """Labels (argmax over the first axis) of host probabilities, in :func:`label_dtype`."""
+    return class_labels(torch.from_numpy(proba), 0).numpy()
 
 
 def class_mean_variance(variance: np.ndarray | torch.Tensor, class_axis: int = 0) -> Any:

@@ -44,7 +44,7 @@ from monai.transforms import (
 
 from segnet_domains.datasets.layout import IGNORE, DatasetLayout
 from segnet_domains.errors import InputError
-from segnet_domains.inference import Segmenter
+from segnet_domains.inference import Segmenter, labels_from_proba
 from segnet_domains.io.images import read_image
 from segnet_domains.training.data import CheckedCacheDataset
 from segnet_domains.training.task import Case, Task
@@ -242,7 +242,7 @@ class BenchmarkTask(Task):
 
     def predict(self, segmenter: Segmenter, case: Case) -> np.ndarray:
         """Labels at the annotation's size: at ``data.size`` and upsampled, tiled, or as is."""
-        return self.predict_proba(segmenter, case.image, case.name).argmax(0).astype(np.uint8)
+        return labels_from_proba(self.predict_proba(segmenter, case.image, case.name))
 
     def predict_proba(self, segmenter: Segmenter, image: np.ndarray, source: str) -> np.ndarray:
         """``K×H×W`` probabilities of a raw ``C×H×W`` image the way this task trained."""

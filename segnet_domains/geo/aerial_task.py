@@ -46,7 +46,7 @@ from segnet_domains.geo.dataset import (
     rare_class_ratios,
 )
 from segnet_domains.geo.normalize import SceneNormalizer
-from segnet_domains.inference import Segmenter
+from segnet_domains.inference import Segmenter, labels_from_proba
 from segnet_domains.tiling import DEFAULT_TILE, default_overlap
 from segnet_domains.training.data import CheckedCacheDataset, check_labels
 from segnet_domains.training.task import Case, Task
@@ -202,4 +202,4 @@ class AerialTask(Task):
         x[:, ~valid] = 0.0
         raw = copy.copy(segmenter)  # same weights, input already normalised
         raw.info = dataclasses.replace(segmenter.info, normalization={"mode": "none"})
-        return raw.predict_proba_tiled(x, source=case.name).argmax(0).astype(np.uint8)
+        return labels_from_proba(raw.predict_proba_tiled(x, source=case.name))

@@ -4,12 +4,14 @@
 batch by batch of tiles, in raster order:
 
 1. a prefetching thread reads the windows of the next batches with rasterio
-   (never the whole scene) and normalises them with scene-wide statistics
-   (:class:`~segnet_domains.geo.normalize.SceneNormalizer`, from one
-   decimated read); nodata pixels are set to 0 after normalisation, so their
-   stored values cannot change any valid pixel's prediction;
-2. the main thread runs the tiles of a :class:`~segnet_domains.tiling.TileGrid`
-   (aligned to the network's pooling grid) in batches, blends them with a
+   (never the whole scene) and cuts them into batches of tiles, in the file's
+   own dtype;
+2. the main thread normalises each batch where the model runs, with
+   scene-wide statistics (:class:`~segnet_domains.geo.normalize.SceneNormalizer`,
+   from one decimated read; nodata pixels are set to 0 after normalisation,
+   so their stored values cannot change any valid pixel's prediction), runs
+   the tiles of a :class:`~segnet_domains.tiling.TileGrid` (aligned to the
+   network's pooling grid) in batches, blends them with a
    :class:`~segnet_domains.tiling.StreamBlender` and turns every finished
    block into compact labels / probabilities / variance;
 3. a writer thread appends each finished band of rows to the resumable
@@ -40,6 +42,7 @@ import rasterio
 import torch
 from rasterio.windows import Window
 
+from segnet_domains.adapters import pixels_tensor
 from segnet_domains.checkpoint import ModelInfo
 from segnet_domains.devices import to_device, to_host
 from segnet_domains.errors import InputError
@@ -60,7 +63,7 @@ from segnet_domains.geo.scene import (
     read_window,
     select_bands,
 )
-from segnet_domains.inference import Segmenter, class_mean_variance, drive
+from segnet_domains.inference import Segmenter, class_labels, class_mean_variance, drive
 from segnet_domains.runtime import usable_cores
 from segnet_domains.threads import BackgroundWriter, prefetch
 from segnet_domains.tiling import BlendedBlock, StreamBlender, Tile, TileGrid, grid_batches
@@ -71,6 +74,10 @@ log = logging.getLogger(__name__)
 GDAL_CACHE_BYTES = 16 * 2**20
 
 RUN_KEY_TAG = "SEGNET_RUN_KEY"
+#: How tiles are placed (:func:`~segnet_domains.tiling.tile_starts`), part of the run key: outputs and
+#: interrupted runs of versions that placed them otherwise ("fixed steps, last tile flush") differ in
+#: their seams and are never skipped or resumed as if they were this run's.
+GRID_LAYOUT = "even"
 SETTINGS_TAG = "SEGNET_SETTINGS"
 
 ProgressCallback = Callable[[int, int], Any]
@@ -108,7 +115,7 @@ class TileOptions:
     uncertainty: bool = False
     samples: int = 8
     blend: str = "cosine"
-    prefetch: int = 3
+    prefetch: int = 2
     force: bool = False
 
 
@@ -311,6 +318,7 @@ def _plan(segmenter: Segmenter, scene_path: str | Path, out_dir: Path, opts: Til
         "samples": opts.samples if opts.uncertainty else 0,
         "blend": opts.blend,
         "batch": batch_size,
+        "grid": GRID_LAYOUT,
     }
     key = _run_key(segmenter, scene, params)
     # a local file: its size and time; a URL or STAC item: what its resume key holds (scene.identity)
@@ -459,13 +467,15 @@ class _Job:
     # ------------------------------------------------------------------ stage 1: read (thread)
 
     def batches(self, first_row: int) -> Iterator[tuple[list[list[Tile]], np.ndarray, np.ndarray]]:
-        """``(parts, B×C×h×w input, B×h×w valid)`` of :func:`~segnet_domains.tiling.grid_batches`.
+        """``(parts, B×C×h×w raw pixels, B×h×w valid)`` of :func:`~segnet_domains.tiling.grid_batches`.
 
         Full batches across tile rows (memory independent of the scene's
         width), from the first batch that reaches tile row ``first_row``. The
-        pixels come from windows of ``batch_size`` tiles of a row
+        pixels, in the file's dtype (half the bytes of float32 for uint16
+        scenes), come from windows of ``batch_size`` tiles of a row
         (:meth:`read_chunk`), each read once and kept while a batch needs it,
-        so the scene is read in the same windows whatever the batches.
+        so the scene is read in the same windows whatever the batches. They
+        are normalised where the model runs (:meth:`infer`).
         """
         # a local file: GDAL decodes a window's blocks in parallel threads; a remote one reads through
         # the block cache (GDAL's threaded reads bypass it: overlapping windows would be fetched again)
@@ -476,48 +486,55 @@ class _Job:
             for parts in grid_batches(self.grid, self.batch_size):
                 if parts[-1][-1].index[0] < first_row:
                     continue
-                inputs, valids = [], []
-                for t in (t for part in parts for t in part):
+                tiles = [t for part in parts for t in part]  # one shape per batch
+                batch, valid = None, np.empty((len(tiles), tiles[0].height, tiles[0].width), bool)
+                for j, t in enumerate(tiles):
                     key = (t.index[0], t.index[1] // self.batch_size)
                     if key not in windows:
                         for done in [k for k in windows if k < key]:
                             del windows[done]
                         windows[key] = self.read_chunk(src, *key)
-                    c0, x, valid = windows[key]
-                    cols = slice(t.col - c0, t.col - c0 + t.width)
-                    inputs.append(x[:, :, cols])
-                    valids.append(valid[:, cols])
-                yield parts, np.stack(inputs), np.stack(valids)
+                    c0, data, ok = windows[key]
+                    if batch is None:
+                        batch = np.empty((len(tiles), data.shape[0], t.height, t.width), data.dtype)
+                    batch[j] = data[:, :, t.col - c0 : t.col - c0 + t.width]
+                    valid[j] = ok[:, t.col - c0 : t.col - c0 + t.width]
+                assert batch is not None
+                yield parts, batch, valid
 
     def read_chunk(self, src: rasterio.DatasetReader, i: int, c: int) -> tuple[int, np.ndarray, np.ndarray]:
-        """``(first column, normalised C×h×w pixels, h×w validity)`` of row i's tiles ``c·B … c·B+B-1``."""
+        """``(first column, C×h×w pixels as stored, h×w validity)`` of row i's tiles ``c·B … c·B+B-1``."""
         tiles = self.grid.row(i)[c * self.batch_size : (c + 1) * self.batch_size]
         c0, c1 = tiles[0].col, tiles[-1].col + tiles[-1].width
         window = Window(c0, tiles[0].row, c1 - c0, tiles[0].height)
         data, valid = read_window(src, self.bands, window, self.opts.nodata)
-        x = self.normalizer(data)
-        if not valid.all():
-            x[:, ~valid] = 0.0  # nodata carries no information into the network
-        return c0, x, valid
+        return c0, data, valid
 
     # ------------------------------------------------------------------ stage 2: infer + blend
 
-    def infer(self, first: Tile, batch: np.ndarray, valid: np.ndarray) -> np.ndarray:
-        """``B×(K+1[+1])×h×w``: probabilities, validity, [Monte Carlo uncertainty].
+    def infer(self, first: Tile, batch: np.ndarray, valid: np.ndarray) -> torch.Tensor:
+        """``B×(K+1[+1])×h×w`` on the model's device: probabilities, validity, [Monte Carlo uncertainty].
 
-        The uncertainty band is :func:`~segnet_domains.inference.class_mean_variance`
+        The raw pixels cross to the model's device and are normalised there
+        with the scene's statistics; nodata pixels are then set to 0, so their
+        stored values cannot change any valid pixel's prediction. The
+        uncertainty band is :func:`~segnet_domains.inference.class_mean_variance`
         of :meth:`Segmenter.sample`'s per-class variance, its dropout stream
         seeded by the batch's place in the grid (its ``first`` tile): the same
         draws on a rerun, a resumed run or another worker.
         """
-        batch_t = to_device(torch.from_numpy(batch), self.seg.input_device)
-        p = self.seg.proba_on_device(batch_t)  # stays where the model ran; one copy to the host below
-        parts = [p, to_device(torch.from_numpy(valid[:, None]), p.device).to(torch.float32)]
+        device = self.seg.input_device
+        valid_t = to_device(torch.from_numpy(valid), device)
+        batch_t = self.normalizer(to_device(pixels_tensor(batch), device))
+        if not valid.all():
+            batch_t.masked_fill_(~valid_t[:, None], 0.0)  # nodata carries no information into the network
+        p = self.seg.proba_on_device(batch_t)  # stays where the model ran: blended there too
+        parts = [p, to_device(valid_t[:, None], p.device).to(torch.float32)]
         if self.opts.uncertainty:
             seed = 1_000_003 * first.index[0] + first.index[1]
             _, var = self.seg.sample(batch_t, max(1, self.opts.samples), seed=seed)
             parts.append(to_device(class_mean_variance(var, class_axis=1)[:, None], p.device))
-        return to_host(torch.cat(parts, dim=1)).numpy()
+        return torch.cat(parts, dim=1)
 
     # ------------------------------------------------------------------ stage 3: write (thread)
 
@@ -531,30 +548,26 @@ class _Job:
             values["uncertainty"] = np.empty((n, w), np.float32)
         return values
 
-    def encode(self, block: BlendedBlock, rows: dict[str, np.ndarray], chunk: int = 1024) -> None:
+    def encode(self, block: BlendedBlock, rows: dict[str, np.ndarray]) -> None:
         """A finished block of weighted sums → its columns of the compact row outputs.
 
-        Computed ``chunk`` columns at a time in the main thread, so temporaries
-        stay small and only compact arrays wait in the writer's queue.
+        Computed where the block was blended (the model's device); only the
+        compact results (uint8 labels and probabilities, float32 variance)
+        cross to the host, into the rows that wait for the writer.
         """
-        k, w = self.k, block.weights.shape[1]
-        for c0 in range(0, w, chunk):
-            cols = slice(c0, min(c0 + chunk, w))
-            out = slice(block.col + c0, block.col + cols.stop)
-            sums, weights = block.sums[:, :, cols], block.weights[:, cols]
-            valid = sums[k] > 0.5 * weights  # blended validity > 0.5
-            # weights are positive: argmax of sums = of means (torch: no transposed copy, all cores)
-            labels = torch.from_numpy(sums[:k]).argmax(0).to(torch.uint8).numpy()
-            labels[~valid] = LABEL_NODATA
-            rows["labels"][:, out] = labels
-            if self.opts.proba:
-                q = np.rint(sums[:k] * (PROBA_SCALE / weights)).astype(np.uint8)
-                q[:, ~valid] = PROBA_NODATA
-                rows["proba"][:, :, out] = q
-            if self.opts.uncertainty:
-                u = sums[k + 1] / weights
-                u[~valid] = np.nan
-                rows["uncertainty"][:, out] = u
+        k = self.k
+        sums, weights = block.sums, block.weights
+        out = slice(block.col, block.col + weights.shape[1])
+        invalid = sums[k] <= 0.5 * weights  # blended validity ≤ 0.5
+        # weights are positive: argmax of sums = of means
+        labels = class_labels(sums[:k], 0).masked_fill_(invalid, LABEL_NODATA)
+        rows["labels"][:, out] = to_host(labels).numpy()
+        if self.opts.proba:
+            q = torch.round(sums[:k] * (PROBA_SCALE / weights)).to(torch.uint8)  # half to even, as np.rint
+            rows["proba"][:, :, out] = to_host(q.masked_fill_(invalid, PROBA_NODATA)).numpy()
+        if self.opts.uncertainty:
+            u = (sums[k + 1] / weights).masked_fill_(invalid, float("nan"))
+            rows["uncertainty"][:, out] = to_host(u).numpy()
 
     def write(self, item: tuple[int, int, int, dict[str, np.ndarray]]) -> None:
         """Writer thread: one finished band of rows to the store, then the progress a rerun resumes from."""
@@ -581,7 +594,7 @@ class _Job:
     def place(
         self,
         part: list[Tile],
-        values: np.ndarray,
+        values: torch.Tensor,
         blender: StreamBlender,
         first: int,
         writer: BackgroundWriter[Any],
@@ -608,9 +621,8 @@ class _Job:
         grid = self.grid
         n_rows, per_row = grid.shape
         start_row = self.resume_row(first)
-        blender = StreamBlender(
-            grid, self.k + 1 + int(self.opts.uncertainty), self.opts.blend, start_row=start_row
-        )
+        channels = self.k + 1 + int(self.opts.uncertainty)
+        blender = StreamBlender(grid, channels, self.opts.blend, start_row=start_row, device=self.seg.device)
         self.rows_written = first
         tiles = first * per_row
         writer: BackgroundWriter = BackgroundWriter(self.write, depth=2)
