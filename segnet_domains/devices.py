@@ -12,8 +12,10 @@ from __future__ import annotations
 import functools
 import os
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -254,6 +256,18 @@ def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     if device.type == "cuda" and x.device.type == "cpu" and not x.is_pinned():
         x = x.pin_memory()
     return x.to(device, non_blocking=device.type == "cuda")
+
+
+def read_only_tensor(values: Any, device: torch.device | str = "cpu") -> torch.Tensor:
+    """``values`` (an array, a tensor) as a tensor on ``device``, not copied where it can be: to be read only.
+
+    A read-only numpy array (a napari layer's data, a memory map) is taken as
+    is: torch warns that writing to it would be undefined, which does not
+    apply to a tensor that is only read, so that warning is silenced here.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "The given NumPy array is not writable", UserWarning)
+        return torch.as_tensor(values, device=device)
 
 
 def to_host(x: torch.Tensor) -> torch.Tensor:

@@ -49,7 +49,7 @@ from tqdm.auto import tqdm
 from segnet_domains.adapters import ImageAdapter, VolumeSliceAdapter, crop, pad_to_multiple, to_channel_first
 from segnet_domains.backends import BACKENDS, Backend, OnnxBackend, TorchBackend
 from segnet_domains.checkpoint import ModelInfo, is_onnx, load_checkpoint, make_info, read_info
-from segnet_domains.devices import to_device, to_host
+from segnet_domains.devices import read_only_tensor, to_device, to_host
 from segnet_domains.errors import InputError, SetupError
 from segnet_domains.threads import prefetch
 from segnet_domains.tiling import DEFAULT_TILE, StreamBlender, TileGrid, default_overlap, tile_batches
@@ -799,7 +799,7 @@ def class_softmax(scores: torch.Tensor) -> torch.Tensor:
 
 def labels_from_proba(proba: np.ndarray) -> np.ndarray:
     """Labels (argmax over the first axis) of host probabilities, in :func:`label_dtype`."""
-    return class_labels(torch.from_numpy(proba), 0).numpy()
+    return class_labels(read_only_tensor(proba), 0).numpy()
 
 
 def class_mean_variance(variance: np.ndarray | torch.Tensor, class_axis: int = 0) -> Any:

@@ -37,6 +37,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from segnet_domains.devices import read_only_tensor
+
 #: Tile edge used when neither the caller nor the checkpoint names one.
 DEFAULT_TILE = 512
 
@@ -357,7 +359,7 @@ class StreamBlender:
         for t, v in zip(tiles, values):
             w = self.weights(t)
             cols = slice(t.col - self._done, t.col - self._done + t.width)
-            self._sums[:, :, cols].addcmul_(torch.as_tensor(v, device=self.device), w)
+            self._sums[:, :, cols].addcmul_(read_only_tensor(v, self.device), w)
             self._weights[:, cols] += w
             self._next += 1
         last = self._next == grid.shape[1]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -97,3 +98,21 @@ def test_host_and_device_copies_are_free_on_the_cpu() -> None:
     x = torch.arange(6.0).reshape(2, 3)
     assert to_device(x, torch.device("cpu")) is x
     assert to_host(x) is x
+
+
+def test_read_only_arrays_are_read_without_a_copy_or_a_warning() -> None:
+    """A read-only array (a napari layer's data, a memory map) is read in place, silently."""
+    import warnings
+
+    from segnet_domains.devices import read_only_tensor
+    from segnet_domains.inference import labels_from_proba
+
+    proba = np.random.default_rng(0).random((3, 7, 9)).astype(np.float32)
+    proba.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        t = read_only_tensor(proba)
+        labels = labels_from_proba(proba)
+    assert t.data_ptr() == proba.ctypes.data  # no copy
+    np.testing.assert_array_equal(labels, proba.argmax(0))
+    assert labels.dtype == np.uint8
