@@ -17,7 +17,7 @@ from segnet_domains.devices import (
     resolve_precision,
 )
 from segnet_domains.errors import NoDropoutError
-from segnet_domains.inference import class_mean_variance, drive
+from segnet_domains.inference import class_labels, class_mean_variance, class_softmax, drive
 from segnet_domains.synthetic.scenes import blob_scene
 from segnet_domains.tiling import TileGrid
 
@@ -403,3 +403,30 @@ def test_cuda_path_pins_and_agrees_with_cpu(trained_checkpoint: Path) -> None:
         assert (gpu.predict(img) == ref.predict(img)).mean() >= 0.995
         vol = np.random.default_rng(1).normal(size=(6, 64, 64)).astype(np.float32)
         assert gpu.predict_volume(vol, axis=0).shape == vol.shape
+
+
+def test_class_labels_are_argmax_with_first_maximum_and_label_dtype() -> None:
+    """max(dim).indices (the fast CPU path) is argmax exactly: first maximum, NaN wins; uint8 or int32."""
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randint(0, 3, (2, 5, 17, 19), generator=g).float()  # many ties
+    scores[0, 3, 4, 5] = float("nan")
+    for x in (scores, scores.contiguous(memory_format=torch.channels_last), scores[..., 2:15, 1:]):
+        labels = class_labels(x)
+        assert labels.dtype == torch.uint8
+        assert torch.equal(labels.long(), x.argmax(1))
+    assert class_labels(torch.zeros(1, 300, 2, 2)).dtype == torch.int32
+    assert torch.equal(class_labels(scores[0], 0).long(), scores[0].argmax(0))
+
+
+def test_class_softmax_is_a_new_contiguous_softmax() -> None:
+    """Same numbers as torch.softmax (float32 rounding), a new row-major tensor, the scores untouched."""
+    g = torch.Generator().manual_seed(1)
+    scores = (torch.randn(2, 12, 40, 48, generator=g) * 30).contiguous(memory_format=torch.channels_last)
+    view = scores[..., :37, :45]  # a crop of the network's channels-last output
+    before = view.clone()
+    p = class_softmax(view)
+    assert p.is_contiguous() and p.dtype == torch.float32 and p.shape == view.shape
+    torch.testing.assert_close(p, torch.softmax(view, 1), rtol=0, atol=1e-6)
+    torch.testing.assert_close(p.sum(1), torch.ones(2, 37, 45), rtol=0, atol=1e-5)
+    assert torch.equal(view, before)
+    assert torch.isfinite(class_softmax(torch.full((1, 3, 2, 2), 1e4))).all()  # max-shifted: no overflow
