@@ -29,7 +29,6 @@ pixels for trained models (``tests/test_tiling.py``).
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -324,11 +323,11 @@ class StreamBlender:
         return torch.zeros(shape, dtype=torch.float32, device=self.device)
 
     def weights(self, tile: Tile) -> torch.Tensor:
-        """The blending window of ``tile``'s shape, on the blender's device."""
+        """The blending window of ``tile``'s shape, on the blender's device (made once per shape)."""
         key = (tile.height, tile.width)
         if key not in self._windows:
-            w = _weights(tile.height, tile.width, self.grid.overlap, self.kind)
-            self._windows[key] = torch.tensor(w, device=self.device)
+            w = blend_weights(tile.height, tile.width, self.grid.overlap, self.kind)
+            self._windows[key] = torch.from_numpy(w).to(self.device)
         return self._windows[key]
 
     def add(self, tiles: Sequence[Tile], values: torch.Tensor | np.ndarray | Sequence[Any]) -> BlendedBlock:
@@ -403,13 +402,6 @@ class StreamBlender:
     def blended(self, block: BlendedBlock) -> torch.Tensor:
         """``channels × n × w`` weighted mean of a block (a new tensor on the blender's device)."""
         return block.sums / block.weights[None]
-
-
-@functools.lru_cache(maxsize=16)
-def _weights(height: int, width: int, overlap: int, kind: str) -> np.ndarray:
-    w = blend_weights(height, width, overlap, kind)
-    w.flags.writeable = False
-    return w
 
 
 # --------------------------------------------------------------------------- batches
