@@ -40,6 +40,8 @@ import torch
 HISTOGRAM_DTYPES = frozenset(np.dtype(t) for t in (np.bool_, np.uint8, np.int8, np.uint16, np.int16))
 #: Elements per ``np.bincount`` call: bounds its int64 temporary to 8 MiB.
 _CHUNK = 1 << 20
+#: Float32 channels above this many values take the radix-histogram path (below, one partition is as fast).
+RADIX_MIN_VALUES = 1 << 20
 
 Array = np.ndarray | torch.Tensor
 
@@ -125,7 +127,7 @@ def _order_stats(flat: Array, ks: np.ndarray) -> np.ndarray:
         flat = flat.numpy()
     if flat.dtype in HISTOGRAM_DTYPES:
         return _order_stats_histogram(flat, ks).astype(np.float64)
-    if flat.dtype == np.dtype(np.float32) and flat.flags.c_contiguous and flat.size > _CHUNK:
+    if flat.dtype == np.dtype(np.float32) and flat.flags.c_contiguous and flat.size > RADIX_MIN_VALUES:
         return _order_stats_float32(flat, ks)
     uniq = np.unique(ks)
     part = np.partition(flat, uniq)
