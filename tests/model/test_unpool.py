@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
@@ -11,9 +12,19 @@ from segnet_domains.model.unpool import IndexPool, IndexUnpool
 
 
 @settings(max_examples=40, deadline=None)
-@given(h=st.integers(2, 40), w=st.integers(2, 40), c=st.integers(1, 4), seed=st.integers(0, 2**16))
-def test_unpool_restores_values_at_pooling_indices(h: int, w: int, c: int, seed: int) -> None:
+@given(
+    h=st.integers(2, 40),
+    w=st.integers(2, 40),
+    c=st.integers(1, 4),
+    seed=st.integers(0, 2**16),
+    channels_last=st.booleans(),
+)
+def test_unpool_restores_values_at_pooling_indices(
+    h: int, w: int, c: int, seed: int, channels_last: bool
+) -> None:
     x = torch.randn(2, c, h, w, generator=torch.Generator().manual_seed(seed))
+    if channels_last:  # scattered straight into a channels-last map
+        x = x.contiguous(memory_format=torch.channels_last)
     pooled, idx, size = IndexPool()(x)
     assert pooled.shape[-2:] == ((h + 1) // 2, (w + 1) // 2)  # rounds up
     up = IndexUnpool()(pooled, idx, size)
@@ -35,10 +46,12 @@ def test_unpool_matches_torch_max_unpool() -> None:
     assert torch.equal(ours, ref)
 
 
-def test_unpool_keeps_channels_last() -> None:
-    x = torch.randn(2, 8, 20, 30).contiguous(memory_format=torch.channels_last)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_unpool_keeps_channels_last(dtype: torch.dtype) -> None:
+    """Channels-last in, channels-last out (odd sizes too), the values of ``F.max_unpool2d``."""
+    x = torch.randn(2, 8, 21, 30).to(dtype).contiguous(memory_format=torch.channels_last)
     pooled, idx, size = IndexPool()(x)
     up = IndexUnpool()(pooled, idx, size)
-    assert up.is_contiguous(memory_format=torch.channels_last)
-    ref = F.max_unpool2d(pooled.contiguous(), idx.contiguous(), 2, 2, output_size=size)
-    assert torch.equal(up.contiguous(), ref)
+    assert up.is_contiguous(memory_format=torch.channels_last) and up.dtype == dtype
+    ref = F.max_unpool2d(pooled.float().contiguous(), idx.contiguous(), 2, 2, output_size=size)
+    assert torch.equal(up.float().contiguous(), ref)
