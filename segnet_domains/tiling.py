@@ -330,14 +330,18 @@ class StreamBlender:
             self._windows[key] = torch.from_numpy(w).to(self.device)
         return self._windows[key]
 
-    def add(self, tiles: Sequence[Tile], values: torch.Tensor | np.ndarray | Sequence[Any]) -> BlendedBlock:
+    def add(self, tiles: Sequence[Tile], *values: torch.Tensor | np.ndarray | Sequence[Any]) -> BlendedBlock:
         """Accumulate consecutive tiles of the current tile row; return what is now finished.
 
         Args:
             tiles: the next tiles of the row, in order.
             values: one ``channels × tile.height × tile.width`` array or tensor
                 per tile (a ``B×channels×h×w`` tensor or array is one per tile);
-                not modified.
+                not modified. Several such arguments are channel groups
+                stacked in order (``B×c₁×h×w``, ``B×c₂×h×w`` … with
+                ``c₁ + c₂ + … = channels``), blended as if concatenated:
+                the caller saves the concatenated copy (a 5-channel batch of
+                eight 512² tiles is 42 MB).
 
         Returns:
             The finished :class:`BlendedBlock` (possibly zero columns wide; zero
@@ -345,20 +349,25 @@ class StreamBlender:
             row's last tile, the row is closed and the next one begins.
 
         Raises:
-            ValueError: tiles out of grid order.
+            ValueError: tiles out of grid order, or values for another number of tiles.
         """
         grid, i = self.grid, self.row_index
-        if not len(tiles) or len(tiles) != len(values):
-            raise ValueError(f"{len(tiles)} tiles and {len(values)} value arrays (need the same, at least 1)")
+        if not len(tiles) or not values or any(len(tiles) != len(v) for v in values):
+            sizes = ", ".join(str(len(v)) for v in values) or "no"
+            raise ValueError(f"{len(tiles)} tiles and {sizes} value arrays (need the same, at least 1)")
         for j, t in enumerate(tiles):
             if t.index != (i, self._next + j):
                 raise ValueError(f"tile {t.index} added, expected {(i, self._next + j)} (grid order)")
         top, height = tiles[0].row, tiles[0].height  # every tile of a grid row has them
         self._extend(tiles[-1].col + tiles[-1].width, height)  # once a batch: its last tile reaches farthest
-        for t, v in zip(tiles, values):
+        for j, t in enumerate(tiles):
             w = self.weights(t)
             cols = slice(t.col - self._done, t.col - self._done + t.width)
-            self._sums[:, :, cols].addcmul_(read_only_tensor(v, self.device), w)
+            first = 0
+            for group in values:
+                v = read_only_tensor(group[j], self.device)
+                self._sums[first : first + v.shape[0], :, cols].addcmul_(v, w)
+                first += v.shape[0]
             self._weights[:, cols] += w
             self._next += 1
         last = self._next == grid.shape[1]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -127,6 +128,26 @@ def test_stream_blender_equals_whole_blend(shape: tuple[int, int], batch: int, o
     assert blender.carry.shape == (3, shared, w)
     # tiles spread evenly: no tile row pushed back against the edge shares most of a tile with the one above
     assert shared <= (grid.tile_height + grid.overlap) // 2 + 32
+
+
+def test_stream_blender_channel_groups_equal_the_concatenation() -> None:
+    """``add(tiles, a, b)`` blends ``a``'s channels then ``b``'s, bit for bit as ``add(tiles, cat(a, b))``."""
+    grid = TileGrid.create(300, 400, tile_size=128, overlap=32, align=16)
+    rng = np.random.default_rng(1)
+    whole, grouped = StreamBlender(grid, channels=4), StreamBlender(grid, channels=4)
+    for i in range(grid.shape[0]):
+        for chunk in tile_batches(grid.row(i), 3):
+            values = torch.from_numpy(
+                rng.random((len(chunk), 4, chunk[0].height, chunk[0].width), np.float32)
+            )
+            a = whole.add(chunk, values)
+            b = grouped.add(chunk, values[:, :3], values[:, 3:])
+            assert (a.row, a.col) == (b.row, b.col)
+            assert torch.equal(a.sums, b.sums) and torch.equal(a.weights, b.weights)
+    with pytest.raises(ValueError, match="2 tiles and 2, 1 value arrays"):
+        StreamBlender(grid, channels=2).add(
+            grid.row(0)[:2], np.zeros((2, 1, 128, 128)), np.zeros((1, 1, 128, 128))
+        )
 
 
 def test_stream_blender_refuses_tiles_out_of_order() -> None:

@@ -545,9 +545,11 @@ class _Job:
 
     # ------------------------------------------------------------------ stage 2: infer + blend
 
-    def infer(self, first: Tile, batch: np.ndarray, valid: np.ndarray) -> torch.Tensor:
-        """``B×(K+1[+1])×h×w`` on the model's device: probabilities, validity, [Monte Carlo uncertainty].
+    def infer(self, first: Tile, batch: np.ndarray, valid: np.ndarray) -> list[torch.Tensor]:
+        """On the model's device: ``[B×K×h×w probabilities, B×1×h×w validity(, B×1×h×w uncertainty)]``.
 
+        The channel groups the blender stacks (:meth:`StreamBlender.add`),
+        kept apart: concatenating them would copy the whole batch once more.
         The raw pixels cross to the model's device and are normalised there
         with the scene's statistics; nodata pixels are then set to 0, so their
         stored values cannot change any valid pixel's prediction. The
@@ -562,12 +564,12 @@ class _Job:
         if not valid.all():
             batch_t.masked_fill_(~valid_t[:, None], 0.0)  # nodata carries no information into the network
         p = self.seg.proba_on_device(batch_t)  # stays where the model ran: blended there too
-        parts = [p, to_device(valid_t[:, None], p.device).to(torch.float32)]
+        groups = [p, to_device(valid_t[:, None], p.device).to(torch.float32)]
         if self.opts.uncertainty:
             seed = 1_000_003 * first.index[0] + first.index[1]
             _, var = self.seg.sample(batch_t, max(1, self.opts.samples), seed=seed)
-            parts.append(to_device(class_mean_variance(var, class_axis=1)[:, None], p.device))
-        return torch.cat(parts, dim=1)
+            groups.append(to_device(class_mean_variance(var, class_axis=1)[:, None], p.device))
+        return groups
 
     # ------------------------------------------------------------------ stage 3: write (thread)
 
@@ -627,7 +629,7 @@ class _Job:
     def place(
         self,
         part: list[Tile],
-        values: torch.Tensor,
+        values: list[torch.Tensor],
         blender: StreamBlender,
         first: int,
         writer: BackgroundWriter[Any],
@@ -637,7 +639,7 @@ class _Job:
         Returns the tiles counted as new work (0 for a row recomputed before ``first``).
         """
         i = part[0].index[0]
-        block = blender.add(part, values)
+        block = blender.add(part, *values)
         if i < first:  # recomputed only for its overlap into the first new row
             return 0
         n = block.weights.shape[0]  # rows this tile row finishes (the same for each of its blocks)
@@ -666,7 +668,8 @@ class _Job:
                 out = self.infer(parts[0][0], batch, valid)
                 offset = 0
                 for part in parts:  # one tile row's share of the batch each
-                    values, offset = out[offset : offset + len(part)], offset + len(part)
+                    values = [group[offset : offset + len(part)] for group in out]
+                    offset += len(part)
                     if part[0].index[0] >= start_row:  # (a batch may reach back before the resumed rows)
                         tiles += self.place(part, values, blender, first, writer)
                 yield TileProgress(tiles, len(grid), self.rows_written, n_rows)
