@@ -36,6 +36,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from segnet_domains.devices import read_only_tensor
+
 #: Integer dtypes whose values are histogrammed (at most 2**16 bins).
 HISTOGRAM_DTYPES = frozenset(np.dtype(t) for t in (np.bool_, np.uint8, np.int8, np.uint16, np.int16))
 #: Elements per ``np.bincount`` call: bounds its int64 temporary to 8 MiB.
@@ -218,16 +220,13 @@ def scale_range(x: Array, lower: Sequence[float], upper: Sequence[float]) -> Arr
     lo = np.asarray(lower, kind).reshape(-1, 1, 1)
     span = np.asarray(upper, kind).reshape(-1, 1, 1) - lo
     flat = (span == 0).ravel()
-    if isinstance(x, torch.Tensor):
-        device = x.device
-        # uint16 → float32 through int32 (exact): torch's direct cast of uint16 is 2.6× slower on the CPU
-        wide = x.to(torch.int32) if x.dtype == torch.uint16 else x
-        out = torch.sub(wide.to(torch.float32), torch.as_tensor(lo, dtype=torch.float32, device=device))
-    else:  # numpy's cast (5× torch's for uint16), then the same torch ops in place on that copy
-        out = torch.from_numpy(np.array(x, dtype=np.float32, copy=True)).sub_(
-            torch.from_numpy(lo.astype(np.float32))
-        )
-        device = out.device
+    src = x if isinstance(x, torch.Tensor) else _as_tensor(np.asarray(x))
+    if src is None:  # a dtype or layout torch cannot view: numpy's cast
+        out = torch.from_numpy(np.array(x, dtype=np.float32, copy=True))
+    else:  # one float32 buffer, cast into, then computed in place: fresh temporaries cost more than the math
+        out = torch.empty(src.shape, dtype=torch.float32, device=src.device).copy_(src)
+    device = out.device
+    out.sub_(torch.as_tensor(lo, dtype=torch.float32, device=device))
     out.div_(torch.as_tensor(np.where(span == 0, 1.0, span), dtype=torch.float32, device=device))
     if not flat.any():
         out.clamp_(0.0, 1.0)
@@ -235,3 +234,13 @@ def scale_range(x: Array, lower: Sequence[float], upper: Sequence[float]) -> Arr
         for c in np.flatnonzero(~flat):
             out[..., c, :, :].clamp_(0.0, 1.0)
     return out if isinstance(x, torch.Tensor) else out.numpy()
+
+
+def _as_tensor(array: np.ndarray) -> torch.Tensor | None:
+    """``array`` viewed as a CPU tensor, or ``None`` where torch cannot (byte order, strides, dtype)."""
+    if not array.dtype.isnative or any(st < 0 for st in array.strides):
+        return None
+    try:
+        return read_only_tensor(array)  # only read: a read-only array (a memory map) is fine
+    except TypeError:  # uint32, uint64, object …
+        return None

@@ -114,6 +114,29 @@ def test_scale_range_numpy_tensor_and_constant_channel() -> None:
     np.testing.assert_allclose(t[0].numpy(), out, rtol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", ["uint8", "int16", "uint16", ">u2", "uint32", "float64"])
+def test_scale_range_any_dtype_and_layout_equals_the_float32_formula(dtype: str) -> None:
+    """numpy or tensor; any dtype, byte order, strides (flipped), read-only: ``(x - lo) / span``, float32."""
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 250, (2, 5, 7)).astype(dtype)
+    lo, hi = [10.0, 20.0], [200.0, 120.0]
+    lo32 = np.float32([10, 20]).reshape(-1, 1, 1)
+    want = np.clip((x.astype(np.float32) - lo32) / (np.float32([190, 100]).reshape(-1, 1, 1)), 0, 1)
+    flipped = x[:, ::-1]
+    frozen = x.copy()
+    frozen.flags.writeable = False
+    for arr, expected in ((x, want), (flipped, want[:, ::-1]), (frozen, want)):
+        out = scale_range(arr, lo, hi)
+        assert out.dtype == np.float32 and out.flags.writeable
+        np.testing.assert_array_equal(out, expected)
+    before = x.copy()
+    if x.dtype.isnative and dtype != "uint32":
+        t = scale_range(torch.from_numpy(x), lo, hi)
+        assert t.dtype == torch.float32
+        np.testing.assert_array_equal(t.numpy(), want)
+    np.testing.assert_array_equal(x, before)
+
+
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A 1 mm MNI-grid int16 T1w NIfTI (reduced), an 8-bit RGB PNG, a uint16 4-band TIFF."""
