@@ -13,13 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from rasterio.windows import Window
 
 from segnet_domains import Segmenter
 from segnet_domains.errors import InputError
-from segnet_domains.geo import tiler
 from segnet_domains.geo.outputs import LABEL_NODATA
-from segnet_domains.geo.scene import read_window
 from segnet_domains.geo.tiler import TileOptions, TileProgress, iter_tile_scene, tile_scene
 from segnet_domains.synthetic.layouts import write_geotiff
 from segnet_domains.tiling import TileGrid
@@ -243,44 +240,3 @@ def test_killed_process_resumes(tmp_path: Path, aerial_checkpoint: Path, aerial_
     assert tile_scene(aerial_segmenter, scene, run_dir, opts).status == "resumed"
     tile_scene(aerial_segmenter, scene, ref_dir, opts)
     np.testing.assert_array_equal(read(run_dir / "k_labels.tif")[0], read(ref_dir / "k_labels.tif")[0])
-
-
-@pytest.mark.parametrize("first_row", [0, 2])
-def test_reader_decodes_each_row_once_and_gives_each_tile_its_pixels(
-    tmp_path: Path, aerial_segmenter: Segmenter, monkeypatch: pytest.MonkeyPatch, first_row: int
-) -> None:
-    """Batches hold exactly each tile's window (pixels and nodata validity); each row of a chunk is read once.
-
-    Blocks of 48 rows do not divide the tile step (96 − 16 overlap spread evenly), so tile rows end inside
-    blocks: the rows the next tile row shares come from the reader's carry, not from a second read.
-    """
-    path, _ = make_scene(tmp_path / "s.tif", 300, 260, nodata=0)  # irregular nodata border
-    with rasterio.open(path) as src:
-        img = src.read()
-    blocked = write_geotiff(tmp_path / "blocked.tif", img, nodata=0, blocksize=48)
-    opts = TileOptions(tile_size=96, overlap=16, batch_size=3)
-    plan = tiler._plan(aerial_segmenter, blocked, tmp_path, opts)
-    grid = TileGrid.create(300, 260, plan.tile, plan.overlap, align=aerial_segmenter.multiple)
-    normalizer = tiler._normalizer(plan, aerial_segmenter.info, opts)
-    job = tiler._Job(aerial_segmenter, plan.scene, grid, plan.bands, normalizer, opts, 3, None, plan.key)
-    reads: list[tuple[int, int, int]] = []  # (first column, first row, rows) of every window read
-
-    def recording(src: rasterio.DatasetReader, bands: list[int], window: Window, nodata: float | None):
-        reads.append((int(window.col_off), int(window.row_off), int(window.height)))
-        return read_window(src, bands, window, nodata)
-
-    monkeypatch.setattr(tiler, "read_window", recording)
-    seen = []
-    for parts, batch, valid in job.batches(first_row):
-        for j, t in enumerate(tile for part in parts for tile in part):
-            want = img[:, t.row : t.row + t.height, t.col : t.col + t.width]
-            assert np.array_equal(batch[j], want)
-            assert np.array_equal(valid[j], (want != 0).any(axis=0))
-            seen.append(t.index)
-    assert seen[-1] == (grid.shape[0] - 1, grid.shape[1] - 1)
-    start = grid.row_starts[min(i for i, _ in seen)]
-    for col in {c for c, _, _ in reads}:  # per chunk of columns: contiguous reads, no row twice
-        spans = sorted((r, r + n) for c, r, n in reads if c == col)
-        assert spans[0][0] == start and spans[-1][1] == 300
-        assert all(a[1] == b[0] for a, b in itertools.pairwise(spans)), spans
-        assert all(r % 48 == 0 for r, _ in spans[1:])  # later reads start on a block boundary
