@@ -11,7 +11,10 @@ Public API::
 SegNet: Badrinarayanan, Kendall, Cipolla, TPAMI 2017, https://arxiv.org/abs/1511.00561
 """
 
-from segnet_domains import _openmp  # noqa: F401  (first: sets OMP_WAIT_POLICY before torch loads OpenMP)
+from segnet_domains import (  # first: neither imports torch
+    _hugepages,  # noqa: F401  (torch's large CPU buffers on 2 MiB pages: see there)
+    _openmp,  # noqa: F401  (sets OMP_WAIT_POLICY before torch loads OpenMP)
+)
 from segnet_domains.checkpoint import Checkpoint, ModelInfo, load_checkpoint, read_info, save_checkpoint
 from segnet_domains.errors import CheckpointError, InputError
 from segnet_domains.inference import Segmenter
