@@ -349,12 +349,15 @@ class StreamBlender:
             row's last tile, the row is closed and the next one begins.
 
         Raises:
-            ValueError: tiles out of grid order, or values for another number of tiles.
+            ValueError: tiles out of grid order, values for another number of tiles or channels.
         """
         grid, i = self.grid, self.row_index
         if not len(tiles) or not values or any(len(tiles) != len(v) for v in values):
             sizes = ", ".join(str(len(v)) for v in values) or "no"
             raise ValueError(f"{len(tiles)} tiles and {sizes} value arrays (need the same, at least 1)")
+        if sum(len(group[0]) for group in values) != self.channels:
+            got = " + ".join(str(len(group[0])) for group in values)
+            raise ValueError(f"values with {got} channels for a blender of {self.channels}")
         for j, t in enumerate(tiles):
             if t.index != (i, self._next + j):
                 raise ValueError(f"tile {t.index} added, expected {(i, self._next + j)} (grid order)")

@@ -144,6 +144,8 @@ def test_stream_blender_channel_groups_equal_the_concatenation() -> None:
             b = grouped.add(chunk, values[:, :3], values[:, 3:])
             assert (a.row, a.col) == (b.row, b.col)
             assert torch.equal(a.sums, b.sums) and torch.equal(a.weights, b.weights)
+    with pytest.raises(ValueError, match=r"values with 3 \+ 2 channels for a blender of 4"):
+        grouped.add(grid.row(0)[:1], np.zeros((1, 3, 128, 128)), np.zeros((1, 2, 128, 128)))
     with pytest.raises(ValueError, match="2 tiles and 2, 1 value arrays"):
         StreamBlender(grid, channels=2).add(
             grid.row(0)[:2], np.zeros((2, 1, 128, 128)), np.zeros((1, 1, 128, 128))
