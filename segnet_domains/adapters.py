@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from monai.transforms import NormalizeIntensity
 
-from segnet_domains.devices import to_device
+from segnet_domains.devices import pixels_tensor, to_device
 from segnet_domains.errors import InputError
 from segnet_domains.percentiles import channel_percentiles, scale_range
 
@@ -231,20 +231,6 @@ class ImageAdapter:
         if norm.is_global:
             return norm(to_device(pixels_tensor(chw), device))
         return to_device(torch.from_numpy(norm(chw)), device)
-
-
-def pixels_tensor(array: np.ndarray) -> torch.Tensor:
-    """A numeric array as a torch tensor without a copy where torch can take it as is.
-
-    Non-native byte order (some NIfTI/FITS files) is swapped; dtypes torch
-    does not compute with (``uint32``, ``uint64``) become float64.
-    """
-    array = np.asarray(array)
-    if not array.dtype.isnative:
-        array = array.astype(array.dtype.newbyteorder("="))
-    if array.dtype in (np.uint32, np.uint64):
-        array = array.astype(np.float64)
-    return torch.from_numpy(array)
 
 
 class VolumeSliceAdapter:

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -263,11 +264,35 @@ def read_only_tensor(values: Any, device: torch.device | str = "cpu") -> torch.T
 
     A read-only numpy array (a napari layer's data, a memory map) is taken as
     is: torch warns that writing to it would be undefined, which does not
-    apply to a tensor that is only read, so that warning is silenced here.
+    apply to a tensor that is only read, so that warning is silenced here. A
+    view with negative strides (a flipped image), which torch cannot take,
+    is copied once.
     """
+    if isinstance(values, np.ndarray) and any(stride < 0 for stride in values.strides):
+        values = np.ascontiguousarray(values)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "The given NumPy array is not writable", UserWarning)
         return torch.as_tensor(values, device=device)
+
+
+#: numpy dtypes torch has no tensors for (:func:`pixels_tensor` widens them to float64).
+TORCH_LACKS = frozenset(np.dtype(t) for t in (np.uint32, np.uint64))
+
+
+def pixels_tensor(array: np.ndarray) -> torch.Tensor:
+    """A numeric array as a CPU tensor to read, without a copy where torch can take it as is.
+
+    Non-native byte order (some NIfTI/FITS files) is swapped; dtypes torch
+    does not compute with (``uint32``, ``uint64``) become float64; otherwise
+    as :func:`read_only_tensor` (read-only arrays as they are, flipped views
+    copied).
+    """
+    array = np.asarray(array)
+    if not array.dtype.isnative:
+        array = array.astype(array.dtype.newbyteorder("="))
+    if array.dtype in TORCH_LACKS:
+        array = array.astype(np.float64)
+    return read_only_tensor(array)
 
 
 def to_host(x: torch.Tensor) -> torch.Tensor:

@@ -36,7 +36,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from segnet_domains.devices import read_only_tensor
+from segnet_domains.devices import TORCH_LACKS, pixels_tensor, read_only_tensor
 
 #: Integer dtypes whose values are histogrammed (at most 2**16 bins).
 HISTOGRAM_DTYPES = frozenset(np.dtype(t) for t in (np.bool_, np.uint8, np.int8, np.uint16, np.int16))
@@ -78,7 +78,7 @@ def _histogram(flat: np.ndarray) -> np.ndarray:
     """
     bins = 1 << (8 * flat.dtype.itemsize)
     if bins == 256:
-        return torch.bincount(read_only_tensor(np.ascontiguousarray(flat)), minlength=bins).numpy()
+        return torch.bincount(read_only_tensor(flat), minlength=bins).numpy()
     counts = np.zeros(bins, np.int64)
     for start in range(0, flat.size, _CHUNK):
         counts += np.bincount(flat[start : start + _CHUNK], minlength=bins)
@@ -228,10 +228,11 @@ def scale_range(x: Array, lower: Sequence[float], upper: Sequence[float]) -> Arr
     lo = np.asarray(lower, kind).reshape(-1, 1, 1)
     span = np.asarray(upper, kind).reshape(-1, 1, 1) - lo
     flat = (span == 0).ravel()
-    src = x if isinstance(x, torch.Tensor) else _as_tensor(np.asarray(x))
-    if src is None:  # a dtype or layout torch cannot view: numpy's cast
-        out = torch.from_numpy(np.array(x, dtype=np.float32, copy=True))
+    arr = None if isinstance(x, torch.Tensor) else np.asarray(x)
+    if arr is not None and arr.dtype in TORCH_LACKS:  # numpy's cast: exact, not through float64
+        out = torch.from_numpy(arr.astype(np.float32))
     else:  # one float32 buffer, cast into, then computed in place: fresh temporaries cost more than the math
+        src = x if arr is None else pixels_tensor(arr)
         out = torch.empty(src.shape, dtype=torch.float32, device=src.device).copy_(src)
     device = out.device
     out.sub_(torch.as_tensor(lo, dtype=torch.float32, device=device))
@@ -242,13 +243,3 @@ def scale_range(x: Array, lower: Sequence[float], upper: Sequence[float]) -> Arr
         for c in np.flatnonzero(~flat):
             out[..., c, :, :].clamp_(0.0, 1.0)
     return out if isinstance(x, torch.Tensor) else out.numpy()
-
-
-def _as_tensor(array: np.ndarray) -> torch.Tensor | None:
-    """``array`` viewed as a CPU tensor, or ``None`` where torch cannot (byte order, strides, dtype)."""
-    if not array.dtype.isnative or any(st < 0 for st in array.strides):
-        return None
-    try:
-        return read_only_tensor(array)  # only read: a read-only array (a memory map) is fine
-    except TypeError:  # uint32, uint64, object …
-        return None

@@ -116,3 +116,23 @@ def test_read_only_arrays_are_read_without_a_copy_or_a_warning() -> None:
     assert t.data_ptr() == proba.ctypes.data  # no copy
     np.testing.assert_array_equal(labels, proba.argmax(0))
     assert labels.dtype == np.uint8
+
+
+def test_flipped_byte_swapped_and_wide_pixels_become_tensors() -> None:
+    """``pixels_tensor``: a flipped view is copied once (torch takes no negative strides), big-endian is
+    swapped, uint32 widened to float64; the values stay; and an image given so segments as its copy does."""
+    from segnet_domains import Segmenter, SegNet
+    from segnet_domains.devices import pixels_tensor
+
+    img = np.random.default_rng(1).integers(0, 4000, (20, 24, 3)).astype(np.uint16)
+    for arr in (img[::-1, ::-1], img.astype(">u2"), img.astype(np.uint32)):
+        t = pixels_tensor(arr)
+        np.testing.assert_array_equal(t.numpy(), np.asarray(arr, np.float64))
+    assert pixels_tensor(img.astype(np.uint32)).dtype == torch.float64
+    plain = pixels_tensor(img)
+    assert plain.dtype == torch.uint16 and plain.data_ptr() == img.ctypes.data  # as is: no copy
+
+    torch.manual_seed(0)
+    seg = Segmenter(SegNet(3, 2, features=[8, 16, 32, 64, 64]).eval(), device="cpu")
+    frame = img.astype(np.uint8)
+    np.testing.assert_array_equal(seg.predict(frame[::-1]), seg.predict(np.ascontiguousarray(frame[::-1])))

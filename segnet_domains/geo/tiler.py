@@ -42,9 +42,8 @@ import rasterio
 import torch
 from rasterio.windows import Window
 
-from segnet_domains.adapters import pixels_tensor
 from segnet_domains.checkpoint import ModelInfo
-from segnet_domains.devices import to_device, to_host
+from segnet_domains.devices import pixels_tensor, to_device, to_host
 from segnet_domains.errors import InputError
 from segnet_domains.geo.normalize import SceneNormalizer
 from segnet_domains.geo.outputs import (
