@@ -5,8 +5,9 @@ A backend maps a normalised, padded ``N×C×H×W`` float32 batch to class scores
 softmax, cropping, batching and Monte Carlo averaging stay in the Segmenter,
 so both backends get the same pre- and post-processing.
 
-* :class:`TorchBackend` — the model itself: BatchNorm folded, channels-last,
-  bf16 on CPUs with native bf16, autocast on CUDA.
+* :class:`TorchBackend` — the model itself: BatchNorm folded (on the CPU,
+  ReLU too, as a oneDNN post-op), channels-last, bf16 on CPUs with native
+  bf16, autocast on CUDA.
 * :class:`OnnxBackend` — an ONNX export (:mod:`segnet_domains.onnx_export`)
   in an ``onnxruntime.InferenceSession``: TensorRT and CUDA execution
   providers where onnxruntime has them, else the CPU one. Dropout is folded
@@ -82,6 +83,8 @@ class TorchBackend:
             net = net.to(memory_format=torch.channels_last)
         if self.device.type == "cpu" and self.dtype != torch.float32:
             net = net.to(self.dtype)
+        if self.device.type == "cpu":
+            net.fuse_relu()
         self.model = net
         self.multiple = 2 ** len(net.encoder.stages)
         #: The ``torch.compile``\ d network (``None``: eager; also after compilation failed here).

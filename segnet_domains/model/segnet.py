@@ -57,6 +57,16 @@ class _EncoderDecoder(nn.Module):
                 m.fuse()
         return self
 
+    def fuse_relu(self) -> None:
+        """After :meth:`fuse_bn`, in the weights' final dtype: each ReLU runs inside its convolution.
+
+        For eager inference on the CPU (:meth:`ConvBNAct.fuse_relu`); elsewhere
+        the modules run as they are.
+        """
+        for m in self.modules():
+            if isinstance(m, ConvBNAct):
+                m.fuse_relu()
+
     def enable_mc_dropout(self, enabled: bool = True) -> None:
         """Keep dropout sampling at inference (Monte Carlo dropout) while BN stays in eval."""
         if self.dropout is not None:

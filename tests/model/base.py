@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from segnet_domains import load_checkpoint, save_checkpoint
+from segnet_domains.model.blocks import ConvBNAct, relu_post_op_works
 
 ODD_SIZES = [(97, 131), (33, 35), (32, 32), (5, 7), (2, 2)]
 
@@ -65,6 +66,22 @@ class ModelTestMixin:
             fused = model.fuse_bn()(x)
         assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
         torch.testing.assert_close(fused, ref, rtol=1e-3, atol=1e-3)
+
+    def test_fuse_relu_matches_and_keeps_autograd(self) -> None:
+        """ReLU as a oneDNN post-op: conv + ReLU's numbers without gradients, the plain modules with them."""
+        model = self.make().fuse_bn()
+        x = torch.randn(2, 3, 37, 41).contiguous(memory_format=torch.channels_last)
+        with torch.no_grad():
+            ref = model(x)
+        model.fuse_relu()
+        units = [m for m in model.modules() if isinstance(m, ConvBNAct)]
+        works = relu_post_op_works(torch.float32)
+        assert [m.relu_in_conv for m in units] == [works and isinstance(m.act, torch.nn.ReLU) for m in units]
+        with torch.no_grad():
+            torch.testing.assert_close(model(x), ref, rtol=1e-5, atol=1e-5)
+        x.requires_grad_(True)
+        model(x).sum().backward()  # autograd runs the plain modules: the fused op has no derivative
+        assert x.grad is not None and float(x.grad.abs().sum()) > 0
 
     def test_gradients_reach_first_conv(self) -> None:
         model = self.make().train()

@@ -10,6 +10,7 @@ from torch import nn
 
 from segnet_domains import Segmenter, SegNet, SegNetBasic, load_checkpoint, save_checkpoint
 from segnet_domains.model import load_vgg16_bn
+from segnet_domains.model.blocks import ConvBNAct, relu_post_op_works
 from segnet_domains.model.unpool import IndexUnpool
 from tests.model.base import ModelTestMixin
 
@@ -179,3 +180,23 @@ def test_density_head(tmp_path: Path) -> None:
         SegNet(3, 2, head="density")
     with pytest.raises(ValueError, match="head must be one of"):
         SegNet(3, 1, head="boxes")
+
+
+def test_relu_post_op_probe_leaves_the_global_stream_alone() -> None:
+    """The probe draws from its own generator; fp32 runs fused on any x86 CPU torch supports."""
+    relu_post_op_works.cache_clear()
+    torch.manual_seed(3)
+    state = torch.random.get_rng_state()
+    works = relu_post_op_works(torch.float32)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    if torch.backends.mkldnn.is_available():
+        assert works
+
+
+def test_cpu_segmenter_runs_relu_inside_the_convolutions() -> None:
+    """The CPU backend's copy is fused; the caller's model is not touched."""
+    model = SegNet(3, 4, features=[8, 16, 16, 16, 16]).eval()
+    seg = Segmenter(model, device="cpu", precision="fp32")
+    fused = [m.relu_in_conv for m in seg.backend.model.modules() if isinstance(m, ConvBNAct)]
+    assert fused and all(fused) == relu_post_op_works(torch.float32)
+    assert not any(m.relu_in_conv for m in model.modules() if isinstance(m, ConvBNAct))
