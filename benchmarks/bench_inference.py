@@ -123,9 +123,10 @@ def main() -> dict:
     print(f"  Segmenter fp32        {fp32_ms:8.1f} ms/frame (fused BN, channels-last)")
     print(f"  network alone         {net_ms:8.1f} ms/frame (the raw baseline)")
     print(f"  Segmenter default     {default_ms:8.1f} ms/frame ({res['precision']}), "
-          f"{res['speedup_vs_fp32_eager']}x fp32 eager, {res['end_to_end_over_network']}x net")  # fmt: skip
+          f"{res['speedup_vs_fp32_eager']}x fp32 eager, {res['end_to_end_over_network']}x net "
+          "(predict_proba; target <= 1.15)")  # fmt: skip
     print(f"  Segmenter.predict     {labels_ms:8.1f} ms/frame (labels only), "
-          f"{res['labels_over_network']}x net (target for predict_proba <= 1.15)")  # fmt: skip
+          f"{res['labels_over_network']}x net")  # fmt: skip
     if args.compile:
         print(f"  compiled network      {times['compiled_network']:8.1f} ms/frame; "
               f"compiled predict_proba {times['compiled_proba']:.1f} ms/frame")  # fmt: skip
