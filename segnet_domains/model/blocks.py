@@ -45,9 +45,10 @@ class ConvBNAct(nn.Module):
         oneDNN writes each output once, already rectified, instead of a
         convolution pass and a ReLU pass over it: one pass over the
         activations fewer, the same numbers up to rounding (bit for bit on
-        SegNet's shapes here). SegNet 8…64 at 384×480, fp32, eager: 60.7 →
-        55.3 ms per frame; the paper's SegNet 1683 → 1617 ms (torch 2.13,
-        2-core AMD EPYC). It calls ``torch.ops.mkldnn._convolution_pointwise``,
+        SegNet's shapes here). Alternating passes, fused against plain, fp32,
+        384×480 (torch 2.13, 2-core AMD EPYC, AVX2): medians of paired ratios
+        0.99–1.08 for SegNet 8…64, 0.95–1.08 for the paper's SegNet: 2–4 %
+        faster, within that machine's noise. It calls ``torch.ops.mkldnn._convolution_pointwise``,
         the op inductor emits for this fusion (eager PyTorch has no public
         one), only where :func:`relu_post_op_works` finds it present and
         correct for the weights' dtype. Training, autograd and
