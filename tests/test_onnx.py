@@ -144,6 +144,14 @@ def test_dynamo_exporter_gives_the_same_model(trained_checkpoint: Path) -> None:
     np.testing.assert_allclose(outputs[0], outputs[1], atol=1e-4)
 
 
+def test_a_cpu_segmenters_fused_network_exports_plain_ops(tiny_checkpoint) -> None:
+    """Its ReLUs run inside the convolutions (a private oneDNN op); traced for export, the plain modules."""
+    seg = Segmenter.from_checkpoint(tiny_checkpoint(), device="cpu", precision="fp32")
+    with torch.no_grad():  # where the fused path would run
+        proto = export_model_proto(seg.model, seg.info)
+    assert {"Conv", "Relu"} <= {node.op_type for node in proto.graph.node}
+
+
 def test_monte_carlo_dropout_is_refused(tiny_checkpoint, tmp_path: Path) -> None:
     ckpt = tiny_checkpoint(1, 2, dropout=0.5)
     seg = Segmenter.from_checkpoint(export_onnx(ckpt, tmp_path / "bayes.onnx"), device="cpu")
