@@ -28,8 +28,9 @@ class ConvBNAct(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         fused = self.relu_in_conv and x.device.type == "cpu" and not torch.is_grad_enabled()
-        if fused and not (torch.compiler.is_compiling() or torch.jit.is_tracing()):  # compilers and exporters
-            c = self.conv  # see the plain modules (inductor fuses by itself)
+        # compilers and exporters see the plain modules (inductor fuses them by itself)
+        if fused and not (torch.compiler.is_compiling() or torch.jit.is_tracing()):
+            c = self.conv
             return _conv_relu(x, c.weight, c.bias, c.padding, c.stride, c.dilation, c.groups)
         return self.act(self.norm(self.conv(x)))
 
