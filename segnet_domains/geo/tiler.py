@@ -71,6 +71,8 @@ log = logging.getLogger(__name__)
 
 #: GDAL block cache (bytes; rasterio passes it to GDALSetCacheMax): bounded, whatever the scene size.
 GDAL_CACHE_BYTES = 16 * 2**20
+#: Pixels of a blended block encoded at a time (:meth:`_Job.encode`): 2 MB of int64 argmax indices.
+ENCODE_PIXELS = 1 << 18
 
 RUN_KEY_TAG = "SEGNET_RUN_KEY"
 #: How tiles are placed (:func:`~segnet_domains.tiling.tile_starts`), part of the run key: outputs and
@@ -557,21 +559,32 @@ class _Job:
 
         Computed where the block was blended (the model's device); only the
         compact results (uint8 labels and probabilities, float32 variance)
-        cross to the host, into the rows that wait for the writer.
+        cross to the host, into the rows that wait for the writer. A few rows
+        at a time (:data:`ENCODE_PIXELS`): the temporaries (int64 argmax
+        indices, float ratios) would otherwise grow with the block, whose
+        width grows with the scene's up to a batch of tiles (13 MB of indices
+        for a 448×3648 block).
         """
+        height, width = block.weights.shape
+        step = max(1, ENCODE_PIXELS // max(1, width))
+        cols = slice(block.col, block.col + width)
+        for r in range(0, height, step):
+            part = slice(r, min(r + step, height))
+            views = {name: v[..., part, cols] for name, v in rows.items()}
+            self._encode(block.sums[:, part], block.weights[part], views)
+
+    def _encode(self, sums: torch.Tensor, weights: torch.Tensor, out: dict[str, np.ndarray]) -> None:
+        """:meth:`encode` of a few rows into ``out`` (views of the row outputs)."""
         k = self.k
-        sums, weights = block.sums, block.weights
-        out = slice(block.col, block.col + weights.shape[1])
         invalid = sums[k] <= 0.5 * weights  # blended validity ≤ 0.5
         # weights are positive: argmax of sums = of means
-        labels = class_labels(sums[:k], 0).masked_fill_(invalid, LABEL_NODATA)
-        rows["labels"][:, out] = to_host(labels).numpy()
+        out["labels"][...] = to_host(class_labels(sums[:k], 0).masked_fill_(invalid, LABEL_NODATA)).numpy()
         if self.opts.proba:
             q = torch.round(sums[:k] * (PROBA_SCALE / weights)).to(torch.uint8)  # half to even, as np.rint
-            rows["proba"][:, :, out] = to_host(q.masked_fill_(invalid, PROBA_NODATA)).numpy()
+            out["proba"][...] = to_host(q.masked_fill_(invalid, PROBA_NODATA)).numpy()
         if self.opts.uncertainty:
             u = (sums[k + 1] / weights).masked_fill_(invalid, float("nan"))
-            rows["uncertainty"][:, out] = to_host(u).numpy()
+            out["uncertainty"][...] = to_host(u).numpy()
 
     def write(self, item: tuple[int, int, int, dict[str, np.ndarray]]) -> None:
         """Writer thread: one finished band of rows to the store, then the progress a rerun resumes from."""

@@ -16,6 +16,7 @@ import rasterio
 
 from segnet_domains import Segmenter
 from segnet_domains.errors import InputError
+from segnet_domains.geo import tiler
 from segnet_domains.geo.outputs import LABEL_NODATA
 from segnet_domains.geo.tiler import TileOptions, TileProgress, iter_tile_scene, tile_scene
 from segnet_domains.synthetic.layouts import write_geotiff
@@ -77,6 +78,24 @@ def test_labels_match_probabilities(tmp_path: Path, aerial_segmenter: Segmenter)
     top = np.sort(proba[:, valid], axis=0)
     clear = top[-1] > top[-2] + 1  # not a tie after quantisation
     np.testing.assert_array_equal(proba[:, valid].argmax(0)[clear], labels[0][valid][clear])
+
+
+@pytest.mark.parametrize("pixels", [1, 1000])
+def test_blocks_encoded_a_few_rows_at_a_time_give_the_same_outputs(
+    tmp_path: Path, aerial_segmenter: Segmenter, monkeypatch: pytest.MonkeyPatch, pixels: int
+) -> None:
+    """Row by row (1 pixel: one row per step) or several rows with a shorter last step: bit for bit."""
+    scene, _ = make_scene(tmp_path / "s.tif", 230, 300)
+    opts = TileOptions(tile_size=128, overlap=32, proba=True, uncertainty=True, samples=2)
+    outputs = {}
+    for name, limit in (("whole", tiler.ENCODE_PIXELS), ("rows", pixels)):
+        monkeypatch.setattr(tiler, "ENCODE_PIXELS", limit)
+        (tmp_path / name).mkdir()
+        tile_scene(aerial_segmenter, scene, tmp_path / name, opts)
+        kinds = ("labels", "proba", "uncertainty")
+        outputs[name] = [read(tmp_path / name / f"s_{kind}.tif")[0] for kind in kinds]
+    for whole, rows in zip(outputs["whole"], outputs["rows"]):
+        np.testing.assert_array_equal(whole, rows)
 
 
 def test_nodata_fill_never_changes_valid_predictions(tmp_path: Path, aerial_segmenter: Segmenter) -> None:
