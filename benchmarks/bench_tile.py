@@ -13,9 +13,12 @@ Three measurements, each against a baseline taken in the same run:
    beside ``--busy`` CPU-bound processes; the medians of ``--rss-repeats``
    alternating processes per size (one process's peak varies by ±45 MB on
    a 2-core VM, as much as the whole growth target). The blender keeps only
-   the rows two tile rows share (``classes × overlap × width``; tiles spread evenly, so
-   about ``overlap`` rows), so what grows is O(overlap × width): ~10 MB more
-   at 8192 px wide for 4 classes; batches wait in the file's dtype.
+   the rows two tile rows share (``classes × overlap × width``; tiles spread
+   evenly, so about ``overlap`` rows): O(overlap × width), ~10 MB more at
+   8192 px wide for 4 classes. What else grows is as wide as a batch of
+   tiles, so it stops growing once a tile row holds a whole batch: the
+   blender's in-progress block and the reader's windows (a 2048² row has 5
+   tiles, a batch 8). Batches wait in the file's dtype.
    ``--huge 40000`` tiles one 40000² scene the same way.
 3. **Tiler vs MONAI** — :meth:`~segnet_domains.inference.Segmenter.predict_proba_tiled`
    against ``monai.inferers.sliding_window_inference`` on the same
