@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 import rasterio
 import rasterio.shutil
+from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.transform import Affine
 
@@ -72,6 +73,26 @@ COG_OPTIONS: dict[str, Any] = {
     "bigtiff": "if_safer",
     "num_threads": "all_cpus",
 }
+
+
+#: The temporary overviews :meth:`RowStore.finalize` builds: uncompressed (the COG driver copies
+#: compressed source overviews' tiles as they are, so they would keep another compression in the COG).
+_OVERVIEW_ENV = {"COMPRESS_OVERVIEW": "NONE", "BIGTIFF_OVERVIEW": "IF_SAFER"}
+
+
+def cog_overview_factors(width: int, height: int, blocksize: int) -> list[int]:
+    """The overview levels GDAL's COG driver makes by default, as factors 2, 4, ….
+
+    The driver halves the size (rounding down) while either side is larger
+    than ``blocksize``: none for an image that fits in one block. An overview
+    built by factor (``build_overviews``, as ``gdaladdo``) rounds its size up
+    instead, so for odd sides a level may be one pixel larger than the
+    driver's own.
+    """
+    factors: list[int] = []
+    while width // (factor := 2 ** len(factors)) > blocksize or height // factor > blocksize:
+        factors.append(2 * factor)
+    return factors
 
 
 @dataclass(frozen=True)
@@ -240,9 +261,12 @@ class RowStore:
         self.close()
         targets = {"labels": paths.labels, "proba": paths.proba, "uncertainty": paths.uncertainty}
         labels = label_metadata(class_names, class_colors)
+        factors = cog_overview_factors(self.width, self.height, COG_OPTIONS["blocksize"])
         for layer in self.layers:
             vrt = self.workdir / f"{layer.name}.vrt"
             vrt.write_text(self._vrt(layer))
+            ovr = vrt.with_name(vrt.name + ".ovr")  # an interrupted earlier finalize's: rebuilt
+            ovr.unlink(missing_ok=True)
             with warnings.catch_warnings():  # the bare VRT has no geotransform until it is set here
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)
                 dst = rasterio.open(vrt, "r+")
@@ -253,11 +277,14 @@ class RowStore:
                     dst.transform = Affine.from_gdal(*transform)
                 dst.update_tags(**tags, OUTPUT=layer.name)
                 self._describe(dst, layer, labels)
+                if factors:  # after the nodata value is set: averages leave nodata pixels out
+                    resampling = Resampling.nearest if layer.name == "labels" else Resampling.average
+                    with rasterio.Env(**_OVERVIEW_ENV):
+                        dst.build_overviews(factors, resampling)
             dest = targets[layer.name]
             assert dest is not None
-            resampling = "nearest" if layer.name == "labels" else "average"
             with rasterio.open(vrt) as src, atomic_output(dest) as tmp:
-                rasterio.shutil.copy(src, tmp, driver="COG", overview_resampling=resampling, **COG_OPTIONS)
+                rasterio.shutil.copy(src, tmp, driver="COG", overviews="force_use_existing", **COG_OPTIONS)
 
     @staticmethod
     def _describe(dst: Any, layer: _Layer, labels: LabelMetadata) -> None:
