@@ -20,7 +20,8 @@ import contextlib
 import glob
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,9 +37,16 @@ from segnet_domains.checkpoint import ModelInfo
 from segnet_domains.errors import InputError
 from segnet_domains.geo.sources import Source, http_problem, resolve_source
 from segnet_domains.io.safety import file_kind
+from segnet_domains.runtime import usable_cores
 
 #: Pixels per band of the decimated read that normalisation statistics come from.
 SAMPLE_PIXELS = 1 << 20
+#: Most threads that read a window-grid sample (:func:`read_sample` with an ``opener``); 64 windows
+#: of one 4096² DEFLATE scene: 0.39 s with one handle, 0.25 s with two threads (2-core AMD EPYC).
+SAMPLE_THREADS = 4
+
+#: What opens a scene's dataset once more (:meth:`Scene.open`), for another thread's own handle.
+Opener = Callable[[], contextlib.AbstractContextManager[rasterio.DatasetReader]]
 
 #: Pixel types the tiler accepts.
 SUPPORTED_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64")
@@ -337,6 +345,7 @@ def read_sample(
     bands: Sequence[int],
     nodata: float | None = None,
     max_pixels: int | None = None,
+    opener: Opener | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """A sample of the whole scene for normalisation statistics, at most ``max_pixels`` per band.
 
@@ -344,7 +353,9 @@ def read_sample(
     whole, so their statistics are exact. Bigger scenes are read decimated
     when they have overviews (GDAL reads the overview), otherwise as a
     regular grid of windows spread over the scene — a few blocks to decode
-    instead of the whole file.
+    instead of the whole file. Given an ``opener`` (e.g. :meth:`Scene.open`),
+    the grid's windows are read by several threads, each with its own handle
+    (:func:`_read_windows`): the same pixels, sooner.
 
     Returns:
         ``(C×h×w, h×w valid)`` as :func:`read_window` (for a window grid the
@@ -355,7 +366,7 @@ def read_sample(
     if step == 1:
         return read_window(src, bands, Window(0, 0, src.width, src.height), nodata)
     if not src.overviews(bands[0]):
-        return _window_grid_sample(src, bands, nodata, budget)
+        return _window_grid_sample(src, bands, nodata, budget, opener)
     h, w = max(1, src.height // step), max(1, src.width // step)
     try:
         data = src.read(
@@ -372,11 +383,45 @@ def read_sample(
 
 
 def _window_grid_sample(
-    src: rasterio.DatasetReader, bands: Sequence[int], nodata: float | None, budget: int, per_side: int = 8
+    src: rasterio.DatasetReader,
+    bands: Sequence[int],
+    nodata: float | None,
+    budget: int,
+    opener: Opener | None = None,
+    per_side: int = 8,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``per_side``² small windows on a regular grid over the scene, ``budget`` pixels in all."""
     size = max(4, min(src.height // per_side, src.width // per_side, int(math.sqrt(budget) / per_side)))
     rows = np.linspace(0, src.height - size, per_side).round().astype(int)
     cols = np.linspace(0, src.width - size, per_side).round().astype(int)
-    parts = [read_window(src, bands, Window(int(c), int(r), size, size), nodata) for r in rows for c in cols]
+    windows = [Window(int(c), int(r), size, size) for r in rows for c in cols]
+    threads = min(usable_cores(), SAMPLE_THREADS) if opener is not None else 1
+    if threads > 1:
+        assert opener is not None
+        parts = _read_windows(opener, bands, windows, nodata, threads)
+    else:
+        parts = [read_window(src, bands, w, nodata) for w in windows]
     return np.concatenate([p[0] for p in parts], axis=2), np.concatenate([p[1] for p in parts], axis=1)
+
+
+def _read_windows(
+    opener: Opener, bands: Sequence[int], windows: Sequence[Window], nodata: float | None, threads: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """:func:`read_window` of each window, in order, by ``threads`` threads with a dataset handle each.
+
+    A handle is not shared between threads (GDAL datasets are not thread-safe);
+    GDAL decodes outside the GIL, so the threads decode blocks in parallel.
+    The caller's GDAL options (``rasterio.Env``, thread-local) are passed on.
+    """
+    options = rasterio.env.getenv() if rasterio.env.hasenv() else {}
+
+    def share(first: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        with rasterio.Env(**options), opener() as handle:
+            return [read_window(handle, bands, w, nodata) for w in windows[first::threads]]
+
+    with ThreadPoolExecutor(threads, thread_name_prefix="segnet-sample") as pool:
+        shares = list(pool.map(share, range(threads)))
+    parts: list[tuple[np.ndarray, np.ndarray]] = [None] * len(windows)  # type: ignore[list-item]
+    for first, share_parts in enumerate(shares):
+        parts[first::threads] = share_parts
+    return parts

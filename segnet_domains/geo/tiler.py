@@ -358,7 +358,7 @@ def _open_store(
 def _normalizer(plan: _Plan, info: ModelInfo, opts: TileOptions) -> SceneNormalizer:
     """Scene-wide normalisation statistics from one decimated read."""
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), plan.scene.open() as src:
-        sample, valid = read_sample(src, plan.bands, opts.nodata)
+        sample, valid = read_sample(src, plan.bands, opts.nodata, opener=plan.scene.open)
     return SceneNormalizer(info.normalization, sample, valid)
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+from rasterio.shutil import copy as rio_copy
 from rasterio.windows import Window
 
 from segnet_domains import InputError, read_info
@@ -190,3 +191,32 @@ def test_read_sample_is_bounded(tmp_path: Path, overviews: bool) -> None:
     assert sample.shape[0] == 2 and sample.shape[1] * sample.shape[2] <= 12_000 and valid.all()
     # a fair sample: its median is close to the scene's
     np.testing.assert_allclose(np.median(sample, axis=(1, 2)), np.median(whole, axis=(1, 2)), rtol=0.25)
+
+
+def test_read_sample_in_threads_equals_one_handle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A window-grid sample read by several threads, each with its own handle: the same pixels, in order."""
+    from segnet_domains.geo import scene as scene_module
+
+    monkeypatch.setattr(scene_module, "usable_cores", lambda: 3)
+    path, _ = make_scene(tmp_path / "s.tif", 400, 300, nodata=0)
+    scene, opened = open_scene(path), []
+
+    def opener():  # Scene.open, counted
+        opened.append(1)
+        return scene.open()
+
+    with rasterio.Env(GDAL_CACHEMAX=8 * 2**20), scene.open() as src:
+        one = read_sample(src, [1, 3], max_pixels=10_000)
+        threaded = read_sample(src, [1, 3], max_pixels=10_000, opener=opener)
+    assert len(opened) == 3
+    np.testing.assert_array_equal(threaded[0], one[0])
+    np.testing.assert_array_equal(threaded[1], one[1])
+    assert not one[1].all() and one[1].any()  # the footprint's nodata border is in the sample
+
+    # a COG keeps its header in front: the truncated file opens, a thread's read fails, in one line
+    cog = tmp_path / "cog.tif"
+    rio_copy(path, cog, driver="COG", overviews="none", blocksize=64)
+    cut = truncate(cog, tmp_path / "cut.tif", keep=0.5)
+    with rasterio.open(cut) as src, pytest.raises(InputError, match="cut.tif") as err:
+        read_sample(src, [1, 2, 3], max_pixels=10_000, opener=lambda: rasterio.open(cut))
+    assert "\n" not in str(err.value)
