@@ -7,9 +7,13 @@ not grow with the scene, and rows already on disk survive a kill. A small
 When every row is there, each output is described by a GDAL VRT (only the
 raw layout, ``VRTRawRasterBand``, which rasterio cannot write), given its
 CRS, transform, nodata, class tags and colour table through rasterio
-(:func:`label_metadata`, the same call the napari writer makes), and copied
-by GDAL's COG driver — tiled, DEFLATE-compressed, with overviews — to a
-temporary name, then renamed into place.
+(:func:`label_metadata`, the same call the napari writer makes), given
+overviews (GDAL's ``build_overviews`` on the VRT: nearest for labels,
+averages for the rest; the levels the COG driver would make), and copied by
+GDAL's COG driver — tiled, DEFLATE-compressed, with those overviews — to a
+temporary name, then renamed into place. (Left to make the overviews itself
+from the raw VRT, the driver took 0.40 s for a 4096² label map instead of
+0.15 s in all, for a byte-identical file.)
 
 Outputs (``<stem>`` is the scene's file name without suffix):
 
