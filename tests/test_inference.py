@@ -426,10 +426,9 @@ def test_class_softmax_is_a_new_contiguous_softmax() -> None:
     before = view.clone()
     p = class_softmax(view)
     assert p.is_contiguous() and p.dtype == torch.float32 and p.shape == view.shape
-    torch.testing.assert_close(p, torch.softmax(view, 1), rtol=0, atol=1e-6)
-    exact = torch.softmax(view.double(), 1)  # exp2(x·log2 e) as close to it as torch's exp
-    torch_error = (torch.softmax(view, 1).double() - exact).abs().max()
-    assert (p.double() - exact).abs().max() <= 2 * torch_error + 1e-8
+    assert torch.equal(p, torch.softmax(view.contiguous(), 1))  # torch's own kernel, its numbers
+    exact = torch.softmax(view.double(), 1)
+    assert (p.double() - exact).abs().max() < 1e-6
     torch.testing.assert_close(p.sum(1), torch.ones(2, 37, 45), rtol=0, atol=1e-5)
     assert torch.equal(view, before)
     assert torch.isfinite(class_softmax(torch.full((1, 3, 2, 2), 1e4))).all()  # max-shifted: no overflow
