@@ -793,9 +793,10 @@ def class_softmax(scores: torch.Tensor) -> torch.Tensor:
     on the network's channels-last output, then the contiguous copy for the
     host, took about twice as long (6.2 against 3.4 ms for 12×360×480). The
     numbers are ``torch.softmax``'s. On an accelerator, where the copy would
-    cost a kernel launch more, it is ``torch.softmax`` (made contiguous).
+    cost a kernel launch more, and for scores that autograd tracks (the
+    ``out=`` form has no derivative), it is ``torch.softmax`` (made contiguous).
     """
-    if scores.device.type != "cpu":
+    if scores.device.type != "cpu" or (scores.requires_grad and torch.is_grad_enabled()):
         return torch.softmax(scores.float(), dim=1).contiguous()
     p = scores.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
     return torch.softmax(p, 1, out=p)

@@ -432,3 +432,9 @@ def test_class_softmax_is_a_new_contiguous_softmax() -> None:
     torch.testing.assert_close(p.sum(1), torch.ones(2, 37, 45), rtol=0, atol=1e-5)
     assert torch.equal(view, before)
     assert torch.isfinite(class_softmax(torch.full((1, 3, 2, 2), 1e4))).all()  # max-shifted: no overflow
+    weights = torch.randn(view.shape, generator=g)  # under autograd: torch.softmax's gradient
+    ours, theirs = (view.detach().clone().requires_grad_() for _ in range(2))
+    (class_softmax(ours) * weights).sum().backward()
+    (torch.softmax(theirs, 1) * weights).sum().backward()
+    assert ours.grad is not None and theirs.grad is not None
+    torch.testing.assert_close(ours.grad, theirs.grad)
