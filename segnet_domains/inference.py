@@ -789,10 +789,10 @@ def class_softmax(scores: torch.Tensor) -> torch.Tensor:
     divide), right after the network: 26–28 → 18 ms for the tiler's batch of
     8×4×512²; for one 12×360×480 frame the same within the noise (4.2–5.0 ms
     each); with the caches flushed, 132 → 103 ms for 16×12×360×480 (torch
-    2.13, 2-core AMD EPYC). ``torch.softmax`` straight
-    on the network's channels-last output, then the contiguous copy for the
-    host, took about twice as long (6.2 against 3.4 ms for 12×360×480). The
-    numbers are ``torch.softmax``'s. On an accelerator, where the copy would
+    2.13, 2-core AMD EPYC). ``torch.softmax`` straight on the network's
+    channels-last output, then the contiguous copy for the host, took about
+    twice as long (6.2 against 3.4 ms for 12×360×480). The numbers are
+    ``torch.softmax``'s. On an accelerator, where the copy would
     cost a kernel launch more, and for scores that autograd tracks (the
     ``out=`` form has no derivative), it is ``torch.softmax`` (made contiguous).
     """
