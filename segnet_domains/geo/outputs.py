@@ -82,6 +82,8 @@ COG_OPTIONS: dict[str, Any] = {
 #: The temporary overviews :meth:`RowStore.finalize` builds: uncompressed (the COG driver copies
 #: compressed source overviews' tiles as they are, so they would keep another compression in the COG).
 _OVERVIEW_ENV = {"COMPRESS_OVERVIEW": "NONE", "BIGTIFF_OVERVIEW": "IF_SAFER"}
+#: Opening the VRT for the COG copy: list its folder, so that its ``.ovr`` sidecar is found.
+_SIDECAR_ENV = {"GDAL_DISABLE_READDIR_ON_OPEN": "FALSE"}
 
 
 def cog_overview_factors(width: int, height: int, blocksize: int) -> list[int]:
@@ -97,6 +99,21 @@ def cog_overview_factors(width: int, height: int, blocksize: int) -> list[int]:
     while width // (factor := 2 ** len(factors)) > blocksize or height // factor > blocksize:
         factors.append(2 * factor)
     return factors
+
+
+def _copy_cog(vrt: Path, dest: Path, factors: list[int], resampling: Resampling) -> None:
+    """The COG of ``vrt`` at ``dest`` (temporary name, then rename), with the overviews built beside it.
+
+    The overviews are the VRT's ``.ovr`` sidecar, which GDAL finds by listing
+    the folder: listing is turned on for this open, as a user's environment may
+    turn it off for cloud reads (``GDAL_DISABLE_READDIR_ON_OPEN``). Should the
+    sidecar still not be seen, the COG driver computes the overviews itself
+    (slower, the same file) rather than leaving them out.
+    """
+    with rasterio.Env(**_SIDECAR_ENV), rasterio.open(vrt) as src, atomic_output(dest) as tmp:
+        found = src.overviews(1) == factors
+        options = {"overviews": "force_use_existing"} if found else {"overview_resampling": resampling.name}
+        rasterio.shutil.copy(src, tmp, driver="COG", **options, **COG_OPTIONS)
 
 
 @dataclass(frozen=True)
@@ -281,14 +298,13 @@ class RowStore:
                     dst.transform = Affine.from_gdal(*transform)
                 dst.update_tags(**tags, OUTPUT=layer.name)
                 self._describe(dst, layer, labels)
+                resampling = Resampling.nearest if layer.name == "labels" else Resampling.average
                 if factors:  # after the nodata value is set: averages leave nodata pixels out
-                    resampling = Resampling.nearest if layer.name == "labels" else Resampling.average
                     with rasterio.Env(**_OVERVIEW_ENV):
                         dst.build_overviews(factors, resampling)
             dest = targets[layer.name]
             assert dest is not None
-            with rasterio.open(vrt) as src, atomic_output(dest) as tmp:
-                rasterio.shutil.copy(src, tmp, driver="COG", overviews="force_use_existing", **COG_OPTIONS)
+            _copy_cog(vrt, dest, factors, resampling)
 
     @staticmethod
     def _describe(dst: Any, layer: _Layer, labels: LabelMetadata) -> None:

@@ -10,6 +10,7 @@ import rasterio
 import rasterio.shutil
 from rasterio.transform import from_origin
 
+from segnet_domains.geo import outputs
 from segnet_domains.geo.outputs import (
     COG_OPTIONS,
     LABEL_NODATA,
@@ -115,3 +116,29 @@ def test_finalize_overviews_of_odd_sides(tmp_path: Path) -> None:
         with rasterio.open(paths.labels, overview_level=level) as src:
             assert src.shape == (-(-height // factor), -(-width // factor))
             assert set(np.unique(src.read(1))) <= {0, 1, 2, LABEL_NODATA}
+
+
+@pytest.mark.parametrize("sidecar", ["listed", "hidden"])
+def test_finalize_keeps_overviews_when_listing_is_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sidecar: str
+) -> None:
+    """A user's cloud setting (no folder listing) must not drop the overviews; nor must an unseen sidecar."""
+    monkeypatch.setenv("GDAL_DISABLE_READDIR_ON_OPEN", "EMPTY_DIR")
+    if sidecar == "hidden":  # GDAL does not see the .ovr after all: the COG driver builds the overviews
+        monkeypatch.setattr(outputs, "_SIDECAR_ENV", {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"})
+    copy, how = rasterio.shutil.copy, []
+
+    def recording_copy(*args, **kwargs):  # the real copy; which overviews it was told to use
+        how.append(kwargs.get("overviews", "computed"))
+        return copy(*args, **kwargs)
+
+    monkeypatch.setattr(rasterio.shutil, "copy", recording_copy)
+    values = _outputs(1100, 1300, classes=3)
+    paths = _finalize(tmp_path, values)
+    assert how == ["force_use_existing" if sidecar == "listed" else "computed"] * 3
+    monkeypatch.setattr(rasterio.shutil, "copy", copy)
+    ref = _gdal_cog(tmp_path, "proba", values["proba"], PROBA_NODATA, "average")
+    for name in ("labels", "proba"):
+        with rasterio.open(getattr(paths, name)) as src:
+            assert src.overviews(1) == [2, 4]
+    np.testing.assert_array_equal(_level(paths.proba, 1)[0], _level(ref, 1)[0])
