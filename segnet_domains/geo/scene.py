@@ -395,9 +395,7 @@ def _window_grid_sample(
     rows = np.linspace(0, src.height - size, per_side).round().astype(int)
     cols = np.linspace(0, src.width - size, per_side).round().astype(int)
     windows = [Window(int(c), int(r), size, size) for r in rows for c in cols]
-    threads = min(usable_cores(), SAMPLE_THREADS) if opener is not None else 1
-    if threads > 1:
-        assert opener is not None
+    if opener is not None and (threads := min(usable_cores(), SAMPLE_THREADS)) > 1:
         parts = _read_windows(opener, bands, windows, nodata, threads)
     else:
         parts = [read_window(src, bands, w, nodata) for w in windows]
@@ -411,12 +409,12 @@ def _read_windows(
 
     A handle is not shared between threads (GDAL datasets are not thread-safe);
     GDAL decodes outside the GIL, so the threads decode blocks in parallel.
-    The caller's GDAL options (``rasterio.Env``, thread-local) are passed on.
+    The caller's ``rasterio.Env`` options reach the threads as they are: rasterio
+    sets them as GDAL's process-wide configuration.
     """
-    options = rasterio.env.getenv() if rasterio.env.hasenv() else {}
 
     def share(first: int) -> list[tuple[np.ndarray, np.ndarray]]:
-        with rasterio.Env(**options), opener() as handle:
+        with opener() as handle:
             return [read_window(handle, bands, w, nodata) for w in windows[first::threads]]
 
     with ThreadPoolExecutor(threads, thread_name_prefix="segnet-sample") as pool:

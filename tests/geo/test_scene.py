@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+from rasterio._env import get_gdal_config
 from rasterio.shutil import copy as rio_copy
 from rasterio.windows import Window
 
@@ -201,14 +202,14 @@ def test_read_sample_in_threads_equals_one_handle(tmp_path: Path, monkeypatch: p
     path, _ = make_scene(tmp_path / "s.tif", 400, 300, nodata=0)
     scene, opened = open_scene(path), []
 
-    def opener():  # Scene.open, counted
-        opened.append(1)
+    def opener():  # Scene.open, counted, with the GDAL option its thread sees
+        opened.append(get_gdal_config("SEGNET_TEST_OPTION"))
         return scene.open()
 
-    with rasterio.Env(GDAL_CACHEMAX=8 * 2**20), scene.open() as src:
+    with rasterio.Env(GDAL_CACHEMAX=8 * 2**20, SEGNET_TEST_OPTION="caller"), scene.open() as src:
         one = read_sample(src, [1, 3], max_pixels=10_000)
         threaded = read_sample(src, [1, 3], max_pixels=10_000, opener=opener)
-    assert len(opened) == 3
+    assert opened == ["caller"] * 3  # a handle per thread, in the caller's GDAL options
     np.testing.assert_array_equal(threaded[0], one[0])
     np.testing.assert_array_equal(threaded[1], one[1])
     assert not one[1].all() and one[1].any()  # the footprint's nodata border is in the sample
