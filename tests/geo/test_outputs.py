@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
 import rasterio.shutil
+from rasterio._env import del_gdal_config
 from rasterio.transform import from_origin
 
 from segnet_domains.geo import outputs
@@ -118,7 +120,14 @@ def test_finalize_overviews_of_odd_sides(tmp_path: Path) -> None:
             assert set(np.unique(src.read(1))) <= {0, 1, 2, LABEL_NODATA}
 
 
+@pytest.fixture
+def _listing_config_cleared() -> Iterator[None]:
+    yield  # rasterio's Env leaves the environment's value behind as GDAL configuration: not for later tests
+    del_gdal_config("GDAL_DISABLE_READDIR_ON_OPEN")
+
+
 @pytest.mark.parametrize("sidecar", ["listed", "hidden"])
+@pytest.mark.usefixtures("_listing_config_cleared")
 def test_finalize_keeps_overviews_when_listing_is_off(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sidecar: str
 ) -> None:
