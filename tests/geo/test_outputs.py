@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
 import rasterio.shutil
-from rasterio._env import del_gdal_config
 from rasterio.transform import from_origin
 
 from segnet_domains.geo import outputs
@@ -120,19 +119,12 @@ def test_finalize_overviews_of_odd_sides(tmp_path: Path) -> None:
             assert set(np.unique(src.read(1))) <= {0, 1, 2, LABEL_NODATA}
 
 
-@pytest.fixture
-def _listing_config_cleared() -> Iterator[None]:
-    yield  # rasterio's Env leaves the environment's value behind as GDAL configuration: not for later tests
-    del_gdal_config("GDAL_DISABLE_READDIR_ON_OPEN")
-
-
 @pytest.mark.parametrize("sidecar", ["listed", "hidden"])
-@pytest.mark.usefixtures("_listing_config_cleared")
 def test_finalize_keeps_overviews_when_listing_is_off(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sidecar: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gdal_setenv: Callable[[str, str], None], sidecar: str
 ) -> None:
     """A user's cloud setting (no folder listing) must not drop the overviews; nor must an unseen sidecar."""
-    monkeypatch.setenv("GDAL_DISABLE_READDIR_ON_OPEN", "EMPTY_DIR")
+    gdal_setenv("GDAL_DISABLE_READDIR_ON_OPEN", "EMPTY_DIR")
     if sidecar == "hidden":  # GDAL does not see the .ovr after all: the COG driver builds the overviews
         monkeypatch.setattr(outputs, "_SIDECAR_ENV", {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"})
     copy, how = rasterio.shutil.copy, []

@@ -12,7 +12,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -31,14 +31,14 @@ from tests.data.http import ServedFiles, serve_files
 
 
 @pytest.fixture(autouse=True)
-def _offline_gdal(monkeypatch: pytest.MonkeyPatch) -> None:
+def _offline_gdal(monkeypatch: pytest.MonkeyPatch, gdal_setenv: Callable[[str, str], None]) -> None:
     """GDAL and urllib reach 127.0.0.1 directly and never list folders or try sidecar files."""
     for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "all_proxy"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setenv("GDAL_DISABLE_READDIR_ON_OPEN", "EMPTY_DIR")
-    monkeypatch.setenv("CPL_VSIL_CURL_ALLOWED_EXTENSIONS", ".tif,.json")
-    monkeypatch.setenv("GDAL_HTTP_MAX_RETRY", "0")
+    gdal_setenv("GDAL_DISABLE_READDIR_ON_OPEN", "EMPTY_DIR")
+    gdal_setenv("CPL_VSIL_CURL_ALLOWED_EXTENSIONS", ".tif,.json")
+    gdal_setenv("GDAL_HTTP_MAX_RETRY", "0")
 
 
 @pytest.fixture
