@@ -117,7 +117,11 @@ class Segmenter:
         self.tta = tta
         #: Where inputs are prepared (normalised, batched): the network's device under PyTorch,
         #: the host for onnxruntime (which takes host arrays).
-        self.input_device = self.device if isinstance(self.backend, TorchBackend) else torch.device("cpu")
+        torch_backend = isinstance(self.backend, TorchBackend)
+        self.input_device = self.device if torch_backend else torch.device("cpu")
+        #: Whether the network takes channels-last input (PyTorch on the CPU or CUDA): inputs are
+        #: normalised and padded straight into that layout, so the backend copies nothing.
+        self.input_channels_last = torch_backend and self.device.type in {"cpu", "cuda"}
         #: ``"segmentation"`` (softmax over classes) or ``"density"`` (a density map; :meth:`count`).
         self.head = str(self.info.args.get("head", "segmentation"))
         #: Density targets were scaled by this (checkpoint ``density_scale``); outputs are divided by it.
@@ -344,7 +348,7 @@ class Segmenter:
     def _image(self, image: np.ndarray, source: str) -> torch.Tensor:
         """``C×H×W`` network input on :attr:`input_device`: the raw pixels cross, normalised there."""
         return ImageAdapter(self.info.in_channels, self.info.normalization).tensor(
-            image, source, self.input_device
+            image, source, self.input_device, self.input_channels_last
         )
 
     def _require_head(self, head: str, source: str) -> None:

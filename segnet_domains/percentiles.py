@@ -31,7 +31,8 @@ is only shifted, ``x - lower``) and runs on the tensor's own device.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -180,16 +181,27 @@ def percentiles(values: Array, q: Sequence[float], like_monai: bool = False) -> 
         raise ValueError("percentiles of an empty array")
     if isinstance(flat, torch.Tensor) and flat.dtype == torch.bool:
         flat = flat.to(torch.uint8)
+    return _interpolate(n, q, like_monai, lambda ks: _order_stats(flat, ks))
+
+
+def _interpolate(
+    n: int, q: list[float], like_monai: bool, order_stats: Callable[[np.ndarray], np.ndarray]
+) -> np.ndarray:
+    """:func:`percentiles` of ``n`` values from ``order_stats(ks)``: their ``ks``-th smallest (``…×len(ks)``).
+
+    Leading axes of ``order_stats``' result (channels) are interpolated together.
+    """
+    m = len(q)
     if like_monai and n <= MONAI_TORCH_LIMIT:  # torch.quantile's float32 ranks, weights and lerp_ kernel
         below, above, weights = _torch_quantile_positions(n, q)
-        stats = torch.from_numpy(_order_stats(flat, np.concatenate([below, above])).astype(np.float32))
-        return stats[: len(q)].lerp_(stats[len(q) :], weights).numpy()
+        stats = torch.from_numpy(order_stats(np.concatenate([below, above])).astype(np.float32))
+        return stats[..., :m].lerp_(stats[..., m:], weights).numpy()
     prev, nxt, gamma = _positions(n, q)
-    stats = _order_stats(flat, np.concatenate([prev, nxt]))
+    stats = order_stats(np.concatenate([prev, nxt]))
     if like_monai:  # numpy's float64 interpolation of the float32 values, rounded to float32
         stats = stats.astype(np.float32)
-        return _lerp(stats[: len(q)], stats[len(q) :], gamma).astype(np.float32)
-    return _lerp(stats[: len(q)], stats[len(q) :], gamma)
+        return _lerp(stats[..., :m], stats[..., m:], gamma).astype(np.float32)
+    return _lerp(stats[..., :m], stats[..., m:], gamma)
 
 
 def channel_percentiles(
@@ -204,6 +216,9 @@ def channel_percentiles(
             (none valid: the channel's statistics are those of a single 0).
         like_monai: see :func:`percentiles`.
     """
+    histogrammed = chw.numpy() if isinstance(chw, torch.Tensor) and chw.device.type == "cpu" else chw
+    if valid is None and isinstance(histogrammed, np.ndarray) and histogrammed.dtype in HISTOGRAM_DTYPES:
+        return _channel_percentiles_histogram(histogrammed, [float(p) for p in q], like_monai)
     rows = []
     for c in chw:
         if valid is not None:
@@ -212,7 +227,9 @@ def channel_percentiles(
     return np.array(rows, np.float32 if like_monai else np.float64).reshape(len(rows), len(q))
 
 
-def scale_range(x: Array, lower: Sequence[float], upper: Sequence[float]) -> Array:
+def scale_range(
+    x: Array, lower: Sequence[float], upper: Sequence[float], channels_last: bool = False
+) -> Array:
     """Per channel ``(x - lower) / (upper - lower)`` clipped to [0, 1], float32, on ``x``'s device.
 
     The channel axis is ``-3`` (``C×H×W`` or ``B×C×H×W``). A channel with
@@ -221,25 +238,82 @@ def scale_range(x: Array, lower: Sequence[float], upper: Sequence[float]) -> Arr
     bounds' own precision (float32 bounds: float32; else float64) and rounded
     to float32, as MONAI does with tensor and with Python-float bounds.
 
+    Args:
+        x: raw pixels, any numeric dtype.
+        lower: the channels' lower bounds.
+        upper: the channels' upper bounds.
+        channels_last: write a tensor whose memory is channel-innermost
+            (``…×H×W×C``, torch's ``channels_last`` for ``B×C×H×W``): the
+            layout the CPU and CUDA networks take, so no layout copy follows.
+            Numpy input gives a numpy view of that memory. Same numbers either way.
+
     Returns:
         A float32 numpy array for numpy input, else a float32 tensor on ``x``'s device.
     """
     kind = np.float32 if np.asarray(lower).dtype == np.float32 else np.float64
-    lo = np.asarray(lower, kind).reshape(-1, 1, 1)
-    span = np.asarray(upper, kind).reshape(-1, 1, 1) - lo
-    flat = (span == 0).ravel()
+    lo = np.asarray(lower, kind).ravel()
+    span = np.asarray(upper, kind).ravel() - lo
+    flat = span == 0
     arr = None if isinstance(x, torch.Tensor) else np.asarray(x)
     if arr is not None and arr.dtype in TORCH_LACKS:  # numpy's cast: exact, not through float64
-        out = torch.from_numpy(arr.astype(np.float32))
-    else:  # one float32 buffer, cast into, then computed in place: fresh temporaries cost more than the math
-        src = x if arr is None else pixels_tensor(arr)
-        out = torch.empty(src.shape, dtype=torch.float32, device=src.device).copy_(src)
-    device = out.device
-    out.sub_(torch.as_tensor(lo, dtype=torch.float32, device=device))
-    out.div_(torch.as_tensor(np.where(span == 0, 1.0, span), dtype=torch.float32, device=device))
-    if not flat.any():
-        out.clamp_(0.0, 1.0)
+        src = torch.from_numpy(arr.astype(np.float32))
     else:
-        for c in np.flatnonzero(~flat):
-            out[..., c, :, :].clamp_(0.0, 1.0)
+        src = x if arr is None else pixels_tensor(arr)
+    # one float32 buffer, cast into, then computed in place: fresh temporaries cost more than the math
+    out = _float_buffer(src, channels_last).copy_(src)
+    rows, per_channel = _channel_rows(out, channels_last)
+    rows.sub_(per_channel(lo)).div_(per_channel(np.where(flat, 1.0, span)))
+    if not flat.any():
+        rows.clamp_(0.0, 1.0)
+    else:
+        rows.clamp_(per_channel(np.where(flat, -np.inf, 0.0)), per_channel(np.where(flat, np.inf, 1.0)))
     return out if isinstance(x, torch.Tensor) else out.numpy()
+
+
+def _float_buffer(src: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """An uninitialised float32 tensor of ``src``'s shape and device; channel-innermost memory if asked."""
+    if not channels_last or src.ndim < 3:
+        return torch.empty(src.shape, dtype=torch.float32, device=src.device)
+    order = (*range(src.ndim - 3), src.ndim - 2, src.ndim - 1, src.ndim - 3)  # …, H, W, C
+    hwc = torch.empty([src.shape[d] for d in order], dtype=torch.float32, device=src.device)
+    return hwc.movedim(-1, -3)
+
+
+def _channel_rows(out: torch.Tensor, channels_last: bool) -> tuple[torch.Tensor, Any]:
+    """A view of ``out`` to compute on in place, and what turns per-channel values into its operand.
+
+    Channel-innermost memory is viewed as rows of ``W×C`` values, and each
+    per-channel vector is repeated ``W`` times to one such row: the operand
+    then runs along the rows' contiguous axis. Broadcasting a ``C``-vector
+    over the innermost axis of length ``C`` instead took twice as long.
+    """
+    device = out.device
+    if channels_last and out.ndim >= 3:
+        hwc = out.movedim(-3, -1)
+        width = hwc.shape[-2]
+        rows = hwc.reshape(*hwc.shape[:-2], -1)  # a view: hwc is contiguous
+        return rows, lambda v: torch.as_tensor(np.tile(v, width), dtype=torch.float32, device=device)
+    return out, lambda v: torch.as_tensor(np.reshape(v, (-1, 1, 1)), dtype=torch.float32, device=device)
+
+
+def _channel_percentiles_histogram(chw: np.ndarray, q: list[float], like_monai: bool) -> np.ndarray:
+    """:func:`channel_percentiles` of small-range integer pixels: a histogram per channel, one interpolation.
+
+    The same numbers as :func:`percentiles` channel by channel; for a 360×480
+    RGB frame (an interleaved ``H×W×3`` image seen channel-first) 1.4 → 0.5 ms:
+    each channel is histogrammed from a contiguous copy (torch's bincount of a
+    strided view took twice as long), and the positions and the interpolation
+    are computed once for all channels.
+    """
+    if any(not 0 <= p <= 100 for p in q):
+        raise ValueError(f"percentiles must lie in [0, 100], got {q}")
+    n = int(np.prod(chw.shape[1:]))
+    if n == 0:
+        raise ValueError("percentiles of an empty array")
+
+    def order_stats(ks: np.ndarray) -> np.ndarray:
+        stats = [_order_stats_histogram(np.ascontiguousarray(c).reshape(-1), ks) for c in chw]
+        return np.array(stats, np.float64).reshape(len(chw), len(ks))
+
+    out = _interpolate(n, q, like_monai, order_stats)
+    return out.astype(np.float32 if like_monai else np.float64).reshape(len(chw), len(q))

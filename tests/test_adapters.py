@@ -83,6 +83,21 @@ def test_pad_and_crop_round_trip(size: tuple[int, int]) -> None:
     assert torch.equal(crop(padded, orig), x)
 
 
+@pytest.mark.parametrize("size", [(360, 480), (97, 131), (33, 64), (64, 40)])
+def test_pad_keeps_channels_last_with_f_pad_values(size: tuple[int, int]) -> None:
+    """A channels-last batch is padded in its own layout, to exactly ``F.pad``'s reflected values."""
+    import torch.nn.functional as F
+
+    x = torch.randn(2, 3, *size).contiguous(memory_format=torch.channels_last)
+    padded, orig = pad_to_multiple(x, 32)
+    h, w = size
+    want = F.pad(x.contiguous(), (0, -w % 32, 0, -h % 32), mode="reflect")
+    assert orig == size and torch.equal(padded, want)
+    assert padded.is_contiguous(memory_format=torch.channels_last)
+    tiny = torch.randn(1, 3, 5, 40).contiguous(memory_format=torch.channels_last)  # replicate: F.pad
+    assert torch.equal(pad_to_multiple(tiny, 32)[0], F.pad(tiny, (0, 24, 0, 27), mode="replicate"))
+
+
 def test_image_adapter_output() -> None:
     out = ImageAdapter(3, {"mode": "scale", "scale": 255})(np.full((10, 12, 3), 51, np.uint8))
     assert out.shape == (3, 10, 12) and out.dtype == np.float32

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from segnet_domains import InputError, Segmenter, SegNet
-from segnet_domains.checkpoint import read_info
+from segnet_domains.checkpoint import make_info, read_info
 from segnet_domains.devices import (
     available_devices,
     probe_precision,
@@ -343,6 +343,43 @@ def test_normalised_on_the_device_from_raw_pixels() -> None:
         for spec in specs:
             adapter = ImageAdapter(3, spec)
             assert np.array_equal(adapter.tensor(img).numpy(), adapter(img)), (dtype, spec)
+            assert np.array_equal(adapter.tensor(img, channels_last=True).numpy(), adapter(img)), (
+                dtype,
+                spec,
+            )
+
+
+def test_network_gets_channels_last_input_without_a_layout_copy() -> None:
+    """A frame is normalised and padded straight into channels-last memory: the reference path's numbers.
+
+    The reference normalises channel-first, pads with ``F.pad`` and lets the
+    backend convert; the default path hands the backend a tensor that is
+    already channels-last (so its conversion is a no-op).
+    """
+    import torch.nn.functional as F
+
+    from segnet_domains.adapters import ImageAdapter
+
+    torch.manual_seed(0)
+    model = SegNet(3, 4, features=[4, 8, 8, 8, 8]).eval()
+    info = make_info(model, normalization={"mode": "percentile", "lower": 1, "upper": 99})
+    seg = Segmenter(model, device="cpu", precision="fp32", info=info)
+    assert seg.input_channels_last
+    frame = np.random.default_rng(1).integers(0, 256, (45, 70, 3), dtype=np.uint8)
+    seen: list[torch.Tensor] = []
+    network = seg.backend.model
+
+    def spy(x: torch.Tensor) -> torch.Tensor:  # what the network itself is given
+        seen.append(x)
+        return network(x)
+
+    seg.backend.model = spy  # type: ignore[assignment]
+    proba = seg.predict_proba(frame)
+    assert seen[0].shape == (1, 3, 64, 96) and seen[0].is_contiguous(memory_format=torch.channels_last)
+    chw = torch.from_numpy(ImageAdapter(3, info.normalization)(frame))[None]
+    with torch.inference_mode():
+        want = torch.softmax(network(F.pad(chw, (0, 26, 0, 19), mode="reflect"))[..., :45, :70], 1)
+    np.testing.assert_array_equal(proba, want[0].numpy())
 
 
 def test_compiled_segmenter_agrees_with_eager(trained_checkpoint: Path) -> None:

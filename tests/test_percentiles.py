@@ -141,6 +141,50 @@ def test_scale_range_any_dtype_and_layout_equals_the_float32_formula(dtype: str)
     np.testing.assert_array_equal(x, before)
 
 
+@pytest.mark.parametrize("shape", [(3, 5, 7), (2, 3, 5, 7)])
+@pytest.mark.parametrize("as_tensor", [False, True])
+def test_scale_range_channels_last_is_the_same_numbers_channel_innermost(
+    shape: tuple[int, ...], as_tensor: bool
+) -> None:
+    """``channels_last`` writes ``…×H×W×C`` memory (torch's channels-last for 4D), values unchanged.
+
+    A constant channel (upper == lower) is shifted only, also through the per-element clamp bounds.
+    """
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 250, shape).astype(np.uint8)
+    x[..., 1, :, :] = 9
+    lo, hi = [10.0, 9.0, 30.0][: shape[-3]], [200.0, 9.0, 90.0][: shape[-3]]
+    src = torch.from_numpy(x) if as_tensor else x
+    want = np.asarray(scale_range(src, lo, hi))
+    got = scale_range(src, lo, hi, channels_last=True)
+    assert isinstance(got, torch.Tensor) == as_tensor
+    got_np = got.numpy() if isinstance(got, torch.Tensor) else got
+    np.testing.assert_array_equal(got_np, want)
+    assert (want[..., 1, :, :] == 0).all() and want.max() == 1.0  # shifted only / clipped
+    assert np.moveaxis(got_np, -3, -1).flags.c_contiguous  # channel-innermost memory
+    if as_tensor and len(shape) == 4:
+        assert got.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.int8, bool])
+def test_channel_percentiles_histogram_path_equals_each_channel(dtype: type) -> None:
+    """The per-channel histograms with one interpolation: numpy's numbers, and MONAI's with ``like_monai``.
+
+    Checked on an interleaved ``H×W×C`` image seen channel-first (strided channels) and a tensor.
+    """
+    rng = np.random.default_rng(11)
+    hwc = (rng.normal(0, 1, (37, 41, 3)) * (1 if dtype is bool else 60)).astype(dtype)
+    chw = np.moveaxis(hwc, -1, 0)
+    q = [0.5, 37.5, 99.5]
+    want = np.array([np.percentile(c.astype(np.float64), q) for c in chw])
+    np.testing.assert_array_equal(channel_percentiles(chw, q), want)
+    monai = np.array([percentiles(np.ascontiguousarray(c), q, like_monai=True) for c in chw])
+    np.testing.assert_array_equal(channel_percentiles(chw, q, like_monai=True), monai)
+    np.testing.assert_array_equal(channel_percentiles(torch.from_numpy(chw), q, like_monai=True), monai)
+    with pytest.raises(ValueError, match="percentiles must lie"):
+        channel_percentiles(chw, [101])
+
+
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A 1 mm MNI-grid int16 T1w NIfTI (reduced), an 8-bit RGB PNG, a uint16 4-band TIFF."""
@@ -230,3 +274,28 @@ def test_normalizer_is_bit_identical_to_monai(shape: tuple[int, ...]) -> None:
         lower=0.5, upper=99.5, b_min=0.0, b_max=1.0, clip=True, channel_wise=True
     )
     np.testing.assert_array_equal(Normalizer(SPEC)(x), np.asarray(monai(x), np.float32))
+
+
+@pytest.mark.parametrize("shape", [(360, 480, 3), (3, 600, 1700)])
+def test_integer_image_normalisation_is_bit_identical_to_monai(shape: tuple[int, ...]) -> None:
+    """8- and 16-bit pixels (the histogram path), interleaved or band-sequential: MONAI's numbers bit for bit.
+
+    MONAI scales the float32 image; the second shape has over 10⁶ values per
+    channel (numpy's regime in MONAI). The channels-last tensor path equals it too.
+    """
+    from monai.transforms import ScaleIntensityRangePercentiles
+
+    rng = np.random.default_rng(sum(shape))
+    dtype = np.uint8 if shape[-1] == 3 else np.uint16
+    img = (
+        rng.gamma(2.0, 40.0 if dtype == np.uint8 else 900.0, shape).clip(0, np.iinfo(dtype).max).astype(dtype)
+    )
+    chw = np.moveaxis(img, -1, 0) if shape[-1] == 3 else img
+    monai = ScaleIntensityRangePercentiles(
+        lower=0.5, upper=99.5, b_min=0.0, b_max=1.0, clip=True, channel_wise=True
+    )
+    want = np.asarray(monai(chw.astype(np.float32)), np.float32)
+    np.testing.assert_array_equal(Normalizer(SPEC)(chw), want)
+    tensor = ImageAdapter(3, SPEC).tensor(img, channels_last=True)
+    assert tensor.stride()[0] == 1  # channel-innermost
+    np.testing.assert_array_equal(tensor.numpy(), want)

@@ -55,10 +55,15 @@ class SceneNormalizer:
             base = Normalizer({**spec, **self.stats})
         self._base = base
 
-    def __call__(self, chw: np.ndarray | torch.Tensor) -> Any:
-        """``C×H×W`` (or ``B×C×H×W``) raw pixels → float32 network input (a tensor stays on its device)."""
+    def __call__(self, chw: np.ndarray | torch.Tensor, channels_last: bool = False) -> Any:
+        """``C×H×W`` (or ``B×C×H×W``) raw pixels → float32 network input (a tensor stays on its device).
+
+        ``channels_last``: percentile scaling writes channel-innermost memory,
+        the network's layout (:func:`~segnet_domains.percentiles.scale_range`);
+        the other modes give channel-first values.
+        """
         if self._bounds is not None:
-            return scale_range(chw, *self._bounds)
+            return scale_range(chw, *self._bounds, channels_last=channels_last)
         if isinstance(chw, torch.Tensor):
             return torch.stack([self._base(b) for b in chw]) if chw.ndim == 4 else self._base(chw)
         x = np.asarray(chw, np.float32)

@@ -531,7 +531,7 @@ class _Job:
         """
         device = self.seg.input_device
         valid_t = to_device(torch.from_numpy(valid), device)
-        batch_t = self.normalizer(to_device(pixels_tensor(batch), device))
+        batch_t = self.normalizer(to_device(pixels_tensor(batch), device), self.seg.input_channels_last)
         if not valid.all():
             batch_t.masked_fill_(~valid_t[:, None], 0.0)  # nodata carries no information into the network
         p = self.seg.proba_on_device(batch_t)  # stays where the model ran: blended there too
