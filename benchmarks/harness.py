@@ -7,6 +7,10 @@
   measured (a run cut short by a time-out still shows what it measured) and
   writes the JSON (``--json PATH``) after every figure; a benchmark that
   reports at its end calls :func:`finish` instead.
+
+Importing it puts this checkout first on ``sys.path``: a benchmark run from
+another worktree (an old commit timed beside the new one) measures that
+worktree's ``segnet_domains``, not the copy installed in the environment.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,7 +28,11 @@ from typing import Any
 
 import torch
 
-from segnet_domains.adapters import pad_to_multiple
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path[:1]:
+    sys.path.insert(0, str(ROOT))
+
+from segnet_domains.adapters import pad_to_multiple  # noqa: E402
 
 
 def add_common_args(ap: argparse.ArgumentParser, device: str = "cpu") -> None:

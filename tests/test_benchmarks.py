@@ -50,3 +50,25 @@ def test_gpu_check_quick_on_cpu(tmp_path: Path) -> None:
     for name in ("normalize_volume", "normalize_scene"):  # old and new, host and device: the same numbers
         assert report[name]["max_abs_diff"] == 0 and report[name]["max_abs_diff_device"] == 0
     assert "compile_b1" not in report  # --quick leaves torch.compile out unless asked
+
+
+def test_harness_measures_its_own_checkout(tmp_path: Path) -> None:
+    """A benchmark run from another worktree imports that worktree's package, not the installed one.
+
+    The copy's ``segnet_domains`` here is a marker package; without the
+    harness's path entry the installed (editable) checkout would be imported.
+    """
+    bench = tmp_path / "benchmarks"
+    bench.mkdir()
+    (bench / "harness.py").write_text((ROOT / "benchmarks/harness.py").read_text())
+    pkg = tmp_path / "segnet_domains"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "adapters.py").write_text("def pad_to_multiple(x, multiple):\n    return x, x.shape[-2:]\n")
+    code = (
+        f"import sys; sys.path.insert(0, {str(bench)!r}); "
+        "import harness, segnet_domains; print(segnet_domains.__file__)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/", timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert Path(proc.stdout.strip()) == pkg / "__init__.py"
