@@ -17,7 +17,13 @@ from segnet_domains.devices import (
     resolve_precision,
 )
 from segnet_domains.errors import NoDropoutError
-from segnet_domains.inference import class_labels, class_mean_variance, class_softmax, drive
+from segnet_domains.inference import (
+    class_labels,
+    class_mean_variance,
+    class_softmax,
+    drive,
+    stack_images,
+)
 from segnet_domains.synthetic.scenes import blob_scene
 from segnet_domains.tiling import TileGrid
 
@@ -475,3 +481,12 @@ def test_class_softmax_is_a_new_contiguous_softmax() -> None:
     (torch.softmax(theirs, 1) * weights).sum().backward()
     assert ours.grad is not None and theirs.grad is not None
     torch.testing.assert_close(ours.grad, theirs.grad)
+
+
+def test_stack_images_keeps_channel_innermost_inputs_channels_last() -> None:
+    """The batch of frames or tiles is ``torch.stack``'s, laid out channels-last when the network wants it."""
+    frames = [torch.randn(5, 7, 3).permute(2, 0, 1) for _ in range(4)]  # C×H×W views of H×W×C memory
+    batch = stack_images(frames, channels_last=True)
+    assert torch.equal(batch, torch.stack(frames))
+    assert batch.is_contiguous(memory_format=torch.channels_last)
+    assert stack_images(frames).is_contiguous()  # channel-first as torch.stack gives it
