@@ -654,6 +654,8 @@ class _Job:
                     offset += len(part)
                     if part[0].index[0] >= start_row:  # (a batch may reach back before the resumed rows)
                         tiles += self.place(part, values, blender, first, writer)
+                # blended: let go of the batch's probabilities before the next batch's forward pass
+                del out, values
                 yield TileProgress(tiles, len(grid), self.rows_written, n_rows)
             writer.close()
             yield TileProgress(tiles, len(grid), self.rows_written, n_rows)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import itertools
 import os
 import signal
 import subprocess
 import sys
 import tracemalloc
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -164,6 +166,29 @@ def test_memory_does_not_grow_with_scene_height(
     small = _peak_numpy_bytes(aerial_segmenter, short, tmp_path)
     big = _peak_numpy_bytes(aerial_segmenter, tall, tmp_path)
     assert big <= 1.25 * small, (small, big)
+
+
+def test_a_batch_is_released_before_the_next_forward_pass(
+    tmp_path: Path, aerial_segmenter: Segmenter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once blended, a batch's probabilities are freed before the next batch runs (one batch in memory)."""
+    scene, _ = make_scene(tmp_path / "s.tif", 300, 420)
+    infer = tiler._Job.infer
+    earlier: list[weakref.ref] = []
+    alive_at_calls: list[int] = []
+
+    def spy(self: tiler._Job, *args: object) -> list:
+        gc.collect()
+        alive_at_calls.append(sum(ref() is not None for ref in earlier))
+        groups = infer(self, *args)
+        earlier.extend(weakref.ref(g) for g in groups)
+        return groups
+
+    monkeypatch.setattr(tiler._Job, "infer", spy)
+    tile_scene(
+        aerial_segmenter, scene, tmp_path / "out", TileOptions(tile_size=128, overlap=32, batch_size=2)
+    )
+    assert len(alive_at_calls) > 3 and alive_at_calls == [0] * len(alive_at_calls)
 
 
 def _interrupt_after(rows: int):
