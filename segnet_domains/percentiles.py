@@ -32,7 +32,6 @@ is only shifted, ``x - lower``) and runs on the tensor's own device.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import numpy as np
 import torch
@@ -172,25 +171,27 @@ def percentiles(values: Array, q: Sequence[float], like_monai: bool = False) -> 
     Raises:
         ValueError: no values, or a percentile outside [0, 100].
     """
-    q = [float(p) for p in q]
-    if any(not 0 <= p <= 100 for p in q):
-        raise ValueError(f"percentiles must lie in [0, 100], got {q}")
     flat = values.reshape(-1) if isinstance(values, torch.Tensor) else np.asarray(values).reshape(-1)
-    n = int(flat.shape[0])
-    if n == 0:
-        raise ValueError("percentiles of an empty array")
     if isinstance(flat, torch.Tensor) and flat.dtype == torch.bool:
         flat = flat.to(torch.uint8)
-    return _interpolate(n, q, like_monai, lambda ks: _order_stats(flat, ks))
+    return _interpolate(int(flat.shape[0]), q, like_monai, lambda ks: _order_stats(flat, ks))
 
 
 def _interpolate(
-    n: int, q: list[float], like_monai: bool, order_stats: Callable[[np.ndarray], np.ndarray]
+    n: int, q: Sequence[float], like_monai: bool, order_stats: Callable[[np.ndarray], np.ndarray]
 ) -> np.ndarray:
     """:func:`percentiles` of ``n`` values from ``order_stats(ks)``: their ``ks``-th smallest (``…×len(ks)``).
 
     Leading axes of ``order_stats``' result (channels) are interpolated together.
+
+    Raises:
+        ValueError: no values, or a percentile outside [0, 100].
     """
+    q = [float(p) for p in q]
+    if any(not 0 <= p <= 100 for p in q):
+        raise ValueError(f"percentiles must lie in [0, 100], got {q}")
+    if n == 0:
+        raise ValueError("percentiles of an empty array")
     m = len(q)
     if like_monai and n <= MONAI_TORCH_LIMIT:  # torch.quantile's float32 ranks, weights and lerp_ kernel
         below, above, weights = _torch_quantile_positions(n, q)
@@ -218,7 +219,7 @@ def channel_percentiles(
     """
     histogrammed = chw.numpy() if isinstance(chw, torch.Tensor) and chw.device.type == "cpu" else chw
     if valid is None and isinstance(histogrammed, np.ndarray) and histogrammed.dtype in HISTOGRAM_DTYPES:
-        return _channel_percentiles_histogram(histogrammed, [float(p) for p in q], like_monai)
+        return _channel_percentiles_histogram(histogrammed, q, like_monai)
     rows = []
     for c in chw:
         if valid is not None:
@@ -279,7 +280,9 @@ def _float_buffer(src: torch.Tensor, channels_last: bool) -> torch.Tensor:
     return hwc.movedim(-1, -3)
 
 
-def _channel_rows(out: torch.Tensor, channels_last: bool) -> tuple[torch.Tensor, Any]:
+def _channel_rows(
+    out: torch.Tensor, channels_last: bool
+) -> tuple[torch.Tensor, Callable[[np.ndarray], torch.Tensor]]:
     """A view of ``out`` to compute on in place, and what turns per-channel values into its operand.
 
     Channel-innermost memory is viewed as rows of ``W×C`` values, and each
@@ -296,7 +299,7 @@ def _channel_rows(out: torch.Tensor, channels_last: bool) -> tuple[torch.Tensor,
     return out, lambda v: torch.as_tensor(np.reshape(v, (-1, 1, 1)), dtype=torch.float32, device=device)
 
 
-def _channel_percentiles_histogram(chw: np.ndarray, q: list[float], like_monai: bool) -> np.ndarray:
+def _channel_percentiles_histogram(chw: np.ndarray, q: Sequence[float], like_monai: bool) -> np.ndarray:
     """:func:`channel_percentiles` of small-range integer pixels: a histogram per channel, one interpolation.
 
     The same numbers as :func:`percentiles` channel by channel; for a 360×480
@@ -306,11 +309,7 @@ def _channel_percentiles_histogram(chw: np.ndarray, q: list[float], like_monai: 
     twice as long), and the positions and the interpolation are computed once
     for all channels. The three bincounts are most of what remains.
     """
-    if any(not 0 <= p <= 100 for p in q):
-        raise ValueError(f"percentiles must lie in [0, 100], got {q}")
     n = int(np.prod(chw.shape[1:]))
-    if n == 0:
-        raise ValueError("percentiles of an empty array")
 
     def order_stats(ks: np.ndarray) -> np.ndarray:
         stats = [_order_stats_histogram(np.ascontiguousarray(c).reshape(-1), ks) for c in chw]
