@@ -256,12 +256,13 @@ def scale_range(
     span = np.asarray(upper, kind).ravel() - lo
     flat = span == 0
     arr = None if isinstance(x, torch.Tensor) else np.asarray(x)
+    # one float32 buffer, cast into, then computed in place: fresh temporaries cost more than the math
     if arr is not None and arr.dtype in TORCH_LACKS:  # numpy's cast: exact, not through float64
-        src = torch.from_numpy(arr.astype(np.float32))
+        cast = torch.from_numpy(arr.astype(np.float32))  # already that buffer, unless the layout differs
+        out = _float_buffer(cast, True).copy_(cast) if channels_last else cast
     else:
         src = x if arr is None else pixels_tensor(arr)
-    # one float32 buffer, cast into, then computed in place: fresh temporaries cost more than the math
-    out = _float_buffer(src, channels_last).copy_(src)
+        out = _float_buffer(src, channels_last).copy_(src)
     rows, per_channel = _channel_rows(out, channels_last)
     rows.sub_(per_channel(lo)).div_(per_channel(np.where(flat, 1.0, span)))
     if not flat.any():
