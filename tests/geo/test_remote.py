@@ -138,6 +138,7 @@ def test_remote_cog_opens_from_its_header_and_samples_an_overview(
 #: (CPL_VSIL_CURL_CACHE_SIZE) once per process, so only a fresh process gets the smaller one.
 _SMALL_CACHE_TILE = (
     "import sys; import segnet_domains.geo.tiler as t; t.GDAL_CACHE_BYTES = 3 * 2**20; "
+    "t.READER_CACHE_MAX_BYTES = 3 * 2**20; "
     "from segnet_domains.cli import main; sys.exit(main(sys.argv[1:]))"
 )
 

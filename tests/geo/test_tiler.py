@@ -21,7 +21,7 @@ from segnet_domains.errors import InputError
 from segnet_domains.geo import tiler
 from segnet_domains.geo.outputs import LABEL_NODATA
 from segnet_domains.geo.tiler import TileOptions, TileProgress, iter_tile_scene, tile_scene
-from segnet_domains.synthetic.layouts import write_geotiff
+from segnet_domains.synthetic.layouts import geotiff_profile, write_geotiff
 from segnet_domains.tiling import TileGrid
 from tests.data.geo import CLASS_NAMES, make_scene
 from tests.test_inference import blob_mosaic
@@ -189,6 +189,63 @@ def test_a_batch_is_released_before_the_next_forward_pass(
         aerial_segmenter, scene, tmp_path / "out", TileOptions(tile_size=128, overlap=32, batch_size=2)
     )
     assert len(alive_at_calls) > 3 and alive_at_calls == [0] * len(alive_at_calls)
+
+
+@pytest.mark.parametrize(
+    ("size", "layout", "expected_mb"),
+    [
+        # 512² blocks of 3 uint16 bands: a tile row of 512 crosses up to 2 block rows; 3 are kept
+        (2048, {"blocksize": 512}, 18.0),
+        # 4096 wide would need 36 MB: capped
+        (4096, {"blocksize": 512}, 32.0),
+        # strips of 16 rows: (512 / 16 + 2) strips of the whole width
+        (8192, {"blocksize": 16384, "blockysize": 16}, 34 * 16 * 8192 * 6 / 2**20),
+        # tiny blocks: at least GDAL_CACHE_BYTES
+        (512, {"blocksize": 256}, 16.0),
+    ],
+)
+def test_reader_cache_holds_the_blocks_two_tile_rows_share(
+    tmp_path: Path, size: int, layout: dict, expected_mb: float
+) -> None:
+    """The reader's GDAL cache is sized from the file's blocks and the grid, within its bounds."""
+    profile = geotiff_profile(size, size, 3, "uint16", blocksize=layout["blocksize"])
+    if "blockysize" in layout:  # striped
+        profile["blockysize"] = layout["blockysize"]
+    with rasterio.open(tmp_path / "s.tif", "w", **profile):  # its layout only: no pixels written
+        pass
+    scene = tiler.open_scene(tmp_path / "s.tif")
+    assert scene.profile["blockysize"] == layout.get("blockysize", layout["blocksize"])
+    grid = TileGrid.create(size, size, 512, 128, align=32)
+    assert tiler.reader_cache_bytes(scene, grid) == round(expected_mb * 2**20)
+
+
+def test_reader_reads_with_its_cache_and_one_batch_ahead_on_the_cpu(
+    tmp_path: Path, aerial_segmenter: Segmenter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each window is read under the sized block cache; a CPU model gets one batch read ahead."""
+    scene, _ = make_scene(tmp_path / "s.tif", 300, 420)
+    caches: list[str] = []
+    depths: list[int] = []
+    read_window, prefetch = tiler.read_window, tiler.prefetch
+
+    def spy_read(*args: object, **kwargs: object):
+        caches.append(rasterio.env.getenv()["GDAL_CACHEMAX"])
+        return read_window(*args, **kwargs)
+
+    def spy_prefetch(items, depth):
+        depths.append(depth)
+        return prefetch(items, depth)
+
+    monkeypatch.setattr(tiler, "read_window", spy_read)
+    monkeypatch.setattr(tiler, "prefetch", spy_prefetch)
+    monkeypatch.setattr(tiler, "GDAL_CACHE_BYTES", 2**20)  # below what this scene's layout needs
+    tile_scene(aerial_segmenter, scene, tmp_path / "out", OPTS)
+    grid = TileGrid.create(300, 420, 128, 32, align=aerial_segmenter.multiple)
+    want = tiler.reader_cache_bytes(tiler.open_scene(scene), grid)
+    assert want > 2**20 and caches and set(caches) == {want}
+    assert depths == [1]
+    tile_scene(aerial_segmenter, scene, tmp_path / "out2", TileOptions(tile_size=128, overlap=32, prefetch=3))
+    assert depths == [1, 3]
 
 
 def _interrupt_after(rows: int):
