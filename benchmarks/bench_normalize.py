@@ -24,7 +24,6 @@ import torch
 from monai.transforms import ScaleIntensityRangePercentiles
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from harness import Report, add_common_args, alternate, machine, median, pick_device
 

@@ -32,14 +32,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import add_common_args, finish, pick_device  # noqa: E402
+from harness import add_common_args, finish, pick_device
 
-from segnet_domains import Segmenter, SegNet  # noqa: E402
-from segnet_domains.checkpoint import make_info  # noqa: E402
+from segnet_domains import Segmenter, SegNet
+from segnet_domains.checkpoint import make_info
 
 MODELS = {"SegNet(3,12)": (64, 128, 256, 512, 512), "SegNet(3,12) 8…64": (8, 16, 32, 64, 64)}
 

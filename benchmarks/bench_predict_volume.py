@@ -32,18 +32,16 @@ import nibabel as nib
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import add_common_args, network, pick_device, prepared, timed  # noqa: E402
+from harness import add_common_args, network, pick_device, prepared, timed
 
-from segnet_domains import Segmenter, SegNet  # noqa: E402
-from segnet_domains.adapters import VolumeSliceAdapter  # noqa: E402
-from segnet_domains.checkpoint import make_info  # noqa: E402
-from segnet_domains.predict_files import predict_volume_file  # noqa: E402
-from segnet_domains.synthetic.brain import PHANTOM_AFFINE as MNI_AFFINE  # noqa: E402
-from segnet_domains.synthetic.brain import phantom_brain as atlas_volume  # noqa: E402
+from segnet_domains import Segmenter, SegNet
+from segnet_domains.adapters import VolumeSliceAdapter
+from segnet_domains.checkpoint import make_info
+from segnet_domains.predict_files import predict_volume_file
+from segnet_domains.synthetic.brain import PHANTOM_AFFINE as MNI_AFFINE
+from segnet_domains.synthetic.brain import phantom_brain as atlas_volume
 
 SHAPE = (197, 233, 189)
 

@@ -62,17 +62,15 @@ import rasterio
 import torch
 from rasterio.windows import Window
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import add_common_args, pick_device  # noqa: E402
+from harness import ROOT, add_common_args, pick_device
 
-from segnet_domains import Segmenter, SegNet, save_checkpoint  # noqa: E402
-from segnet_domains.geo.tiler import TileOptions, tile_scene  # noqa: E402
-from segnet_domains.synthetic.layouts import geotiff_profile as profile  # noqa: E402
-from segnet_domains.tiling import TileGrid, tile_batches  # noqa: E402
-from tests.data.geo import BAND_NAMES, CLASS_NAMES, make_scene  # noqa: E402
+from segnet_domains import Segmenter, SegNet, save_checkpoint
+from segnet_domains.geo.tiler import TileOptions, tile_scene
+from segnet_domains.synthetic.layouts import geotiff_profile as profile
+from segnet_domains.tiling import TileGrid, tile_batches
+from tests.data.geo import BAND_NAMES, CLASS_NAMES, make_scene
 
 TILE, OVERLAP, BATCH = 512, 128, 8
 

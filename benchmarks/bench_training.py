@@ -32,15 +32,13 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import add_common_args, pick_device, timed  # noqa: E402
+from harness import ROOT, add_common_args, pick_device, timed
 
-from segnet_domains.synthetic.layouts import atlas_phantoms as make_atlas  # noqa: E402
-from segnet_domains.training import SegmentationLoss, build_config, train  # noqa: E402
-from segnet_domains.training.engine import (  # noqa: E402
+from segnet_domains.synthetic.layouts import atlas_phantoms as make_atlas
+from segnet_domains.training import SegmentationLoss, build_config, train
+from segnet_domains.training.engine import (
     _forward,
     build_model_from_config,
     build_optimizer,

@@ -49,11 +49,9 @@ from typing import Any
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import (  # noqa: E402
+from harness import (
     Report,
     add_common_args,
     alternate,
@@ -64,9 +62,9 @@ from harness import (  # noqa: E402
     prepared,
 )
 
-from segnet_domains import Segmenter, SegNet  # noqa: E402
-from segnet_domains.adapters import VolumeSliceAdapter  # noqa: E402
-from segnet_domains.checkpoint import make_info  # noqa: E402
+from segnet_domains import Segmenter, SegNet
+from segnet_domains.adapters import VolumeSliceAdapter
+from segnet_domains.checkpoint import make_info
 
 PAPER = (64, 128, 256, 512, 512)
 SMALL = (8, 16, 32, 64, 64)
