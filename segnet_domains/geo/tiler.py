@@ -381,7 +381,7 @@ def reader_cache_bytes(scene: Scene, grid: TileGrid) -> int:
     if not block_w or not block_h:
         return GDAL_CACHE_BYTES
     across = -(-scene.width // int(block_w)) * int(block_w)
-    rows = -(-max(grid.row_height(i) for i in range(grid.shape[0])) // int(block_h)) + 2
+    rows = -(-grid.tile_height // int(block_h)) + 2  # block rows a tile row can cross (+1 unaligned), +1
     need = across * int(block_h) * rows * scene.count * np.dtype(scene.dtype).itemsize
     return int(min(max(need, GDAL_CACHE_BYTES), READER_CACHE_MAX_BYTES))
 
