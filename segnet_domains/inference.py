@@ -806,7 +806,7 @@ def class_softmax(scores: torch.Tensor) -> torch.Tensor:
     """Softmax over the class axis (1) of ``B×K×H×W`` scores: a new contiguous float32 tensor, where they lie.
 
     On the CPU it copies the scores once into the row-major layout the host
-    wants and runs torch's softmax kernel on that copy in place
+    wants (:func:`channel_first_float32`) and runs torch's softmax kernel on that copy in place
     (``torch.softmax(p, 1, out=p)``): one streaming pass that shifts,
     exponentiates and normalises each pixel's classes together. Against the
     six elementwise passes it replaced (max, subtract, scale, ``exp2``, sum,
@@ -822,8 +822,41 @@ def class_softmax(scores: torch.Tensor) -> torch.Tensor:
     """
     if scores.device.type != "cpu" or (scores.requires_grad and torch.is_grad_enabled()):
         return torch.softmax(scores.float(), dim=1).contiguous()
-    p = scores.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
+    p = channel_first_float32(scores)
     return torch.softmax(p, 1, out=p)
+
+
+#: Bytes of scores one step of :func:`channel_first_float32` moves: a band of rows, every class.
+LAYOUT_CHUNK_BYTES = 1 << 20
+#: Classes from which :func:`channel_first_float32` moves channel-innermost scores band by band.
+LAYOUT_CHUNK_MIN_CLASSES = 8
+
+
+def channel_first_float32(scores: torch.Tensor) -> torch.Tensor:
+    """A new row-major (``B×K×H×W`` contiguous) float32 copy of CPU ``B×K×H×W`` scores, in any layout.
+
+    Channel-innermost scores (the network's channels-last output) with
+    :data:`LAYOUT_CHUNK_MIN_CLASSES` classes or more are copied one band of
+    rows at a time, each band about :data:`LAYOUT_CHUNK_BYTES` of scores.
+    torch's copy into the class-major layout walks the whole source once per
+    class (its inner loop runs along a row of one class), so with many
+    classes the source is read from memory K times over; a band stays in
+    the cache for all K. Same values; scores moved in alternation after the
+    source was written, softmax included (torch 2.13, 2-core AMD EPYC):
+    12×360×480 0.85×, 32 classes 0.47×, 150 classes 0.44× (286 → 126 ms);
+    8×12×512² 0.64×, 8×32×512² 0.49×. With 2 or 4 classes one copy was as
+    fast or faster (0.96–1.07×), so those keep it.
+    """
+    k = scores.shape[1] if scores.dim() == 4 else 0
+    if k < LAYOUT_CHUNK_MIN_CLASSES or scores.stride(1) != 1:
+        return scores.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
+    n, _, h, w = scores.shape
+    out = torch.empty(scores.shape, dtype=torch.float32)
+    rows = max(1, LAYOUT_CHUNK_BYTES // (w * k * scores.element_size()))
+    for b in range(n):
+        for top in range(0, h, rows):
+            out[b, :, top : top + rows].copy_(scores[b, :, top : top + rows])
+    return out
 
 
 def labels_from_proba(proba: np.ndarray) -> np.ndarray:

@@ -18,6 +18,7 @@ from segnet_domains.devices import (
 )
 from segnet_domains.errors import NoDropoutError
 from segnet_domains.inference import (
+    channel_first_float32,
     class_labels,
     class_mean_variance,
     class_softmax,
@@ -481,6 +482,40 @@ def test_class_softmax_is_a_new_contiguous_softmax() -> None:
     (torch.softmax(theirs, 1) * weights).sum().backward()
     assert ours.grad is not None and theirs.grad is not None
     torch.testing.assert_close(ours.grad, theirs.grad)
+
+
+def test_channel_first_float32_copies_any_layout_band_by_band(monkeypatch) -> None:
+    """The row-major float32 copy: torch's values in every layout, in bands of rows for many classes."""
+    import segnet_domains.inference as inference
+
+    g = torch.Generator().manual_seed(2)
+    cl = (torch.randn(3, 12, 29, 33, generator=g) * 9).contiguous(memory_format=torch.channels_last)
+    monkeypatch.setattr(inference, "LAYOUT_CHUNK_BYTES", 7 * 33 * 12 * 4)  # bands of 7 rows, the last of 1
+    copied: list[tuple[int, ...]] = []
+    real_copy = torch.Tensor.copy_
+
+    def spy(self: torch.Tensor, src: torch.Tensor, *args: object) -> torch.Tensor:
+        copied.append(tuple(src.shape))
+        return real_copy(self, src, *args)
+
+    monkeypatch.setattr(torch.Tensor, "copy_", spy)
+    inputs = {
+        "channels-last": cl,
+        "cropped width (class axis still innermost)": cl[..., :31],
+        "bf16": cl.to(torch.bfloat16),
+        "channel-first": cl.contiguous()[..., 1:, :],
+        "few classes": cl[:, :4].contiguous(memory_format=torch.channels_last),
+    }
+    for name, x in inputs.items():
+        copied.clear()
+        out = channel_first_float32(x)
+        assert out.is_contiguous() and out.dtype == torch.float32 and out.shape == x.shape, name
+        assert torch.equal(out, x.float().contiguous()), name
+        assert out.data_ptr() != x.data_ptr(), name
+        banded = x.shape[1] >= inference.LAYOUT_CHUNK_MIN_CLASSES and x.stride(1) == 1
+        bands = [14, 14, 1] if x.dtype == torch.bfloat16 else [7, 7, 7, 7, 1]  # the bytes fix the rows
+        rows = [shape[-2] for shape in copied]
+        assert rows == (bands * 3 if banded else []), name  # a plain copy goes through .to()
 
 
 def test_stack_images_keeps_channel_innermost_inputs_channels_last() -> None:
