@@ -851,7 +851,7 @@ def channel_first_float32(scores: torch.Tensor) -> torch.Tensor:
     if k < LAYOUT_CHUNK_MIN_CLASSES or scores.stride(1) != 1:
         return scores.to(torch.float32, memory_format=torch.contiguous_format, copy=True)
     n, _, h, w = scores.shape
-    out = torch.empty(scores.shape, dtype=torch.float32)
+    out = torch.empty(scores.shape, dtype=torch.float32, device=scores.device)
     rows = max(1, LAYOUT_CHUNK_BYTES // (w * k * scores.element_size()))
     for b in range(n):
         for top in range(0, h, rows):
