@@ -675,7 +675,9 @@ class _Job:
         self.rows_written = first
         tiles = first * per_row
         writer: BackgroundWriter = BackgroundWriter(self.write, depth=2)
-        depth = self.opts.prefetch or (1 if self.seg.device.type == "cpu" else 2)
+        depth = self.opts.prefetch
+        if depth is None:
+            depth = 1 if self.seg.device.type == "cpu" else 2
         batches = prefetch(self.batches(start_row), depth)
         try:
             yield TileProgress(tiles, len(grid), first, n_rows)

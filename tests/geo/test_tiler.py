@@ -245,7 +245,8 @@ def test_reader_reads_with_its_cache_and_one_batch_ahead_on_the_cpu(
     assert want > 2**20 and caches and set(caches) == {want}
     assert depths == [1]
     tile_scene(aerial_segmenter, scene, tmp_path / "out2", TileOptions(tile_size=128, overlap=32, prefetch=3))
-    assert depths == [1, 3]
+    tile_scene(aerial_segmenter, scene, tmp_path / "out3", TileOptions(tile_size=128, overlap=32, prefetch=0))
+    assert depths == [1, 3, 0]  # a user's value is kept, 0 included (prefetch() reads one ahead at least)
 
 
 def _interrupt_after(rows: int):
