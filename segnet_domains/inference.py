@@ -798,8 +798,20 @@ def class_labels(scores: torch.Tensor, dim: int = 1) -> torch.Tensor:
     CPU argmax over the channel axis of an NCHW tensor takes a slow reduction
     path: 248 against 24 ms for 8×4×512², 53 against 2.9 ms for 8×2×240²
     (torch 2.13, 2-core AMD EPYC).
+
+    Two classes on the CPU (lesion or vessel against background) are one
+    comparison, ``scores[1] > scores[0]`` (a tie is class 0, as the first
+    maximum wins), once a sum of the scores shows they are all finite; NaN
+    or infinite scores take ``max`` as above. For the network's channels-last
+    bf16 output of 8 slices of 197×233: 1.7 → 0.35 ms (2-core AMD EPYC Zen 4).
     """
-    return scores.max(dim).indices.to(label_dtype(scores.shape[dim]))
+    k = scores.shape[dim]
+    if k == 2 and scores.device.type == "cpu" and scores.is_floating_point():
+        background, foreground = scores.unbind(dim)
+        above = torch.gt(foreground, background)
+        if bool(torch.isfinite(scores.sum())):  # one cheap pass: no NaN, no ±inf
+            return above.view(torch.uint8)
+    return scores.max(dim).indices.to(label_dtype(k))
 
 
 def class_softmax(scores: torch.Tensor) -> torch.Tensor:

@@ -462,6 +462,23 @@ def test_class_labels_are_argmax_with_first_maximum_and_label_dtype() -> None:
     assert torch.equal(class_labels(scores[0], 0).long(), scores[0].argmax(0))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_two_class_labels_are_argmax_exactly(dtype: torch.dtype) -> None:
+    """The two-class comparison gives argmax's labels: ties are 0; NaN and ±inf take the max path."""
+    g = torch.Generator().manual_seed(2)
+    scores = torch.randint(0, 3, (3, 2, 21, 23), generator=g).to(dtype)  # many ties
+    for x in (scores, scores.contiguous(memory_format=torch.channels_last)[..., 1:20, 2:]):
+        assert torch.equal(class_labels(x).long(), x.argmax(1))
+        assert class_labels(x).dtype == torch.uint8
+        assert torch.equal(class_labels(x[0], 0).long(), x[0].argmax(0))
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        for cls in (0, 1):
+            x = scores.clone()
+            x[1, cls, 3, 4] = bad
+            x[2, 1 - cls, 5, 6] = bad
+            assert torch.equal(class_labels(x).long(), x.argmax(1)), (bad, cls)
+
+
 def test_class_softmax_is_a_new_contiguous_softmax() -> None:
     """Same numbers as torch.softmax (float32 rounding), a new row-major tensor, the scores untouched."""
     g = torch.Generator().manual_seed(1)
