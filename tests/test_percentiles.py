@@ -108,6 +108,23 @@ def test_a_volume_seen_slice_axis_first_is_read_where_it_lies(dtype: type) -> No
     np.testing.assert_array_equal(monai, ref32)
 
 
+@pytest.mark.parametrize("threads", [1, 3])
+def test_float32_radix_path_in_parts_equals_numpy(threads: int) -> None:
+    """Over 2 million values the radix keys and buckets are found in parts, one per torch thread."""
+    rng = np.random.default_rng(4)
+    dense = rng.uniform(1.0, 1.0078, 2_000_000)  # one radix bucket (same high 16 bits), distinct values
+    a = np.concatenate([dense, rng.normal(0, 2, 1_200_000), np.full(200_000, 9.5)]).astype(np.float32)
+    rng.shuffle(a[:3_000_000])  # the dense bucket in every part, the top bucket only in the last one
+    q = [0.0, 0.5, 1.0, 30.0, 50.0, 60.0, 99.0, 99.5, 100.0]
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        got = percentiles(a, q)
+    finally:
+        torch.set_num_threads(before)
+    np.testing.assert_array_equal(got, np.percentile(a.astype(np.float64), q))
+
+
 def test_channel_percentiles_and_valid_mask() -> None:
     rng = np.random.default_rng(3)
     chw = rng.integers(0, 4000, (3, 40, 50)).astype(np.uint16)
