@@ -806,11 +806,10 @@ def class_labels(scores: torch.Tensor, dim: int = 1) -> torch.Tensor:
     bf16 output of 8 slices of 197×233: 1.7 → 0.35 ms (2-core AMD EPYC Zen 4).
     """
     k = scores.shape[dim]
-    if k == 2 and scores.device.type == "cpu" and scores.is_floating_point():
+    two = k == 2 and scores.device.type == "cpu" and scores.is_floating_point()
+    if two and bool(torch.isfinite(scores.sum())):  # one cheap pass: no NaN, no ±inf
         background, foreground = scores.unbind(dim)
-        above = torch.gt(foreground, background)
-        if bool(torch.isfinite(scores.sum())):  # one cheap pass: no NaN, no ±inf
-            return above.view(torch.uint8)
+        return torch.gt(foreground, background).view(torch.uint8)
     return scores.max(dim).indices.to(label_dtype(k))
 
 
