@@ -18,6 +18,8 @@ from segnet_domains.devices import (
 )
 from segnet_domains.errors import NoDropoutError
 from segnet_domains.inference import (
+    FIRST_MAX_MAX_CLASSES,
+    _first_maximum,
     channel_first_float32,
     class_labels,
     class_mean_variance,
@@ -460,6 +462,30 @@ def test_class_labels_are_argmax_with_first_maximum_and_label_dtype() -> None:
         assert torch.equal(labels.long(), x.argmax(1))
     assert class_labels(torch.zeros(1, 300, 2, 2)).dtype == torch.int32
     assert torch.equal(class_labels(scores[0], 0).long(), scores[0].argmax(0))
+
+
+@pytest.mark.parametrize("k", [3, 5, 12, 16, 17])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_few_class_labels_are_argmax_exactly(k: int, dtype: torch.dtype) -> None:
+    """The first-maximum path gives argmax's labels: ties, ±inf, layouts, dim 0; NaN falls back to max."""
+    g = torch.Generator().manual_seed(k)
+    scores = torch.randint(0, 3, (2, k, 19, 23), generator=g).to(dtype)  # many ties
+    scores[0, k - 1, 2, 3] = float("inf")
+    scores[1, :, 4, 5] = -float("inf")  # every class -inf: class 0
+    scores[1, 1:, 6, 7] = float("inf")  # tied +inf: the first of them
+    views = (scores, scores.contiguous(memory_format=torch.channels_last)[..., 1:18, 2:], scores[:, :, ::2])
+    for x in views:
+        assert torch.equal(class_labels(x).long(), x.argmax(1))
+        assert class_labels(x).dtype == torch.uint8
+        assert torch.equal(class_labels(x[1], 0).long(), x[1].argmax(0))
+        assert torch.equal(class_labels(x.movedim(1, -1), -1).long(), x.argmax(1))
+        fast = _first_maximum(x, 1)
+        if k <= FIRST_MAX_MAX_CLASSES:  # taken, not fallen back from
+            assert fast is not None and torch.equal(fast.long(), x.argmax(1))
+    nan = scores.clone()
+    nan[0, 1, 8, 9] = float("nan")
+    assert _first_maximum(nan, 1) is None
+    assert torch.equal(class_labels(nan).long(), nan.argmax(1))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
