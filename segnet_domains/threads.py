@@ -39,9 +39,14 @@ def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
 
     Exceptions raised while producing are re-raised in the consumer; leaving
     the loop early (``break``, an exception, ``close()``) stops the producer
-    and closes ``items`` if it is a generator.
+    and closes ``items`` if it is a generator. ``depth=0`` produces in the
+    consumer's own thread, each item when it is asked for (no thread): for
+    work that would only compete with the consumer for the same cores.
     """
-    q: queue.Queue = queue.Queue(maxsize=max(1, depth))
+    if depth <= 0:
+        yield from _inline(items)
+        return
+    q: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
     def run() -> None:
@@ -74,6 +79,17 @@ def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
             with contextlib.suppress(queue.Empty):
                 q.get(timeout=0.05)
         thread.join()
+
+
+def _inline(items: Iterable[T]) -> Iterator[T]:
+    """``items`` in the caller's thread; closing this closes ``items`` if it is a generator."""
+    it = iter(items)
+    try:
+        yield from it
+    finally:
+        close = getattr(it, "close", None)
+        if close is not None:
+            close()
 
 
 class BackgroundWriter(Generic[T]):

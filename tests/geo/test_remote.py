@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+import torch
 from rasterio.shutil import copy as rio_copy
 from rasterio.windows import Window
 
@@ -182,6 +183,30 @@ def test_tile_url_equals_local_file_reading_each_byte_about_once(
     code, out, _ = _tile([url, "-o", str(tmp_path / "remote"), *common], capsys)
     assert code == 0 and "1 skipped" in out
     assert server.total() < 64 * 1024
+
+
+def test_remote_scene_is_read_ahead_by_a_thread(
+    tmp_path: Path, server: ServedFiles, aerial_segmenter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the model's threads take every core a local scene is read between passes; a URL is not."""
+    from segnet_domains.geo import tiler
+
+    depths: list[int] = []
+    prefetch = tiler.prefetch
+
+    def spy(items, depth):
+        depths.append(depth)
+        return prefetch(items, depth)
+
+    monkeypatch.setattr(tiler, "prefetch", spy)
+    monkeypatch.setattr(tiler, "usable_cores", torch.get_num_threads)
+    raw, _ = make_scene(tmp_path / "raw.tif", 300, 260, seed=3)
+    local = cog(raw, server.root / "R.tif")
+    opts = tiler.TileOptions(tile_size=128, overlap=32, proba=True)
+    tiler.tile_scene(aerial_segmenter, f"{server.url}/R.tif", tmp_path / "remote", opts)
+    tiler.tile_scene(aerial_segmenter, local, tmp_path / "local", opts)
+    assert depths == [1, 0]
+    _same_outputs(tmp_path / "local", tmp_path / "remote", "R", "R")
 
 
 def test_s3_url_reads_through_vsis3(tmp_path: Path, server: ServedFiles, monkeypatch) -> None:

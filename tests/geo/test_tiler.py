@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+import torch
 
 from segnet_domains import Segmenter
 from segnet_domains.errors import InputError
@@ -222,7 +223,8 @@ def test_reader_cache_holds_the_blocks_two_tile_rows_share(
 def test_reader_reads_with_its_cache_and_one_batch_ahead_on_the_cpu(
     tmp_path: Path, aerial_segmenter: Segmenter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Each window is read under the sized block cache; a CPU model gets one batch read ahead."""
+    """Each window is read under the sized block cache; a CPU model reads between its passes when its
+    threads take every core, else one batch ahead; the outputs are the same either way."""
     scene, _ = make_scene(tmp_path / "s.tif", 300, 420)
     caches: list[str] = []
     depths: list[int] = []
@@ -239,14 +241,23 @@ def test_reader_reads_with_its_cache_and_one_batch_ahead_on_the_cpu(
     monkeypatch.setattr(tiler, "read_window", spy_read)
     monkeypatch.setattr(tiler, "prefetch", spy_prefetch)
     monkeypatch.setattr(tiler, "GDAL_CACHE_BYTES", 2**20)  # below what this scene's layout needs
+    monkeypatch.setattr(tiler, "usable_cores", torch.get_num_threads)  # the model's threads take them all
     tile_scene(aerial_segmenter, scene, tmp_path / "out", OPTS)
     grid = TileGrid.create(300, 420, 128, 32, align=aerial_segmenter.multiple)
     want = tiler.reader_cache_bytes(tiler.open_scene(scene), grid)
     assert want > 2**20 and caches and set(caches) == {want}
-    assert depths == [1]
+    assert depths == [0]
+    monkeypatch.setattr(tiler, "usable_cores", lambda: torch.get_num_threads() + 1)  # a core to spare
+    tile_scene(aerial_segmenter, scene, tmp_path / "out1", OPTS)
     tile_scene(aerial_segmenter, scene, tmp_path / "out2", TileOptions(tile_size=128, overlap=32, prefetch=3))
     tile_scene(aerial_segmenter, scene, tmp_path / "out3", TileOptions(tile_size=128, overlap=32, prefetch=0))
-    assert depths == [1, 3, 0]  # a user's value is kept, 0 included (prefetch() reads one ahead at least)
+    assert depths == [0, 1, 3, 0]  # a user's value is kept, 0 included
+    for out in ("out1", "out2", "out3"):
+        with (
+            rasterio.open(tmp_path / "out" / "s_labels.tif") as a,
+            rasterio.open(tmp_path / out / "s_labels.tif") as b,
+        ):
+            np.testing.assert_array_equal(a.read(), b.read())
 
 
 def _interrupt_after(rows: int):
