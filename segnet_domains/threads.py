@@ -2,8 +2,9 @@
 
 Both run their work in one daemon thread with a bounded queue (so memory stays
 bounded), hand back the thread's exceptions in the caller's thread, and stop
-cleanly when the caller stops early. rasterio datasets are not shared between
-threads: each side opens its own.
+cleanly when the caller stops early; ``prefetch(depth=0)`` instead produces in
+the caller's thread, for work that would only take cores from the caller.
+rasterio datasets are not shared between threads: each side opens its own.
 """
 
 from __future__ import annotations

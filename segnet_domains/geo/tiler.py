@@ -499,7 +499,7 @@ class _Job:
         self.rows_written = 0  # tile rows on disk (set by the writer thread)
         self._rows: dict[str, np.ndarray] = {}  # the compact outputs of the tile row being finished
 
-    # ------------------------------------------------------------------ stage 1: read (thread)
+    # ---------------------------------------------------------- stage 1: read (thread, or between passes)
 
     def read_ahead(self) -> int:
         """Batches read ahead of the model by a reader thread (0: read in the model's thread, between passes).
