@@ -49,7 +49,9 @@ def test_widget_end_to_end_on_a_volume(make_napari_viewer, qtbot, mri, lesion_ch
     timer = QTimer()
     timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
     timer.start(10)
+    start = time.perf_counter()
     _run_and_wait(qtbot, widget)
+    end = time.perf_counter()
     timer.stop()
 
     labels = viewer.layers["flair labels"]
@@ -60,8 +62,9 @@ def test_widget_end_to_end_on_a_volume(make_napari_viewer, qtbot, mri, lesion_ch
     assert widget._progress.value == widget._progress.max == ras.shape[2]
     assert widget._status.value == "done on cpu"
     assert widget._run.enabled and not widget._cancel.enabled
-    # the event loop kept ticking while the worker ran (the viewer stayed responsive)
-    assert len(ticks) >= 2 and max(np.diff(ticks)) < 1.0
+    # the event loop kept ticking while the worker ran (the viewer stayed responsive): no gap of a second
+    # from the click to the result (a fast run may see a single tick: the gaps around it count too)
+    assert ticks and max(np.diff([start, *ticks, end])) < 1.0
 
 
 def test_checkpoint_is_remembered_between_sessions(make_napari_viewer, lesion_checkpoint: Path) -> None:
