@@ -45,7 +45,7 @@ def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
     work that would only compete with the consumer for the same cores.
     """
     if depth <= 0:
-        yield from _inline(items)
+        yield from items  # closing this generator closes the items' iterator too (PEP 380)
         return
     q: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
@@ -80,17 +80,6 @@ def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
             with contextlib.suppress(queue.Empty):
                 q.get(timeout=0.05)
         thread.join()
-
-
-def _inline(items: Iterable[T]) -> Iterator[T]:
-    """``items`` in the caller's thread; closing this closes ``items`` if it is a generator."""
-    it = iter(items)
-    try:
-        yield from it
-    finally:
-        close = getattr(it, "close", None)
-        if close is not None:
-            close()
 
 
 class BackgroundWriter(Generic[T]):

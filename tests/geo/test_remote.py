@@ -24,6 +24,7 @@ from rasterio.windows import Window
 
 from segnet_domains.cli import main
 from segnet_domains.errors import InputError
+from segnet_domains.geo import tiler
 from segnet_domains.geo.scene import open_scene, read_sample, read_window
 from segnet_domains.geo.sources import gdal_path, is_stac_item, raster_stem, resolve_source
 from segnet_domains.synthetic.layouts import write_geotiff
@@ -189,8 +190,6 @@ def test_remote_scene_is_read_ahead_by_a_thread(
     tmp_path: Path, server: ServedFiles, aerial_segmenter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Where the model's threads take every core a local scene is read between passes; a URL is not."""
-    from segnet_domains.geo import tiler
-
     depths: list[int] = []
     prefetch = tiler.prefetch
 
