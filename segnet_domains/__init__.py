@@ -13,6 +13,7 @@ SegNet: Badrinarayanan, Kendall, Cipolla, TPAMI 2017, https://arxiv.org/abs/1511
 
 from segnet_domains import (  # first: neither imports torch
     _hugepages,  # noqa: F401  (torch's large CPU buffers on 2 MiB pages: see there)
+    _malloc,  # noqa: F401  (glibc keeps freed buffers for reuse: see there)
     _openmp,  # noqa: F401  (sets OMP_WAIT_POLICY before torch loads OpenMP)
 )
 from segnet_domains.checkpoint import Checkpoint, ModelInfo, load_checkpoint, read_info, save_checkpoint

@@ -10,12 +10,12 @@ faults on a 2-core AMD EPYC (fp32, torch 2.13); asking for 2 MiB pages
 (``THP_MEM_ALLOC_ENABLE=1``, which makes torch's CPU allocator ``madvise`` its
 allocations of 2 MiB and more) took 506–572 ms and 8k faults.
 
-Keeping freed buffers in the heap instead (glibc's ``mallopt`` thresholds)
-was faster still on one thread (369–475 ms) but raised the tiler's peak memory
-by 130–290 MB through fragmentation, and glibc's per-thread arenas (napari's
-worker thread, Dask's task threads) cannot hold buffers above 64 MB, so huge
-pages it is: they help every thread and cost less memory (peak 756–780 MB for
-that pass, against 700 MB with 4 KiB pages and 796–876 MB with the heap).
+Huge pages make a fresh buffer cheaper; :mod:`segnet_domains._malloc` makes
+glibc keep freed buffers of up to 64 MiB, so that a loop of calls needs few
+fresh ones. Both apply: larger buffers (the paper's SegNet on a batch of
+tiles) are still mapped afresh, on huge pages. (Keeping every buffer in the
+heap, whatever its size, was faster still for that pass on one thread,
+369–475 ms, but raised the tiler's peak memory by 130–290 MB.)
 
 This module sets the variable as a default (``os.environ.setdefault``: a
 user's own ``THP_MEM_ALLOC_ENABLE=0`` wins); torch reads it at each
