@@ -24,7 +24,8 @@ glibc's sliding threshold). Fresh processes, four rounds in alternation with
 * ``predict_volume`` of 197×233×189: 1.22 → 1.13 s (this machine's noise is as large);
 * the processes' peak RSS 1011–1049 → 1083–1123 MB; the tiler's peak RSS
   2048² → 8192² (``bench_tile.py``, the issue's settings) grew 1.041× → 1.054×
-  quiet and 1.026× → 1.053× beside a busy process: 60–110 MB more at both sizes.
+  and 0.965× (two runs) quiet, 1.026× → 1.053× and 1.082× beside a busy
+  process: 60–180 MB more at both sizes, the growth within issue #16's 1.10×.
 
 It is what PyTorch's CPU performance guides get from jemalloc or tcmalloc
 (``LD_PRELOAD``), which keep freed memory too, without a second allocator.
@@ -70,6 +71,7 @@ def user_chose(environ: Mapping[str, str]) -> bool:
 
 
 def _tune() -> bool:
+    """Set the thresholds unless the user chose or this is not glibc; whether they were set."""
     if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc" or user_chose(os.environ):
         return False
     try:
