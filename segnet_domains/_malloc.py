@@ -70,9 +70,14 @@ def user_chose(environ: Mapping[str, str]) -> bool:
     )
 
 
+def is_glibc() -> bool:
+    """Whether this process's C library is glibc on Linux (where ``mallopt`` has these thresholds)."""
+    return sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+
+
 def _tune() -> bool:
     """Set the thresholds unless the user chose or this is not glibc; whether they were set."""
-    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc" or user_chose(os.environ):
+    if not is_glibc() or user_chose(os.environ):
         return False
     try:
         mallopt = ctypes.CDLL(None).mallopt

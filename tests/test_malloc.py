@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import platform
 import subprocess
 import sys
 
 import pytest
 
 from segnet_domains._hugepages import huge_pages_enabled
-from segnet_domains._malloc import OPT_OUT, _tune, user_chose
+from segnet_domains._malloc import OPT_OUT, _tune, is_glibc, user_chose
 
 #: ``predict_proba`` of a 360×480 frame with SegNet 8…64, eleven times in a loop; prints whether the
 #: thresholds were set and the median page faults of the last eight calls (the heap settles in three).
@@ -47,9 +46,7 @@ def _choices() -> dict[str, str]:
 
 
 @pytest.mark.slow  # two fresh processes that import the package: about 10 s
-@pytest.mark.skipif(
-    not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc", reason="glibc only"
-)
+@pytest.mark.skipif(not is_glibc(), reason="glibc only")
 def test_a_predict_loop_reuses_its_memory_unless_the_user_opts_out() -> None:
     """Each call's 8.3 MB of probabilities and the network's buffers come back from the heap: no faults.
 
@@ -91,5 +88,4 @@ def test_the_users_own_allocator_settings_win(
         monkeypatch.delenv(k)
     for k, v in env.items():
         monkeypatch.setenv(k, v)
-    glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
-    assert _tune() is (glibc and not chose)  # (setting this process's thresholds again changes nothing)
+    assert _tune() is (is_glibc() and not chose)  # (setting this process's thresholds again changes nothing)
