@@ -68,8 +68,8 @@ def test_a_predict_loop_reuses_its_memory_unless_the_user_opts_out() -> None:
     CPU's kernels allocate: medians per call 494–2248 on the 2-core AMD EPYC
     Zen 4 (fp32 and bf16), but none on the CI machine of 2026-12-01, nor here
     in one run of four with 4 KiB pages; so the control is checked on the
-    48 MB buffer only. With the package's thresholds one call
-    in ten or so still faults about 450 pages (another thread's arena).
+    48 MB buffer only. With the package's thresholds one call in ten or so
+    still faults about 450 pages (another thread's arena).
     """
     tuned, faults, refill = _probe()
     assert tuned, f"the probe's glibc thresholds were not set; worker env: {_choices()}"
