@@ -43,7 +43,8 @@ CHOICES = ("SEGNET_MALLOC", "GLIBC_TUNABLES", "LD_PRELOAD")
 
 
 def _probe(**env: str) -> tuple[bool, int, int]:
-    base = {k: v for k, v in os.environ.items() if k not in CHOICES and not k.startswith("MALLOC_")}
+    chosen = _choices()
+    base = {k: v for k, v in os.environ.items() if k not in chosen}
     out = subprocess.run(
         [sys.executable, "-c", PROBE], env=base | env, capture_output=True, text=True, check=True
     )
@@ -52,6 +53,7 @@ def _probe(**env: str) -> tuple[bool, int, int]:
 
 
 def _choices() -> dict[str, str]:
+    """This process's variables that could choose how it allocates (:data:`CHOICES`, ``MALLOC_*``)."""
     return {k: v for k, v in os.environ.items() if k in CHOICES or k.startswith("MALLOC_")}
 
 
