@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import add_common_args, alternate, finish, median, network, pick_device, prepared, timed
 
 from segnet_domains import Segmenter, SegNet
+from segnet_domains._openmp import passive_waiting
 from segnet_domains.devices import cpu_has_bf16, probe_precision
 
 GFLOP_PER_FRAME = 212.8
@@ -109,6 +110,7 @@ def main() -> dict:
         "precision_probe_low_ms": None if probe is None else round(probe.low_s * 1e3, 3),
         "cpu_bf16": cpu_has_bf16(),
         "threads": torch.get_num_threads(),
+        "openmp_passive_waiting": passive_waiting(),
         "features": features,
         "classes": args.classes,
         "load_average_1min": round(os.getloadavg()[0], 2),
@@ -129,7 +131,7 @@ def main() -> dict:
         "paper_gpu_ms": 217,
     }
     print(f"SegNet(3,{args.classes}) features={features} 360x480 on {res['device']} "
-          f"({res['threads']} threads), "
+          f"({res['threads']} threads, {'passive' if passive_waiting() else 'spinning'} OpenMP waits), "
           f"load {res['load_average_1min']}")  # fmt: skip
     print(f"  fp32 eager            {eager_ms:8.1f} ms/frame (baseline)")
     print(f"  Segmenter fp32        {fp32_ms:8.1f} ms/frame (fused BN, channels-last)")

@@ -6,11 +6,17 @@ processes (``while True: pass``):
 
 * ``spin`` — libgomp's default, what torch did before: the child imports torch
   with ``OMP_WAIT_POLICY`` unset, so idle threads spin before they sleep;
-* ``passive`` — what ``import segnet_domains`` now sets (``segnet_domains/_openmp.py``).
+* ``passive`` — what ``import segnet_domains`` now sets (``segnet_domains/_openmp.py``);
+* ``short`` — passive with a short spin before sleeping (``GOMP_SPINCOUNT=10000``,
+  about 0.1 ms by libgomp's own estimate): the usual middle ground, measured
+  because on a quiet machine each sleep costs a wake-up at the next parallel
+  region (about 65 µs in a 2-core Firecracker VM).
 
 Two jobs: a training step of the demo's MRI model (SegNet 16…64, 8 slices of
 128×128, Adam) and ``Segmenter.predict_proba`` of a 360×480 RGB frame with a
-reduced SegNet 8…64. Torch uses its default thread count (one per CPU).
+reduced SegNet 8…64 in the precision ``"auto"`` picks (bf16 on a CPU with
+bf16 instructions where it measures faster). Torch uses its default thread
+count (one per CPU).
 
 Usage: ``python benchmarks/bench_shared_cpu.py [--busy 1] [--repeats 5] [--json OUT]``
 """
@@ -47,23 +53,27 @@ opt = torch.optim.Adam(net.parameters(), 3e-3)
 def step():
     loss = torch.nn.functional.cross_entropy(net(x), y)
     opt.zero_grad(); loss.backward(); opt.step()
-seg = Segmenter(SegNet(3, 12, (8, 16, 32, 64, 64)).eval(), device="cpu", precision="fp32")
+seg = Segmenter(SegNet(3, 12, (8, 16, 32, 64, 64)).eval(), device="cpu")
 frame = torch.rand(3, 360, 480).numpy()
 print(passive_waiting(), torch.get_num_threads(), med(step, 5), med(lambda: seg.predict_proba(frame), 5))
 """
 
-VARIANTS = ("spin", "passive")
+VARIANTS = ("spin", "passive", "short")
+#: The environment each variant adds to the child's (which has neither variable).
+VARIANT_ENV = {
+    "spin": {},
+    "passive": {"OMP_WAIT_POLICY": "PASSIVE"},
+    "short": {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "10000"},
+}
 
 
 def child(variant: str) -> dict[str, float]:
     """One fresh process: seconds per training step and per frame under ``variant``."""
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
-    env["BENCH_WAIT"] = variant
-    if variant == "passive":
-        env["OMP_WAIT_POLICY"] = "PASSIVE"
+    unset = ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "GOMP_SPINCOUNT")
+    env = {k: v for k, v in os.environ.items() if k not in unset} | VARIANT_ENV[variant]
     out = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True, text=True, check=True)
     passive, threads, step, frame = out.stdout.split()
-    if (passive == "True") != (variant == "passive"):
+    if (passive == "True") != (variant != "spin"):
         raise SystemExit(f"{variant}: the child's wait policy is not what was asked ({passive})")
     return {"threads": int(threads), "step_s": float(step), "frame_s": float(frame)}
 
@@ -97,13 +107,14 @@ def main() -> dict:
         for h in hogs:
             h.kill()
     for cond in ("quiet", "beside_busy"):
-        spin, passive = res[cond]["spin"], res[cond]["passive"]
+        passive = res[cond]["passive"]
         for job, key in (("training step", "step_s"), ("predict_proba", "frame_s")):
-            ratio = spin[key] / passive[key]
-            res[cond][f"{key}_spin_over_passive"] = round(ratio, 2)
-            ms = {v: res[cond][v][key] * 1000 for v in VARIANTS}
-            print(f"{cond:12s} {job:14s} spin {ms['spin']:7.0f} ms   passive {ms['passive']:7.0f} ms"
-                  f"   spin/passive {ratio:.2f}  ({spin['threads']} threads)", flush=True)  # fmt: skip
+            over = {v: res[cond][v][key] / passive[key] for v in ("spin", "short")}
+            for v, ratio in over.items():
+                res[cond][f"{key}_{v}_over_passive"] = round(ratio, 2)
+            ms = "  ".join(f"{v} {res[cond][v][key] * 1000:6.0f} ms" for v in VARIANTS)
+            print(f"{cond:12s} {job:14s} {ms}  spin/passive {over['spin']:.2f}  short/passive "
+                  f"{over['short']:.2f}  ({passive['threads']} threads)", flush=True)  # fmt: skip
     return finish(args, res, load_before=load)
 
 

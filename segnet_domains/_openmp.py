@@ -30,6 +30,11 @@ _too_late = WAIT_POLICY[0] not in os.environ and "torch" in sys.modules
 os.environ.setdefault(*WAIT_POLICY)
 
 
+def set_too_late() -> bool:
+    """Whether this module set the policy after torch had loaded OpenMP: then only child processes get it."""
+    return _too_late
+
+
 def passive_waiting() -> bool:
     """Whether this process's OpenMP threads sleep when idle (the policy was PASSIVE when torch loaded)."""
     return not _too_late and os.environ.get(WAIT_POLICY[0], "").upper() == WAIT_POLICY[1]

@@ -64,6 +64,7 @@ def test_harness_measures_its_own_checkout(tmp_path: Path) -> None:
     pkg = tmp_path / "segnet_domains"
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")
+    (pkg / "_openmp.py").write_text("def set_too_late():\n    return False\n")
     (pkg / "adapters.py").write_text("def pad_to_multiple(x, multiple):\n    return x, x.shape[-2:]\n")
     code = (
         f"import sys; sys.path.insert(0, {str(bench)!r}); "
@@ -72,3 +73,29 @@ def test_harness_measures_its_own_checkout(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/", timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert Path(proc.stdout.strip()) == pkg / "__init__.py"
+
+
+@pytest.mark.parametrize("policy", [None, "ACTIVE"])
+def test_a_benchmark_importing_torch_first_runs_with_the_packages_openmp_policy(policy: str | None) -> None:
+    """torch loaded first would keep libgomp's spinning default: the harness starts the process again.
+
+    The script prints its process id before and after importing the harness:
+    the second line comes from the process started again, with the policy in
+    force. A user's own policy is kept, and nothing is started again.
+    """
+    code = (
+        "import os, sys, torch; print(os.getpid(), flush=True); "
+        f"sys.path.insert(0, {str(ROOT / 'benchmarks')!r}); import harness; "
+        "from segnet_domains._openmp import passive_waiting; "
+        "print(os.getpid(), os.environ['OMP_WAIT_POLICY'], passive_waiting())"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    env |= {"OMP_WAIT_POLICY": policy} if policy else {}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.split("\n")[:-1]
+    if policy is None:  # the first run's pid, then the second run's pid and its (passive) policy
+        assert len(lines) == 3 and lines[0] == lines[1].split()[0], lines  # exec keeps the pid
+        assert lines[2].split()[1:] == ["PASSIVE", "True"]
+    else:
+        assert len(lines) == 2 and lines[1].split()[1:] == ["ACTIVE", "False"], lines
