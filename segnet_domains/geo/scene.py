@@ -44,6 +44,9 @@ SAMPLE_PIXELS = 1 << 20
 #: Most threads that read a window-grid sample (:func:`read_sample` with an ``opener``); 64 windows
 #: of one 4096² DEFLATE scene: 0.39 s with one handle, 0.25 s with two threads (2-core AMD EPYC).
 SAMPLE_THREADS = 4
+#: About how many times the sample's pixels the blocks a window-grid sample decodes may hold
+#: (:func:`sample_windows`).
+SAMPLE_DECODE_FACTOR = 4
 
 #: What opens a scene's dataset once more (:meth:`Scene.open`), for another thread's own handle.
 Opener = Callable[[], contextlib.AbstractContextManager[rasterio.DatasetReader]]
@@ -388,18 +391,66 @@ def _window_grid_sample(
     nodata: float | None,
     budget: int,
     opener: Opener | None = None,
-    per_side: int = 8,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``per_side``² small windows on a regular grid over the scene, ``budget`` pixels in all."""
-    size = max(4, min(src.height // per_side, src.width // per_side, int(math.sqrt(budget) / per_side)))
-    rows = np.linspace(0, src.height - size, per_side).round().astype(int)
-    cols = np.linspace(0, src.width - size, per_side).round().astype(int)
-    windows = [Window(int(c), int(r), size, size) for r in rows for c in cols]
+    """Small windows on a regular grid over the scene (:func:`sample_windows`), ``budget`` pixels in all."""
+    windows = sample_windows(src.height, src.width, src.block_shapes[0], budget)
     if opener is not None and (threads := min(usable_cores(), SAMPLE_THREADS)) > 1:
         parts = _read_windows(opener, bands, windows, nodata, threads)
     else:
         parts = [read_window(src, bands, w, nodata) for w in windows]
     return np.concatenate([p[0] for p in parts], axis=2), np.concatenate([p[1] for p in parts], axis=1)
+
+
+def sample_windows(height: int, width: int, block: tuple[int, int], budget: int) -> list[Window]:
+    """The windows of a scene's sample: one size, side by side they hold at most ``budget`` pixels.
+
+    An 8×8 grid spread over the scene; in a tiled file whose blocks are much
+    larger than those windows, fewer and larger windows (down to 4×4), each
+    inside one block, on blocks spread evenly over the scene: GDAL decodes
+    whole blocks, and the 8×8 grid put a window in each of 64 blocks, so for
+    a 4096² scene in 512² blocks the sample decoded the whole file to keep a
+    sixteenth of it. The blocks decoded are kept to about
+    :data:`SAMPLE_DECODE_FACTOR` times the sample's pixels where the grid
+    allows. A 4096² 3-band uint16 DEFLATE scene in 512² blocks: 16 windows of
+    256² in 16 blocks, read in 0.055 s against 0.171 s (medians of eight
+    alternations, two reading threads, 2-core AMD EPYC Zen 4); its 1st and
+    99th percentiles within 0.9 % of their span of the whole scene's over
+    four such scenes (the 8×8 grid's within 0.7 %). A file in strips (blocks
+    as wide as the scene), with blocks smaller than the 8×8 grid's windows,
+    or only a block or two high or wide, keeps that grid.
+
+    Args:
+        height: the scene's rows.
+        width: the scene's columns.
+        block: the file's ``(rows, columns)`` per block (rasterio's ``block_shapes[0]``).
+        budget: most pixels the windows hold together.
+    """
+    size = max(4, min(height // 8, width // 8, math.isqrt(budget) // 8))
+    bh, bw = block
+    decoded = min(64, -(-height // bh) * -(-width // bw)) * bh * bw  # the 8×8 grid's: a block per window
+    if bw >= width or min(bh, bw) < size or decoded <= SAMPLE_DECODE_FACTOR * budget:
+        return _grid_windows(height, width, size)
+    per_side = min(8, max(4, math.isqrt(SAMPLE_DECODE_FACTOR * budget // (bh * bw))))
+    ys, bh = _spread_blocks(height, bh, per_side)
+    xs, bw = _spread_blocks(width, bw, per_side)
+    if len(ys) * len(xs) < 16:  # a scene a block or two high (or wide): the grid's 64 places, not a few
+        return _grid_windows(height, width, size)
+    size = max(4, min(bh, bw, math.isqrt(budget // (len(ys) * len(xs)))))
+    return [Window(x * bw + (bw - size) // 2, y * bh + (bh - size) // 2, size, size) for y in ys for x in xs]
+
+
+def _grid_windows(height: int, width: int, size: int) -> list[Window]:
+    """8×8 windows of ``size``² spread evenly over the scene, corner to corner."""
+    rows = np.linspace(0, height - size, 8).round().astype(int)
+    cols = np.linspace(0, width - size, 8).round().astype(int)
+    return [Window(int(c), int(r), size, size) for r in rows for c in cols]
+
+
+def _spread_blocks(extent: int, block: int, n: int) -> tuple[list[int], int]:
+    """Up to ``n`` whole blocks spread evenly along one axis, and their length (the axis, if shorter)."""
+    whole = max(1, extent // block)
+    picks = np.unique(np.linspace(0, whole - 1, min(n, whole)).round().astype(int))
+    return [int(i) for i in picks], min(block, extent)
 
 
 def _read_windows(
