@@ -51,6 +51,7 @@ from segnet_domains.backends import BACKENDS, Backend, OnnxBackend, TorchBackend
 from segnet_domains.checkpoint import ModelInfo, is_onnx, load_checkpoint, make_info, read_info
 from segnet_domains.devices import read_only_tensor, to_device, to_host
 from segnet_domains.errors import InputError, SetupError
+from segnet_domains.runtime import one_thread_if_small
 from segnet_domains.threads import prefetch
 from segnet_domains.tiling import DEFAULT_TILE, StreamBlender, TileGrid, default_overlap, tile_batches
 
@@ -273,7 +274,8 @@ class Segmenter:
         flips: list[tuple[int, ...]] = [()] + ([(-1,), (-2,)] if self.tta else [])
         total = None
         for dims in flips:  # flip the image itself, then pad: padding stays bottom/right
-            xi, size = pad_to_multiple(x.flip(dims) if dims else x, self.multiple)
+            with one_thread_if_small(x.numel()) if x.device.type == "cpu" else contextlib.nullcontext():
+                xi, size = pad_to_multiple(x.flip(dims) if dims else x, self.multiple)
             out = crop(self.backend(xi, mc_dropout=sample), size)
             if scores and len(flips) == 1 and self.head == "segmentation":
                 return out
@@ -346,10 +348,14 @@ class Segmenter:
     # ------------------------------------------------------------------ 2D images
 
     def _image(self, image: np.ndarray, source: str) -> torch.Tensor:
-        """``C×H×W`` network input on :attr:`input_device`: the raw pixels cross, normalised there."""
-        return ImageAdapter(self.info.in_channels, self.info.normalization).tensor(
-            image, source, self.input_device, self.input_channels_last
-        )
+        """``C×H×W`` network input on :attr:`input_device`: the raw pixels cross, normalised there.
+
+        A small image is prepared on this thread alone (:func:`~segnet_domains.runtime.one_thread_if_small`).
+        """
+        with one_thread_if_small(int(np.size(image))):
+            return ImageAdapter(self.info.in_channels, self.info.normalization).tensor(
+                image, source, self.input_device, self.input_channels_last
+            )
 
     def _require_head(self, head: str, source: str) -> None:
         if self.head != head:

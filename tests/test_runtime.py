@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -120,3 +124,76 @@ def test_dask_workers_split_the_host() -> None:
         usable, share = client.submit(_share_in_worker, pure=False).result(timeout=60)
     assert share == 4
     assert usable == max(1, runtime.affinity_cores() // 2)
+
+
+needs_openmp = pytest.mark.skipif(runtime.openmp_runtime() is None, reason="torch's threads are not OpenMP's")
+
+
+@pytest.fixture
+def two_threads() -> Iterator[None]:
+    """torch on two threads for the test (the suite gives each worker its share of the cores, often one)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+@needs_openmp
+@pytest.mark.usefixtures("two_threads")
+def test_small_host_work_runs_on_this_thread_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Below the probed size the calling thread works alone, and only it; its count is restored after."""
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(runtime, "_wake_s", 100e-6)  # a slow wake: up to SMALL_WORK_MAX_ELEMENTS are small
+    seen: list[int] = []
+    with runtime.one_thread_if_small(360 * 480 * 3):
+        assert torch.get_num_threads() == 1
+        other = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+        other.start()
+        other.join()
+        x = torch.rand(3, 360, 480)
+        assert torch.equal(x.mul(2.0).add_(1.0), x * 2.0 + 1.0)
+    assert torch.get_num_threads() == threads and seen == [threads]  # another thread kept the pool
+    with runtime.one_thread_if_small(runtime.SMALL_WORK_MAX_ELEMENTS + 1):  # large: all threads
+        assert torch.get_num_threads() == threads
+    with pytest.raises(ValueError), runtime.one_thread_if_small(10):
+        raise ValueError("restored on the way out")
+    assert torch.get_num_threads() == threads
+
+
+@needs_openmp
+@pytest.mark.usefixtures("two_threads")
+def test_spinning_threads_keep_small_work_shared(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A wake that costs nothing (threads that spin) makes nothing small."""
+    monkeypatch.setattr(runtime, "_wake_s", 0.0)
+    with runtime.one_thread_if_small(10):
+        assert torch.get_num_threads() == 2
+
+
+def test_the_wake_probe_runs_once() -> None:
+    first = runtime.wake_seconds()
+    assert first >= 0.0 and runtime.wake_seconds() == first
+
+
+@needs_openmp
+@pytest.mark.usefixtures("two_threads")
+def test_a_frame_prepared_on_one_thread_gives_the_same_probabilities(monkeypatch: pytest.MonkeyPatch) -> None:
+    from segnet_domains import Segmenter, SegNet
+
+    torch.manual_seed(0)
+    seg = Segmenter(SegNet(3, 4, features=[8, 16, 16, 16, 16]).eval(), device="cpu")
+    frame = np.random.default_rng(0).integers(0, 256, (45, 60, 3), dtype=np.uint8)  # padded to 64 rows
+    monkeypatch.setattr(runtime, "_wake_s", 0.0)
+    shared = seg.predict_proba(frame)
+    monkeypatch.setattr(runtime, "_wake_s", 100e-6)
+    counts: list[int] = []
+    real = runtime.one_thread_if_small
+
+    @contextlib.contextmanager
+    def watched(elements: int):  # the real one, and what torch saw inside it
+        with real(elements):
+            counts.append(torch.get_num_threads())
+            yield
+
+    monkeypatch.setattr("segnet_domains.inference.one_thread_if_small", watched)
+    np.testing.assert_array_equal(seg.predict_proba(frame), shared)
+    assert counts == [1, 1]  # the image's normalisation, then its padding
