@@ -36,6 +36,7 @@ padding, flips, softmax, cropping, batching — is this module's, whichever runs
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -352,7 +353,7 @@ class Segmenter:
 
         A small image is prepared on this thread alone (:func:`~segnet_domains.runtime.one_thread_if_small`).
         """
-        with one_thread_if_small(int(np.size(image))):
+        with one_thread_if_small(math.prod(np.shape(image))):  # np.size of a tensor is its method
             return ImageAdapter(self.info.in_channels, self.info.normalization).tensor(
                 image, source, self.input_device, self.input_channels_last
             )

@@ -197,3 +197,5 @@ def test_a_frame_prepared_on_one_thread_gives_the_same_probabilities(monkeypatch
     monkeypatch.setattr("segnet_domains.inference.one_thread_if_small", watched)
     np.testing.assert_array_equal(seg.predict_proba(frame), shared)
     assert counts == [1, 1]  # the image's normalisation, then its padding
+    np.testing.assert_array_equal(seg.predict_proba(torch.from_numpy(frame)), shared)  # a tensor too
+    assert counts == [1, 1, 1, 1]
