@@ -59,7 +59,7 @@ print(passive_waiting(), torch.get_num_threads(), med(step, 5), med(lambda: seg.
 """
 
 VARIANTS = ("spin", "passive", "short")
-#: The environment each variant adds to the child's (which has neither variable).
+#: The environment each variant adds to the child's (from which :func:`child` removes these variables).
 VARIANT_ENV = {
     "spin": {},
     "passive": {"OMP_WAIT_POLICY": "PASSIVE"},
