@@ -431,8 +431,7 @@ def sample_windows(height: int, width: int, block: tuple[int, int], budget: int)
     if bw >= width or min(bh, bw) < size or decoded <= SAMPLE_DECODE_FACTOR * budget:
         return _grid_windows(height, width, size)
     per_side = min(8, max(4, math.isqrt(SAMPLE_DECODE_FACTOR * budget // (bh * bw))))
-    ys, bh = _spread_blocks(height, bh, per_side)
-    xs, bw = _spread_blocks(width, bw, per_side)
+    ys, xs = _spread_blocks(height, bh, per_side), _spread_blocks(width, bw, per_side)
     if len(ys) * len(xs) < 16:  # a scene a block or two high (or wide): the grid's 64 places, not a few
         return _grid_windows(height, width, size)
     size = max(4, min(bh, bw, math.isqrt(budget // (len(ys) * len(xs)))))
@@ -446,11 +445,10 @@ def _grid_windows(height: int, width: int, size: int) -> list[Window]:
     return [Window(int(c), int(r), size, size) for r in rows for c in cols]
 
 
-def _spread_blocks(extent: int, block: int, n: int) -> tuple[list[int], int]:
-    """Up to ``n`` whole blocks spread evenly along one axis, and their length (the axis, if shorter)."""
+def _spread_blocks(extent: int, block: int, n: int) -> list[int]:
+    """The indexes of up to ``n`` whole blocks spread evenly along one axis."""
     whole = max(1, extent // block)
-    picks = np.unique(np.linspace(0, whole - 1, min(n, whole)).round().astype(int))
-    return [int(i) for i in picks], min(block, extent)
+    return [int(i) for i in np.unique(np.linspace(0, whole - 1, min(n, whole)).round().astype(int))]
 
 
 def _read_windows(
