@@ -13,10 +13,11 @@ from segnet_domains._malloc import OPT_OUT, _tune, is_glibc, user_chose
 #: A 48 MB buffer allocated, filled and freed four times in a fresh process, then ``predict_proba``
 #: of a 360×480 frame with SegNet 8…64 eleven times in a loop; prints whether the thresholds were set,
 #: the fewest page faults of the buffer's last three fills and the median faults of the loop's last
-#: eight calls (the heap settles in three). The fewest, because one fill in the heap may miss the freed
-#: buffer: torch asks for aligned memory (``posix_memalign``), which needs a few bytes more than a
-#: freed chunk of the same size unless that chunk is the heap's top, and a small allocation made
-#: meanwhile can sit above it; the next fill then finds both chunks joined (seen with 4 KiB pages).
+#: eight calls (the heap settles in three). The buffer is numpy's, a plain ``malloc``, which takes the
+#: freed chunk of its size back wherever it lies. torch asks for aligned memory (``posix_memalign``,
+#: 2 MiB-aligned with huge pages), which needs more than a freed chunk of the same size unless that
+#: chunk is the heap's top; a small allocation above it made all three fills fault in 5 of 42 probes
+#: beside a busy process (the heap's addresses change with every process).
 PROBE = """
 import resource, statistics, numpy as np, torch
 from segnet_domains import Segmenter, SegNet
@@ -28,7 +29,7 @@ faults = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 fills = []
 for _ in range(4):
     first = faults()
-    torch.empty(BUFFER // 4).fill_(1.0)
+    np.empty(BUFFER, np.uint8).fill(1)
     fills.append(faults() - first)
 refill = min(fills[1:])
 calls = []
