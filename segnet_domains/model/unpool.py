@@ -67,16 +67,20 @@ def max_unpool(
     2–8× faster than scattering NCHW and converting (on a 2-core AMD EPYC,
     fp32, SegNet's decoder shapes).
 
-    One exception: a channels-last **bf16** input on the CPU, run eagerly,
-    takes ``F.max_unpool2d``, whose CPU kernel also writes channels-last
-    output. torch's CPU ``scatter_`` in bf16 copies the whole output map twice
-    around the scatter (two ``copy_`` of its size inside it in the profiler).
-    Same values; timed in alternation (torch 2.13, 2-core AMD EPYC Zen 4):
-    8×8×512² 20.7 → 6.9 ms, 64×368×480 14.8 → 3.6 ms; the whole reduced
-    SegNet 8…64 on a batch of eight 512² tiles 284 → 190 ms, one 384×480
-    frame 34.7 → 32.3 ms, the paper's SegNet 593 → 586 ms. fp16 (6.2 against
-    6.2 ms) and fp32 (443 against 449 ms for that batch) gain nothing, so
-    they keep the scatter, as do traced, exported and compiled graphs.
+    One exception: a **bf16** input on the CPU, run eagerly, takes
+    ``F.max_unpool2d``, whose CPU kernel writes the same layout (channels-last
+    out for channels-last in). torch's CPU ``scatter_`` in bf16 copies the
+    whole output map twice around the scatter (two ``copy_`` of its size
+    inside it in the profiler). Same values and gradients; timed in
+    alternation (torch 2.13, 2-core AMD EPYC Zen 4): channels-last 8×8×512²
+    20.7 → 6.9 ms and 64×368×480 14.8 → 3.6 ms; the whole reduced SegNet
+    8…64 on a batch of eight 512² tiles 284 → 190 ms, one 384×480 frame
+    34.7 → 32.3 ms, the paper's SegNet 593 → 586 ms; channel-first (bf16
+    autocast training) 8×64×224×192 26.1 → 8.0 ms, with its backward
+    31.2 → 14.3 ms (a whole bf16 training step of 8 slices is the same within
+    the noise: 499 against 501 ms for SegNet 16…64). fp16 (6.2 against 6.2 ms) and fp32 (443 against 449 ms
+    for that batch; 28.2 against 32.0 ms forward and backward) gain nothing or
+    lose, so they keep the scatter, as do traced, exported and compiled graphs.
 
     Args:
         x: pooled values, ``(N, C, h, w)``.
@@ -90,10 +94,9 @@ def max_unpool(
     """
     n, c = x.shape[:2]
     h, w = output_size[-2], output_size[-1]  # no int(): exporters keep these symbolic (dynamic H, W)
-    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-    if channels_last and x.device.type == "cpu" and x.dtype == torch.bfloat16 and _eager():
+    if x.device.type == "cpu" and x.dtype == torch.bfloat16 and _eager():
         return F.max_unpool2d(x, indices, kernel_size, stride, output_size=(h, w))
-    if channels_last:
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
         out = x.new_zeros((n, h * w, c))
         out.scatter_(
             1, indices.permute(0, 2, 3, 1).reshape(n, -1, c), x.permute(0, 2, 3, 1).reshape(n, -1, c)

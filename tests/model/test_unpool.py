@@ -60,10 +60,12 @@ def test_unpool_keeps_channels_last(dtype: torch.dtype) -> None:
     assert torch.equal(up.float().contiguous(), ref)
 
 
-def test_bf16_unpool_gradient_matches_the_scatter() -> None:
-    """Training through the bf16 channels-last kernel: the same gradients as the float32 scatter's."""
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_bf16_unpool_gradient_matches_the_scatter(channels_last: bool) -> None:
+    """Training through the bf16 kernel (autocast: channel-first): the float32 scatter's gradients."""
     x = torch.randn(2, 8, 19, 26).bfloat16().float()  # values both dtypes hold: the same maxima
-    x = x.contiguous(memory_format=torch.channels_last)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
     grads = []
     for dtype in (torch.float32, torch.bfloat16):
         xi = x.to(dtype, copy=True).requires_grad_(True)
