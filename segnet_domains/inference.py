@@ -608,7 +608,7 @@ class Segmenter:
         is ``(labels, mean probabilities, per-class variance)``.
         """
         adapter = self._volume_adapter(axis, source)
-        slices = adapter.prepare(volume, source)
+        slices, normalize = adapter.raw_slices(volume, source)  # each batch normalised as it is gathered
         n, k = slices.shape[0], self.num_classes
         out_labels = np.empty(slices.shape, dtype=numpy_label_dtype(k))
         proba = np.empty((n, k, *slices.shape[1:]), np.float32) if return_proba or mc_samples else None
@@ -617,7 +617,7 @@ class Segmenter:
         # the next batch is gathered (and sent to the device) by a thread while the model runs
         batches = prefetch(
             ((sl, to_device(torch.from_numpy(b), self.input_device))
-             for sl, b in adapter.batches(slices, batch_size or self.batch_size)),
+             for sl, b in adapter.batches(slices, batch_size or self.batch_size, normalize)),
             depth=2,
         )  # fmt: skip
         yield 0, n
@@ -697,12 +697,12 @@ class Segmenter:
                 ``index`` outside the volume.
         """
         adapter = self._volume_adapter(axis, source)
-        slices = adapter.prepare(volume, source)  # whole-volume normalisation statistics
+        slices, normalize = adapter.raw_slices(volume, source)  # whole-volume normalisation statistics
         n, k = slices.shape[0], adapter.context
         if not 0 <= index < n:
             raise InputError(source, f"slice {index} is outside 0..{n - 1} along axis {adapter.axis}")
         lo = max(0, index - k)  # the slice and its 2.5D neighbours, edges repeated as in predict_volume
-        _, stack = next(adapter.batches(slices[lo : index + k + 1], n))
+        _, stack = next(adapter.batches(slices[lo : index + k + 1], n, normalize))
         x = stack[index - lo : index - lo + 1]
         p, v = yield from self._pass(x, mc_samples, _DropoutStream(seed, self.device))
         labels = labels_from_proba(p[0].numpy())  # the argmax predict_volume takes, on the host: one slice

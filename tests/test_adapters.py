@@ -128,6 +128,37 @@ def test_context_stacks_neighbours_with_clamped_edges() -> None:
     np.testing.assert_array_equal(batches[1][1][1, :, 0, 0], [2, 3, 4, 4, 4])  # slice 4: clamped above
 
 
+@pytest.mark.parametrize(
+    "normalization",
+    [
+        {"mode": "percentile", "lower": 1.0, "upper": 99.0},
+        {"mode": "scale", "scale": 1000.0},
+        {"mode": "zscore", "mean": [300.0], "std": [80.0]},
+        {"mode": "zscore"},  # the volume's own statistics: normalised whole, up front
+        None,
+    ],
+)
+@pytest.mark.parametrize("dtype", [np.int16, np.float64])
+def test_batches_normalised_as_gathered_equal_the_whole_volume_normalised(
+    normalization: dict | None, dtype: type
+) -> None:
+    """``raw_slices`` + per-batch normalisation: bit for bit ``prepare``'s batches, whole-volume statistics."""
+    vol = (rng.normal(300, 80, (13, 11, 9)) * np.linspace(0.5, 1.5, 9)).astype(dtype)  # slices differ
+    ad = VolumeSliceAdapter(2, context=1, normalization=normalization)
+    eager = list(ad.batches(ad.prepare(vol), batch_size=4))
+    slices, normalize = ad.raw_slices(vol)
+    lazy = list(ad.batches(slices, 4, normalize))
+    assert [sl for sl, _ in lazy] == [sl for sl, _ in eager]
+    for (_, a), (_, b) in zip(lazy, eager):
+        assert a.dtype == b.dtype == np.float32
+        np.testing.assert_array_equal(a, b)
+    stateless = normalization is None or normalization.get("mode") != "zscore" or "mean" in normalization
+    assert np.shares_memory(slices, vol) == stateless  # no normalised copy of the volume made up front
+    if normalization and normalization["mode"] == "percentile":  # statistics of the volume, not the batch
+        one = next(ad.batches(slices[:1], 1, normalize))[1]
+        assert one.min() > 0.0 or one.max() < 1.0
+
+
 def test_volume_adapter_rejects_4d_and_bad_axis() -> None:
     with pytest.raises(InputError, match="expected a 3D volume, got 4D"):
         VolumeSliceAdapter(0, 0, None).prepare(np.zeros((4, 5, 6, 2)), "dwi.nii.gz")
