@@ -142,7 +142,7 @@ def test_context_stacks_neighbours_with_clamped_edges() -> None:
 def test_batches_normalised_as_gathered_equal_the_whole_volume_normalised(
     normalization: dict | None, dtype: type
 ) -> None:
-    """``raw_slices`` + per-batch normalisation: bit for bit ``prepare``'s batches, whole-volume statistics."""
+    """``raw_slices`` + each batch normalised: bit for bit ``prepare``'s batches (the volume's statistics)."""
     vol = (rng.normal(300, 80, (13, 11, 9)) * np.linspace(0.5, 1.5, 9)).astype(dtype)  # slices differ
     ad = VolumeSliceAdapter(2, context=1, normalization=normalization)
     eager = list(ad.batches(ad.prepare(vol), batch_size=4))
