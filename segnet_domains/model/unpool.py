@@ -78,9 +78,11 @@ def max_unpool(
     34.7 → 32.3 ms, the paper's SegNet 593 → 586 ms; channel-first (bf16
     autocast training) 8×64×224×192 26.1 → 8.0 ms, with its backward
     31.2 → 14.3 ms (a whole bf16 training step of 8 slices is the same within
-    the noise: 499 against 501 ms for SegNet 16…64). fp16 (6.2 against 6.2 ms) and fp32 (443 against 449 ms
-    for that batch; 28.2 against 32.0 ms forward and backward) gain nothing or
-    lose, so they keep the scatter, as do traced, exported and compiled graphs.
+    the noise: 499 against 501 ms for SegNet 16…64). fp16 and fp32 gain
+    nothing or lose (fp16 6.2 against 6.2 ms for 8×8×512²; fp32 443 against
+    449 ms for the batch of tiles, and 28.2 against 32.0 ms for the
+    channel-first forward and backward), so they keep the scatter, as do
+    traced, exported and compiled graphs.
 
     Args:
         x: pooled values, ``(N, C, h, w)``.
