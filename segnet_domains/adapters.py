@@ -315,8 +315,9 @@ class VolumeSliceAdapter:
         normalised slices on.
 
         Raises:
-            InputError: not a 3D volume (a singleton 4th axis is dropped), non-finite
-                voxels, an axis out of range, or slices below the network's minimum side.
+            InputError: not a 3D volume (a singleton 4th axis is dropped), empty,
+                non-numeric or non-finite voxels (:func:`check_pixels`), an axis out of
+                range, or slices below the network's minimum side.
         """
         volume = np.asarray(volume)
         if volume.ndim == 4 and 1 in (volume.shape[0], volume.shape[-1]):
