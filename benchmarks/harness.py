@@ -175,9 +175,7 @@ def finish(args: argparse.Namespace, results: Any, load_before: float | None = N
 
 def prepared(seg: Any, x: torch.Tensor) -> torch.Tensor:
     """``x`` padded, on the Segmenter's device, in the backend's dtype and layout: the network's own input."""
-    x, _ = pad_to_multiple(x, seg.multiple)
-    cpu_low = seg.device.type == "cpu" and seg.dtype != torch.float32
-    x = x.to(seg.device, dtype=seg.dtype if cpu_low else torch.float32)
+    x, _ = pad_to_multiple(x.to(seg.device), seg.multiple, seg.backend.input_dtype)
     return x.contiguous(memory_format=torch.channels_last) if seg.device.type in ("cpu", "cuda") else x
 
 

@@ -40,6 +40,7 @@ class Backend(Protocol):
     name: str
     device: torch.device
     dtype: torch.dtype
+    input_dtype: torch.dtype  # what the network takes: inputs are padded straight into it
     multiple: int  # inputs are padded to a multiple of this (the network's total stride)
 
     @property
@@ -48,7 +49,10 @@ class Backend(Protocol):
         ...
 
     def __call__(self, x: torch.Tensor, mc_dropout: bool = False) -> torch.Tensor:
-        """Class scores for a padded float32 CPU batch (returned on any device, any float dtype)."""
+        """Class scores for a padded float batch (returned on any device, any float dtype).
+
+        A batch already in :attr:`input_dtype`, on the device, is not converted.
+        """
         ...
 
     def digest(self, h: Any) -> None:
@@ -76,6 +80,8 @@ class TorchBackend:
     ) -> None:
         self.device = resolve_device(device)
         self.dtype = resolve_precision(self.device, precision)
+        #: The input's dtype: the weights' on the CPU, float32 elsewhere (CUDA casts under autocast).
+        self.input_dtype = self.dtype if self.device.type == "cpu" else torch.float32
         net = copy.deepcopy(getattr(model, "module", model)).eval()
         net.fuse_bn()
         net = net.to(self.device)
@@ -97,8 +103,7 @@ class TorchBackend:
         return getattr(self.model, "dropout", None) is not None
 
     def __call__(self, x: torch.Tensor, mc_dropout: bool = False) -> torch.Tensor:
-        cpu_low = self.device.type == "cpu" and self.dtype != torch.float32
-        x = x.to(self.device, dtype=self.dtype if cpu_low else torch.float32)
+        x = x.to(self.device, dtype=self.input_dtype)
         if self.device.type in ("cpu", "cuda"):
             x = x.contiguous(memory_format=torch.channels_last)
         autocast: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
@@ -244,6 +249,7 @@ class OnnxBackend:
                 f"re-export ({'--fp16' if precision == 'fp16' else 'without --fp16'})"
             )
         self.dtype = torch.float16 if file_precision == "fp16" else torch.float32
+        self.input_dtype = torch.float32  # the graph's input, whatever its precision inside
         self.multiple = int(meta.get("pad_multiple", 32))
         self.input_name = self.session.get_inputs()[0].name
         # what the results depend on, for resumable tiling: the model's bytes (hashed now, not kept)

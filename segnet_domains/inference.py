@@ -273,10 +273,11 @@ class Segmenter:
                 "backend runs the exported graph, where dropout is identity",
             )
         flips: list[tuple[int, ...]] = [()] + ([(-1,), (-2,)] if self.tta else [])
+        dtype = self.backend.input_dtype  # padded straight into: the backend casts nothing
         total = None
         for dims in flips:  # flip the image itself, then pad: padding stays bottom/right
             with one_thread_if_small(x.numel()) if x.device.type == "cpu" else contextlib.nullcontext():
-                xi, size = pad_to_multiple(x.flip(dims) if dims else x, self.multiple)
+                xi, size = pad_to_multiple(x.flip(dims) if dims else x, self.multiple, dtype)
             out = crop(self.backend(xi, mc_dropout=sample), size)
             if scores and len(flips) == 1 and self.head == "segmentation":
                 return out

@@ -98,6 +98,24 @@ def test_pad_keeps_channels_last_with_f_pad_values(size: tuple[int, int]) -> Non
     assert torch.equal(pad_to_multiple(tiny, 32)[0], F.pad(tiny, (0, 24, 0, 27), mode="replicate"))
 
 
+@pytest.mark.parametrize("channels_last", [True, False])
+@pytest.mark.parametrize("size", [(360, 480), (64, 96), (5, 40)])
+def test_pad_casts_to_the_networks_dtype_on_the_way(size: tuple[int, int], channels_last: bool) -> None:
+    """``dtype``: ``F.pad``'s values, then cast, in the input's layout; nothing to pad: a cast only."""
+    import torch.nn.functional as F
+
+    x = torch.randn(2, 3, *size)
+    x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+    padded, orig = pad_to_multiple(x, 32, torch.bfloat16)
+    h, w = size
+    mode = "reflect" if -h % 32 < h and -w % 32 < w else "replicate"
+    want = F.pad(x.contiguous(), (0, -w % 32, 0, -h % 32), mode=mode).to(torch.bfloat16)
+    assert orig == size and padded.dtype == torch.bfloat16 and torch.equal(padded, want)
+    if channels_last and mode == "reflect":
+        assert padded.is_contiguous(memory_format=torch.channels_last)
+    assert pad_to_multiple(x, 32)[0].dtype == torch.float32  # no dtype: the input's
+
+
 def test_image_adapter_output() -> None:
     out = ImageAdapter(3, {"mode": "scale", "scale": 255})(np.full((10, 12, 3), 51, np.uint8))
     assert out.shape == (3, 10, 12) and out.dtype == np.float32

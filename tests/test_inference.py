@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from segnet_domains import InputError, Segmenter, SegNet
+from segnet_domains.backends import TorchBackend
 from segnet_domains.checkpoint import make_info, read_info
 from segnet_domains.devices import (
     available_devices,
@@ -358,12 +359,16 @@ def test_normalised_on_the_device_from_raw_pixels() -> None:
             )
 
 
-def test_network_gets_channels_last_input_without_a_layout_copy() -> None:
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_network_gets_channels_last_input_without_a_layout_copy(
+    precision: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A frame is normalised and padded straight into channels-last memory: the reference path's numbers.
 
-    The reference normalises channel-first, pads with ``F.pad`` and lets the
-    backend convert; the default path hands the backend a tensor that is
-    already channels-last (so its conversion is a no-op).
+    The reference normalises channel-first, pads with ``F.pad``, casts and
+    lets the backend convert; the default path hands the backend a tensor
+    that is already channels-last and in the network's dtype (padded into
+    it: the backend's conversion is a no-op).
     """
     import torch.nn.functional as F
 
@@ -372,8 +377,9 @@ def test_network_gets_channels_last_input_without_a_layout_copy() -> None:
     torch.manual_seed(0)
     model = SegNet(3, 4, features=[4, 8, 8, 8, 8]).eval()
     info = make_info(model, normalization={"mode": "percentile", "lower": 1, "upper": 99})
-    seg = Segmenter(model, device="cpu", precision="fp32", info=info)
-    assert seg.input_channels_last
+    seg = Segmenter(model, device="cpu", precision=precision, info=info)
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    assert seg.input_channels_last and seg.backend.input_dtype == dtype
     frame = np.random.default_rng(1).integers(0, 256, (45, 70, 3), dtype=np.uint8)
     seen: list[torch.Tensor] = []
     network = seg.backend.model
@@ -383,11 +389,21 @@ def test_network_gets_channels_last_input_without_a_layout_copy() -> None:
         return network(x)
 
     seg.backend.model = spy  # type: ignore[assignment]
+    given: list[torch.Tensor] = []
+    call = TorchBackend.__call__
+
+    def backend_spy(self: TorchBackend, x: torch.Tensor, mc_dropout: bool = False) -> torch.Tensor:
+        given.append(x)  # what the backend is handed, before its own conversion
+        return call(self, x, mc_dropout)
+
+    monkeypatch.setattr(TorchBackend, "__call__", backend_spy)
     proba = seg.predict_proba(frame)
     assert seen[0].shape == (1, 3, 64, 96) and seen[0].is_contiguous(memory_format=torch.channels_last)
+    assert seen[0].dtype == dtype and given[0] is seen[0]  # the backend converted nothing
     chw = torch.from_numpy(ImageAdapter(3, info.normalization)(frame))[None]
+    padded = F.pad(chw, (0, 26, 0, 19), mode="reflect").to(dtype, memory_format=torch.channels_last)
     with torch.inference_mode():
-        want = torch.softmax(network(F.pad(chw, (0, 26, 0, 19), mode="reflect"))[..., :45, :70], 1)
+        want = torch.softmax(network(padded)[..., :45, :70].float(), 1)
     np.testing.assert_array_equal(proba, want[0].numpy())
 
 
