@@ -544,7 +544,11 @@ def test_class_softmax_is_a_new_contiguous_softmax() -> None:
 
 
 def test_channel_first_float32_copies_any_layout_band_by_band(monkeypatch) -> None:
-    """The row-major float32 copy: torch's values in every layout, in bands of rows for many classes."""
+    """The row-major float32 copy: torch's values in any layout and dtype, in bands of rows for many classes.
+
+    Channel-innermost bf16/fp16 scores with fewer classes than
+    :data:`LAYOUT_CHUNK_MIN_CLASSES_LOW` are reordered whole, then cast.
+    """
     import segnet_domains.inference as inference
 
     g = torch.Generator().manual_seed(2)
@@ -558,12 +562,16 @@ def test_channel_first_float32_copies_any_layout_band_by_band(monkeypatch) -> No
         return real_copy(self, src, *args)
 
     monkeypatch.setattr(torch.Tensor, "copy_", spy)
+    many = (torch.randn(2, 40, 29, 33, generator=g) * 9).contiguous(memory_format=torch.channels_last)
     inputs = {
         "channels-last": cl,
         "cropped width (class axis still innermost)": cl[..., :31],
-        "bf16": cl.to(torch.bfloat16),
         "channel-first": cl.contiguous()[..., 1:, :],
         "few classes": cl[:, :4].contiguous(memory_format=torch.channels_last),
+        "bf16 (reordered in bf16, then cast)": cl.to(torch.bfloat16),
+        "fp16 cropped": cl[..., :31].to(torch.float16),
+        "bf16, many classes": many.to(torch.bfloat16),
+        "float64": cl.double(),
     }
     for name, x in inputs.items():
         copied.clear()
@@ -571,10 +579,17 @@ def test_channel_first_float32_copies_any_layout_band_by_band(monkeypatch) -> No
         assert out.is_contiguous() and out.dtype == torch.float32 and out.shape == x.shape, name
         assert torch.equal(out, x.float().contiguous()), name
         assert out.data_ptr() != x.data_ptr(), name
-        banded = x.shape[1] >= inference.LAYOUT_CHUNK_MIN_CLASSES and x.stride(1) == 1
-        bands = [14, 14, 1] if x.dtype == torch.bfloat16 else [7, 7, 7, 7, 1]  # the bytes fix the rows
+        k, innermost = x.shape[1], x.stride(1) == 1
+        low = x.dtype in (torch.bfloat16, torch.float16)
+        low_reordered = low and innermost and k < inference.LAYOUT_CHUNK_MIN_CLASSES_LOW
+        banded = k >= inference.LAYOUT_CHUNK_MIN_CLASSES and innermost and not low_reordered
         rows = [shape[-2] for shape in copied]
-        assert rows == (bands * 3 if banded else []), name  # a plain copy goes through .to()
+        if not banded:  # a plain copy goes through .to() or .contiguous()
+            assert rows == [], name
+            continue
+        step = inference.LAYOUT_CHUNK_BYTES // (x.shape[-1] * k * x.element_size())  # the bytes fix the rows
+        bands = [min(step, 29 - top) for top in range(0, 29, step)]
+        assert bands[0] < 29 and rows == bands * x.shape[0], name
 
 
 def test_stack_images_keeps_channel_innermost_inputs_channels_last() -> None:
