@@ -112,14 +112,19 @@ def test_stream_blender_equals_whole_blend(shape: tuple[int, int], batch: int, o
     blender = StreamBlender(grid, channels=3)
     out = np.full((3, h, w), np.nan, np.float32)
     seen = np.zeros((h, w), np.int64)
+    blocks = []
     for i in range(grid.shape[0]):
         for chunk in tile_batches(grid.row(i), batch):
             b = blender.add(chunk, [values[t.index].copy() for t in chunk])
             n, k = b.weights.shape
             out[:, b.row : b.row + n, b.col : b.col + k] = blender.blended(b)
             seen[b.row : b.row + n, b.col : b.col + k] += 1
+            blocks.append(b)
     assert (seen == 1).all()  # every pixel handed back exactly once
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+    for b in blocks:  # a block handed back is left as it was by the tiles added after it
+        n, k = b.weights.shape
+        assert torch.equal(blender.blended(b), torch.from_numpy(out[:, b.row : b.row + n, b.col : b.col + k]))
     # memory: the carry holds the rows two tile rows share, not a band of whole tile rows
     shared = max(
         (grid.row_starts[i] + grid.tile_height - grid.row_starts[i + 1] for i in range(grid.shape[0] - 1)),
