@@ -208,6 +208,35 @@ def test_remote_scene_is_read_ahead_by_a_thread(
     _same_outputs(tmp_path / "local", tmp_path / "remote", "R", "R")
 
 
+def test_windows_are_decoded_by_every_core_only_where_no_other_work_runs(
+    tmp_path: Path, server: ServedFiles, aerial_segmenter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GDAL's decoding threads: every usable core when a local scene is read between the model's passes.
+
+    One beside a reader thread (the model's passes run then), and one for a
+    URL (its reads must go through the block cache). Same outputs either way.
+    """
+    threads: list[str] = []
+    env = tiler.rasterio.Env
+
+    def spy(**options):
+        if "GDAL_NUM_THREADS" in options:
+            threads.append(options["GDAL_NUM_THREADS"])
+        return env(**options)
+
+    monkeypatch.setattr(tiler.rasterio, "Env", spy)
+    monkeypatch.setattr(tiler, "usable_cores", lambda: 3)
+    raw, _ = make_scene(tmp_path / "raw.tif", 300, 260, seed=4)
+    local = cog(raw, server.root / "D.tif")
+    runs = {"between": (local, 0), "thread": (local, 1), "remote": (f"{server.url}/D.tif", 0)}
+    for name, (scene, prefetch) in runs.items():
+        opts = tiler.TileOptions(tile_size=128, overlap=32, proba=True, prefetch=prefetch)
+        tiler.tile_scene(aerial_segmenter, scene, tmp_path / name, opts)
+    assert threads == ["3", "1", "1"]
+    _same_outputs(tmp_path / "between", tmp_path / "thread", "D", "D")
+    _same_outputs(tmp_path / "between", tmp_path / "remote", "D", "D")
+
+
 def test_s3_url_reads_through_vsis3(tmp_path: Path, server: ServedFiles, monkeypatch) -> None:
     """``s3://bucket/key`` goes through GDAL's /vsis3/ (here against the local server as the S3 endpoint)."""
     (server.root / "bucket").mkdir()
