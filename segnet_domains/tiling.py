@@ -384,9 +384,8 @@ class StreamBlender:
         self.carry_weights[:rest, span] = self._weights[n:height, :k]
         self.carry[:, rest:, span] = 0.0
         self.carry_weights[rest:, span] = 0.0
-        # keep the unfinished columns: a view (later tiles add only to these columns, never to the
-        # block's; the next _extend copies them into a new buffer)
-        self._sums, self._weights = self._sums[:, :, k:], self._weights[:, k:]
+        # keep the unfinished columns (a copy: the block above is a view of the old buffer)
+        self._sums, self._weights = self._sums[:, :, k:].clone(), self._weights[:, k:].clone()
         self._done = end
         if last:
             self.row_index += 1
@@ -395,17 +394,13 @@ class StreamBlender:
         return block
 
     def _extend(self, end: int, height: int) -> None:
-        """Grow the in-progress buffer to columns ``[_done, end)``, new columns starting from the carry.
-
-        Each part of the new buffer is written once: the unfinished columns
-        copied, the carried rows copied, only the rest zeroed.
-        """
+        """Grow the in-progress buffer to columns ``[_done, end)``, new columns starting from the carry."""
         have = self._sums.shape[2]
         need = end - self._done
         if need <= have:
             return
-        sums = torch.empty((self.channels, height, need), dtype=torch.float32, device=self.device)
-        weights = torch.empty((height, need), dtype=torch.float32, device=self.device)
+        sums = self._zeros(self.channels, height, need)
+        weights = self._zeros(height, need)
         if have:  # the previous batch's unfinished columns
             sums[:, :, :have] = self._sums
             weights[:, :have] = self._weights
@@ -414,8 +409,6 @@ class StreamBlender:
         rows = min(self.carry.shape[1], height)
         sums[:, :rows, have:] = self.carry[:, :rows, new]
         weights[:rows, have:] = self.carry_weights[:rows, new]
-        sums[:, rows:, have:].zero_()
-        weights[rows:, have:].zero_()
         self._sums, self._weights = sums, weights
 
     def blended(self, block: BlendedBlock) -> torch.Tensor:
