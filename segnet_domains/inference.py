@@ -919,7 +919,7 @@ def channel_first_float32(scores: torch.Tensor) -> torch.Tensor:
     where it was 1.07–2.05×, the band by band copy).
     """
     k = scores.shape[1] if scores.dim() == 4 else 0
-    channel_innermost = scores.stride(1) == 1 if k else False
+    channel_innermost = k > 0 and scores.stride(1) == 1
     low = scores.dtype in (torch.bfloat16, torch.float16)
     if channel_innermost and low and k < LAYOUT_CHUNK_MIN_CLASSES_LOW:
         return scores.contiguous().float()  # a new tensor: the dtype differs
