@@ -15,6 +15,7 @@ so a model sees the same numbers at training and at inference.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -136,14 +137,29 @@ class Normalizer:
         q = (float(self.spec.get("lower", 0.5)), float(self.spec.get("upper", 99.5)))
         return channel_percentiles(chw, q, valid, like_monai=True)
 
+    def percentile_scaling(
+        self, stats: np.ndarray | torch.Tensor, channels_last: bool = False
+    ) -> Callable[[Any], Any]:
+        """``percentile`` mode's scaling with ``stats``' bounds, for ``stats`` or any array that shares them.
+
+        The bounds are :meth:`percentile_bounds` of ``stats`` (taken on the
+        host); the returned function applies them to raw pixels of the same
+        channels with :func:`~segnet_domains.percentiles.scale_range` (on the
+        pixels' device, channel-innermost memory if ``channels_last``): a
+        volume's slices scaled with the whole volume's statistics, or pixels
+        moved to the model's device after their statistics were taken.
+        """
+        lo, hi = self.percentile_bounds(stats).T
+        return functools.partial(scale_range, lower=lo, upper=hi, channels_last=channels_last)
+
     def __call__(self, chw: np.ndarray | torch.Tensor) -> Any:
         """``C×…`` raw pixels → float32 network input (numpy in, numpy out; a tensor stays on its device)."""
+        if not isinstance(chw, torch.Tensor):
+            chw = np.asarray(chw)
+        if self.mode == "percentile":
+            return self.percentile_scaling(chw)(chw)
         if isinstance(chw, torch.Tensor):
             return self._tensor(chw)
-        chw = np.asarray(chw)
-        if self.mode == "percentile":
-            lo, hi = self.percentile_bounds(chw).T
-            return scale_range(chw, lo, hi)
         x = np.asarray(chw, dtype=np.float32)
         if self.mode == "zscore":
             mean, std = self.spec.get("mean"), self.spec.get("std")
@@ -158,10 +174,7 @@ class Normalizer:
         return x
 
     def _tensor(self, chw: torch.Tensor) -> torch.Tensor:
-        """The same numbers as :meth:`__call__` for a tensor, computed on its device."""
-        if self.mode == "percentile":
-            lo, hi = self.percentile_bounds(chw).T
-            return scale_range(chw, lo, hi)
+        """:meth:`__call__`'s numbers for a tensor, on its device (every mode but ``percentile``)."""
         x = chw.float()
         if self.mode == "zscore":
             mean, std = self.spec.get("mean"), self.spec.get("std")
@@ -271,8 +284,7 @@ class ImageAdapter:
         chw = to_channel_first(image, self.channels, source)
         norm = self.normalize
         if norm.mode == "percentile":
-            lo, hi = norm.percentile_bounds(chw).T
-            return scale_range(to_device(pixels_tensor(chw), device), lo, hi, channels_last)
+            return norm.percentile_scaling(chw, channels_last)(to_device(pixels_tensor(chw), device))
         if norm.is_global:
             return norm(to_device(pixels_tensor(chw), device))
         return to_device(torch.from_numpy(norm(chw)), device)
@@ -345,8 +357,7 @@ class VolumeSliceAdapter:
             )
         norm = self.normalize
         if norm.mode == "percentile":
-            lo, hi = norm.percentile_bounds(moved[None]).T  # the one channel's, over the whole volume
-            return moved, lambda stack: scale_range(stack, lo, hi)
+            return moved, norm.percentile_scaling(moved[None])  # the one channel's, over the whole volume
         if norm.is_global:
             return moved, lambda stack: norm(stack[None])[0]
         return norm(moved[None])[0], _as_float32

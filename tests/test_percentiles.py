@@ -315,6 +315,25 @@ def test_normalizer_is_bit_identical_to_monai(shape: tuple[int, ...]) -> None:
     np.testing.assert_array_equal(Normalizer(SPEC)(x), np.asarray(monai(x), np.float32))
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_percentile_scaling_applies_the_whole_arrays_bounds_to_its_parts(channels_last: bool) -> None:
+    """Bounds of the whole array, applied to pieces of it (numpy or tensor): the whole's MONAI numbers."""
+    from monai.transforms import ScaleIntensityRangePercentiles
+
+    x = np.random.default_rng(5).gamma(2.0, 900.0, (2, 6, 40, 50)).clip(0, 65535).astype(np.uint16)
+    monai = ScaleIntensityRangePercentiles(
+        lower=0.5, upper=99.5, b_min=0.0, b_max=1.0, clip=True, channel_wise=True
+    )
+    want = np.asarray(monai(x.reshape(2, -1, 50).astype(np.float32)), np.float32).reshape(x.shape)
+    scale = Normalizer(SPEC).percentile_scaling(x, channels_last)
+    pieces = x.transpose(1, 0, 2, 3)  # B×C×H×W: six pieces of both channels
+    np.testing.assert_array_equal(scale(pieces[:4]), want.transpose(1, 0, 2, 3)[:4])
+    got = scale(torch.from_numpy(pieces[4:].astype(np.int32)))
+    assert isinstance(got, torch.Tensor) and got.dtype == torch.float32
+    assert (got.stride(1) == 1) == channels_last
+    np.testing.assert_array_equal(got.numpy(), want.transpose(1, 0, 2, 3)[4:])
+
+
 @pytest.mark.parametrize("shape", [(360, 480, 3), (3, 600, 1700)])
 def test_integer_image_normalisation_is_bit_identical_to_monai(shape: tuple[int, ...]) -> None:
     """8- and 16-bit pixels (the histogram path), interleaved or band-sequential: MONAI's numbers bit for bit.
