@@ -496,12 +496,43 @@ def test_few_class_labels_are_argmax_exactly(k: int, dtype: torch.dtype) -> None
         assert torch.equal(class_labels(x[1], 0).long(), x[1].argmax(0))
         assert torch.equal(class_labels(x.movedim(1, -1), -1).long(), x.argmax(1))
         fast = _first_maximum(x, 1)
-        if k <= FIRST_MAX_MAX_CLASSES:  # taken, not fallen back from
+        if k <= FIRST_MAX_MAX_CLASSES and dtype == torch.float32:  # taken, not fallen back from
             assert fast is not None and torch.equal(fast.long(), x.argmax(1))
     nan = scores.clone()
     nan[0, 1, 8, 9] = float("nan")
     assert _first_maximum(nan, 1) is None
     assert torch.equal(class_labels(nan).long(), nan.argmax(1))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_first_maximum_is_argmax_exactly(dtype: torch.dtype) -> None:
+    """16-bit scores, from their differences to the maximum: argmax exactly; zero, inf or NaN maxima: None."""
+    g = torch.Generator().manual_seed(3)
+    k = 12
+    scores = torch.randint(-3, 3, (2, k, 19, 23), generator=g).to(dtype) + 0.5  # many ties, no zero maximum
+    tiny = torch.finfo(dtype).smallest_normal * torch.finfo(dtype).eps  # the smallest subnormal
+    scores[0, :, 1, 1] = tiny * (torch.arange(k).remainder(5) - 4).to(dtype)  # -4·tiny … 0
+    scores[0, 4, 1, 1] = tiny  # the maximum, one subnormal above class 9's 0
+    scores[1, : k - 1, 2, 3] = -float("inf")  # -inf beside a finite maximum
+    pixel = scores[:1, :, 1:2, 1:2].contiguous()  # both layouts at once
+    for x in (
+        scores,
+        scores.contiguous(memory_format=torch.channels_last)[..., 1:18, 2:],
+        scores[:, :, ::2],
+        pixel,
+    ):
+        before = x.clone()
+        fast = _first_maximum(x, 1)
+        assert fast is not None and fast.dtype == torch.uint8
+        assert torch.equal(fast.long(), x.argmax(1))
+        assert torch.equal(_first_maximum(x[-1], 0).long(), x[-1].argmax(0))
+        assert torch.equal(x, before)  # the caller's scores are not overwritten
+    for value in (0.0, float("inf"), float("nan")):  # a maximum of +0 would hide -0 ties; inf - inf is NaN
+        x = scores.clone()
+        x[0, :, 5, 6] = -1.0
+        x[0, 2, 5, 6], x[0, 7, 5, 6] = -0.0 if value == 0 else value, value
+        assert _first_maximum(x, 1) is None
+        assert torch.equal(class_labels(x).long(), x.argmax(1)), value
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
