@@ -91,3 +91,19 @@ BENCH_ARGS ?= --device auto
 .PHONY: bench-gpu
 bench-gpu:
 	$(BENCH_PY) benchmarks/gpu_check.py $(BENCH_ARGS) --json bench-gpu.json
+
+# The packages a lent device machine's image lacks (its Python 3.12 has torch, numpy, scipy, scikit-image, onnx,
+# pytest ...), at this project's locked versions, as wheels in the ignored .whl/ that benchmarks/device_lease.sh
+# installs there: `run(command="bash benchmarks/device_lease.sh", carry=[".whl"], timeout_s=600)`. About 40 MB.
+DEVICE_WHEELS := monai nibabel rasterio affine cligj click-plugins fire termcolor pydicom pystac
+DEVICE_PLATFORMS := $(foreach n,28_x86_64 27_x86_64 17_x86_64,--platform manylinux_2_$(n)) --platform manylinux2014_x86_64
+.PHONY: device-wheels
+device-wheels:
+	rm -rf .whl && mkdir -p .whl
+	@for name in $(DEVICE_WHEELS); do \
+		pin=$$(grep -iE "^$$name==" requirements/cpu.lock | cut -d' ' -f1); \
+		[ -n "$$pin" ] || { echo "device-wheels: $$name is not in requirements/cpu.lock"; exit 1; }; \
+		$(PYTHON) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+			$(DEVICE_PLATFORMS) -d .whl "$$pin" || exit 1; \
+	done
+	@du -sh .whl

@@ -1,4 +1,4 @@
-"""``benchmarks/gpu_check.py --device cpu --quick`` runs every section here and reports sane figures."""
+"""The device scripts, tried on a CPU (``gpu_check.py --quick``, ``device_lease.sh``), and the harness."""
 
 from __future__ import annotations
 
@@ -50,6 +50,35 @@ def test_gpu_check_quick_on_cpu(tmp_path: Path) -> None:
     for name in ("normalize_volume", "normalize_scene"):  # old and new, host and device: the same numbers
         assert report[name]["max_abs_diff"] == 0 and report[name]["max_abs_diff_device"] == 0
     assert "compile_b1" not in report  # --quick leaves torch.compile out unless asked
+
+
+@pytest.mark.slow
+def test_device_lease_script_runs_its_cpu_stage_quick(tmp_path: Path) -> None:
+    """``benchmarks/device_lease.sh`` (a device lease's one command), tried on a CPU: the log and the figures.
+
+    ``DEVICE_QUICK=1`` runs the AMX stage on any CPU with the reduced SegNet, under both oneDNN caps (a cap
+    above what the CPU has is a no-op); the script skips the GPU stage itself where there is no CUDA.
+    """
+    env = {
+        **os.environ,
+        "OUT": str(tmp_path),
+        "PYTHON": sys.executable,
+        "DEVICE_QUICK": "1",
+        "OMP_NUM_THREADS": "1",
+    }
+    script = str(ROOT / "benchmarks/device_lease.sh")
+    proc = subprocess.run(
+        ["bash", script, "gpu", "cpu"], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    log = (tmp_path / "device.log").read_text()
+    assert "cpu flag amx_bf16: " in log and log.rstrip().endswith("device_lease: done")
+    assert "== gpu: " in log and "== tests" not in log  # only the stages named
+    for isa in ("AVX512_CORE_AMX", "AVX512_CORE_BF16"):
+        for kind in ("paper", "reduced"):
+            report = json.loads((tmp_path / f"cpu-{kind}-{isa}.json").read_text())
+            assert report["device"] == "cpu" and report["features"] == [8, 16, 32, 64, 64]
+            assert 0.5 < report["end_to_end_over_network"] < 5, report
 
 
 def test_harness_measures_its_own_checkout(tmp_path: Path) -> None:
