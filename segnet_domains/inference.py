@@ -815,6 +815,7 @@ def class_labels(scores: torch.Tensor, dim: int = 1) -> torch.Tensor:
     Three to :data:`FIRST_MAX_MAX_CLASSES` classes on the CPU take
     :func:`_first_maximum` (same labels).
     """
+    scores = scores.detach()  # labels have no gradient; the fast paths compute in place on their own copies
     k = scores.shape[dim]
     cpu_float = scores.device.type == "cpu" and scores.is_floating_point()
     if cpu_float and k == 2 and bool(torch.isfinite(scores.sum())):  # one cheap pass: no NaN, no ±inf
