@@ -892,6 +892,8 @@ def _first_maximum_low(
     −0 and +0): the caller then takes ``max``. With ``in_place`` (``scores``
     is this function's own copy) the differences overwrite the scores.
     """
+    if top.numel() == 0:  # no pixels (aminmax has no identity): no labels
+        return torch.empty(top.squeeze(dim).shape, dtype=torch.uint8, device=top.device)
     smallest, largest = torch.aminmax(top.abs())
     if not (bool(smallest > 0) and bool(torch.isfinite(largest))):
         return None

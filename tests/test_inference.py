@@ -527,6 +527,8 @@ def test_low_precision_first_maximum_is_argmax_exactly(dtype: torch.dtype) -> No
         assert torch.equal(fast.long(), x.argmax(1))
         assert torch.equal(_first_maximum(x[-1], 0).long(), x[-1].argmax(0))
         assert torch.equal(x, before)  # the caller's scores are not overwritten
+    for empty in (scores[:, :, :0], scores[:0]):  # no pixels, no labels
+        assert class_labels(empty).shape == empty.argmax(1).shape and class_labels(empty).dtype == torch.uint8
     tracked = scores.contiguous(memory_format=torch.channels_last).requires_grad_()  # e.g. a training metric
     assert torch.equal(class_labels(tracked).long(), scores.argmax(1))
     for value in (0.0, float("inf"), float("nan")):  # a maximum of +0 would hide -0 ties; inf - inf is NaN
