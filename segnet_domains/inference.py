@@ -833,7 +833,9 @@ FIRST_MAX_MAX_CLASSES = 16
 
 
 def _first_maximum(scores: torch.Tensor, dim: int) -> torch.Tensor | None:
-    """uint8 index of the first maximum along ``dim`` of CPU float scores; ``None`` where a maximum is NaN.
+    """uint8 index of the first maximum along ``dim`` of CPU float scores; ``None`` where ``max`` must decide.
+
+    ``None`` where a maximum is NaN (and for 16-bit scores, zero or infinite: :func:`_first_maximum_low`).
 
     Built from reductions torch vectorises across pixels instead of
     ``max(dim).indices``, whose CPU kernel walks each pixel's few classes
