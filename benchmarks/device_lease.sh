@@ -21,7 +21,8 @@
 #          browser left out (neither travels under the 64 MiB limit)                                  <= 100 s
 #
 # `bash benchmarks/device_lease.sh cpu tests` runs only the stages named. DEVICE_QUICK=1 makes every stage small
-# and runs the cpu stage whatever the CPU has: how it is tried on a CPU without CUDA or AMX (tests/test_benchmarks.py).
+# (with limits for a CPU shared with a test suite) and runs the cpu stage whatever the CPU has: how it is tried on a
+# CPU without CUDA or AMX (tests/test_benchmarks.py).
 set -u
 cd "$(dirname "$0")/.."
 out=${OUT:-${TMPDIR:-/tmp}/device_lease}
@@ -59,15 +60,17 @@ fi
 
 if [[ $stages == *" cpu "* ]]; then
     if [[ $flags == *" amx_bf16 "* || $quick == 1 ]]; then
-        paper=(--repeats 5) reduced=(--features 8,16,32,64,64 --repeats 15)
-        [[ $quick == 1 ]] && paper=(--features 8,16,32,64,64 --repeats 2) reduced=(--features 8,16,32,64,64 --repeats 2)
+        paper=(--repeats 5) reduced=(--features 8,16,32,64,64 --repeats 15) limits=(60 25)
+        if [[ $quick == 1 ]]; then  # small, and limits for a CPU shared with a test suite
+            paper=(--features 8,16,32,64,64 --repeats 2) reduced=(--features 8,16,32,64,64 --repeats 2) limits=(300 300)
+        fi
         for isa in AVX512_CORE_AMX AVX512_CORE_BF16; do
             echo "== cpu: ONEDNN_MAX_CPU_ISA=$isa, bench_inference.py ${paper[*]}"
-            ONEDNN_MAX_CPU_ISA=$isa timeout 60 "$py" benchmarks/bench_inference.py --device cpu "${paper[@]}" \
+            ONEDNN_MAX_CPU_ISA=$isa timeout "${limits[0]}" "$py" benchmarks/bench_inference.py --device cpu "${paper[@]}" \
                 --json "$out/cpu-paper-$isa.json"
             echo "cpu stage (paper) exit $?"
             echo "== cpu: ONEDNN_MAX_CPU_ISA=$isa, bench_inference.py ${reduced[*]}"
-            ONEDNN_MAX_CPU_ISA=$isa timeout 25 "$py" benchmarks/bench_inference.py --device cpu "${reduced[@]}" \
+            ONEDNN_MAX_CPU_ISA=$isa timeout "${limits[1]}" "$py" benchmarks/bench_inference.py --device cpu "${reduced[@]}" \
                 --json "$out/cpu-reduced-$isa.json"
             echo "cpu stage (reduced) exit $?"
         done
@@ -78,9 +81,9 @@ fi
 
 if [[ $stages == *" tests "* ]]; then
     echo "== tests: numerics on this CPU's fastest path"
-    where=(-n 8 tests --ignore=tests/napari_plugin --ignore=tests/web)
-    [[ $quick == 1 ]] && where=(tests/test_tiling.py)
-    timeout 100 "$py" -m pytest -m numerics -q -p no:cacheprovider "${where[@]}"
+    where=(-n 8 tests --ignore=tests/napari_plugin --ignore=tests/web) limit=100
+    [[ $quick == 1 ]] && where=(tests/test_tiling.py) limit=300
+    timeout "$limit" "$py" -m pytest -m numerics -q -p no:cacheprovider "${where[@]}"
     echo "tests stage exit $?"
 fi
 echo "device_lease: done"
