@@ -859,10 +859,11 @@ def _first_maximum(scores: torch.Tensor, dim: int) -> torch.Tensor | None:
     if scores.stride(dim) == 1:
         scores = scores.movedim(dim, 0).contiguous().movedim(0, dim)
     copied = scores.data_ptr() != given.data_ptr()  # (a 1×K×1×1 tensor is both layouts: not copied)
+    low = scores.element_size() == 2  # bf16 or fp16: its bits read as int16
     top = scores.amax(dim, keepdim=True)
-    weights = torch.arange(k, 0, -1, dtype=torch.uint8 if scores.element_size() != 2 else torch.int16)
+    weights = torch.arange(k, 0, -1, dtype=torch.int16 if low else torch.uint8)
     weights = weights.view([k if d == dim % scores.dim() else 1 for d in range(scores.dim())])
-    if scores.element_size() == 2:
+    if low:
         return _first_maximum_low(scores, top, weights, dim, in_place=copied)
     hits = torch.eq(scores, top).view(torch.uint8)
     first = hits.mul_(weights).amax(dim)
