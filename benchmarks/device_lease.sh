@@ -46,10 +46,11 @@ for f in avx2 avx512f avx512_bf16 amx_bf16; do
     case "$flags" in *" $f "*) echo "cpu flag $f: yes" ;; *) echo "cpu flag $f: no" ;; esac
 done
 command -v nvidia-smi >/dev/null && nvidia-smi -L
-"$py" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'available', torch.cuda.is_available())"
+torch_info=$("$py" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'available', torch.cuda.is_available())")
+echo "$torch_info"
 
 if [[ $stages == *" gpu "* ]]; then
-    if "$py" -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then
+    if [[ $torch_info == *"available True" ]]; then
         echo "== gpu: benchmarks/gpu_check.py --device cuda"
         timeout 300 "$py" benchmarks/gpu_check.py --device cuda --json "$out/bench-gpu.json"
         echo "gpu stage exit $?"
@@ -58,6 +59,15 @@ if [[ $stages == *" gpu "* ]]; then
     fi
 fi
 
+cpu_bench() {  # cpu_bench ISA KIND LIMIT ARGS...: bench_inference.py on the CPU under that oneDNN cap
+    local isa=$1 kind=$2 limit=$3
+    shift 3
+    echo "== cpu: ONEDNN_MAX_CPU_ISA=$isa, bench_inference.py $*"
+    ONEDNN_MAX_CPU_ISA=$isa timeout "$limit" "$py" benchmarks/bench_inference.py --device cpu "$@" \
+        --json "$out/cpu-$kind-$isa.json"
+    echo "cpu stage ($kind) exit $?"
+}
+
 if [[ $stages == *" cpu "* ]]; then
     if [[ $flags == *" amx_bf16 "* || $quick == 1 ]]; then
         paper=(--repeats 5) reduced=(--features 8,16,32,64,64 --repeats 15) limits=(60 25)
@@ -65,14 +75,8 @@ if [[ $stages == *" cpu "* ]]; then
             paper=(--features 8,16,32,64,64 --repeats 2) reduced=(--features 8,16,32,64,64 --repeats 2) limits=(300 300)
         fi
         for isa in AVX512_CORE_AMX AVX512_CORE_BF16; do
-            echo "== cpu: ONEDNN_MAX_CPU_ISA=$isa, bench_inference.py ${paper[*]}"
-            ONEDNN_MAX_CPU_ISA=$isa timeout "${limits[0]}" "$py" benchmarks/bench_inference.py --device cpu "${paper[@]}" \
-                --json "$out/cpu-paper-$isa.json"
-            echo "cpu stage (paper) exit $?"
-            echo "== cpu: ONEDNN_MAX_CPU_ISA=$isa, bench_inference.py ${reduced[*]}"
-            ONEDNN_MAX_CPU_ISA=$isa timeout "${limits[1]}" "$py" benchmarks/bench_inference.py --device cpu "${reduced[@]}" \
-                --json "$out/cpu-reduced-$isa.json"
-            echo "cpu stage (reduced) exit $?"
+            cpu_bench "$isa" paper "${limits[0]}" "${paper[@]}"
+            cpu_bench "$isa" reduced "${limits[1]}" "${reduced[@]}"
         done
     else
         echo "== cpu: this CPU has no amx_bf16, skipped"
