@@ -29,9 +29,10 @@ Three measurements, each against a baseline taken in the same run:
 On a 2-core CPU the paper's SegNet (64…512 channels) needs minutes per
 8192² scene, so the model is a reduced-width SegNet (``--features``,
 default 8,16,32,64,64); throughput is measured on ``--size`` (default
-4096², ``--size 8192`` for the full figure). Runs alternate (raw, tiled,
-raw, …, raw) and medians are reported, so load from other processes hits
-both sides alike; the throughput ratio is the median over tiled runs of
+4096², ``--size 8192`` for the full figure). Both sides are warmed up
+first (the tiler's first, cold run is reported apart); runs then alternate
+(raw, tiled, raw, …, raw) and medians are reported, so load from other
+processes hits both sides alike; the throughput ratio is the median over tiled runs of
 the mean of the two raw runs beside each against it (a shared virtual
 machine's speed drifts by 1.5× within minutes: a run is compared with its
 neighbours, not with a median taken at other times).
@@ -55,6 +56,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +69,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import ROOT, add_common_args, pick_device
 
 from segnet_domains import Segmenter, SegNet, save_checkpoint
+from segnet_domains._openmp import passive_waiting
 from segnet_domains.geo.tiler import TileOptions, tile_scene
 from segnet_domains.synthetic.layouts import geotiff_profile as profile
 from segnet_domains.tiling import TileGrid, tile_batches
@@ -131,39 +134,85 @@ def raw_model_seconds(seg: Segmenter, grid: TileGrid, tiles: np.ndarray) -> floa
     return total
 
 
+def timed_with_cpu(fn: Callable[[], float | None]) -> tuple[float, float]:
+    """``(seconds, CPU seconds of the whole process)`` of ``fn()``, all threads' CPU time.
+
+    The seconds are what ``fn`` returns if it times itself, else its wall time.
+    """
+    wall, cpu = time.perf_counter(), time.process_time()
+    own = fn()
+    return (time.perf_counter() - wall if own is None else own), time.process_time() - cpu
+
+
 def throughput(ckpt: Path, scene: Path, out: Path, repeats: int, device: str = "cpu") -> dict:
+    """Tiled against raw, in alternation, both sides warmed up (the tiler's first run is reported apart).
+
+    The raw side's warm-up is a forward pass and the run before the first
+    tiled one; the tiled side's is one whole scene before the timed runs, so
+    its first-use costs (the blender's and the reader's buffers growing the
+    heap, GDAL's first open, oneDNN kernels for the last, smaller batch) are
+    not charged to one of the ratios: they are ``first_tile_seconds``.
+
+    On a CPU the process's CPU time is recorded beside the wall time: the
+    tiled run's CPU seconds beyond the raw run's are the tiler's own work
+    (reading, normalising, blending, encoding, writing), and
+    ``ratio_bound_cores`` is the ratio a tiler with that much extra work would
+    reach if all of it ran in core time the model leaves idle (raw wall over
+    the tiled CPU time spread over the cores, at most 1). Meaningful with
+    passive OpenMP waits (``openmp_passive_waiting``), where idle threads
+    sleep instead of burning CPU time.
+    """
     seg = Segmenter.from_checkpoint(ckpt, device=device, batch_size=BATCH)
     with rasterio.open(scene) as src:
         h, w = src.height, src.width
     grid = TileGrid.create(h, w, TILE, OVERLAP, align=seg.multiple)
     work_mp = sum(t.height * t.width for t in grid) / 1e6
     tiles = scene_tiles(seg, scene, BATCH)
-    seg.forward(tiles)  # warm-up
-    tiled, raw = [], [raw_model_seconds(seg, grid, tiles)]
-    for _ in range(repeats):  # raw, tile, raw, tile, …, raw: each tiled run between two raw ones
+
+    def tiled() -> None:
         for f in out.glob("*"):
             f.unlink()
-        t = time.perf_counter()
         tile_scene(seg, scene, out, TileOptions(tile_size=TILE, overlap=OVERLAP, batch_size=BATCH))
-        tiled.append(time.perf_counter() - t)
-        raw.append(raw_model_seconds(seg, grid, tiles))
-    t_tile, t_raw = statistics.median(tiled), statistics.median(raw)
+
+    seg.forward(tiles)  # warm-up of the raw side
+    first, _ = timed_with_cpu(tiled)  # warm-up of the tiled side
+    raw_runs = [timed_with_cpu(lambda: raw_model_seconds(seg, grid, tiles))]
+    tiled_runs: list[tuple[float, float]] = []
+    for _ in range(repeats):  # raw, tile, raw, tile, …, raw: each tiled run between two raw ones
+        tiled_runs.append(timed_with_cpu(tiled))
+        raw_runs.append(timed_with_cpu(lambda: raw_model_seconds(seg, grid, tiles)))
+    tiled_s, raw_s = [t for t, _ in tiled_runs], [t for t, _ in raw_runs]
+    t_tile, t_raw = statistics.median(tiled_s), statistics.median(raw_s)
     # this machine's speed drifts over seconds (shared host): each tiled run against the raw runs beside it
-    paired = [(raw[k] + raw[k + 1]) / 2 / tiled[k] for k in range(repeats)]
-    return {
+    paired = [(raw_s[k] + raw_s[k + 1]) / 2 / tiled_s[k] for k in range(repeats)]
+    res = {
         "scene": f"{h}x{w}x3 uint16",
         "tiles": len(grid),
         "model_work_mp": round(work_mp, 1),
+        "first_tile_seconds": round(first, 2),
         "tile_seconds": round(t_tile, 2),
         "raw_seconds": round(t_raw, 2),
-        "tile_runs": [round(v, 2) for v in tiled],
-        "raw_runs": [round(v, 2) for v in raw],
+        "tile_runs": [round(v, 2) for v in tiled_s],
+        "raw_runs": [round(v, 2) for v in raw_s],
         "tile_mp_per_s": round(work_mp / t_tile, 2),
         "raw_mp_per_s": round(work_mp / t_raw, 2),
         "scene_mp_per_s": round(h * w / 1e6 / t_tile, 2),
         "ratio": round(statistics.median(paired), 3),
         "ratio_of_medians": round(t_raw / t_tile, 3),
     }
+    if seg.device.type == "cpu":
+        cores = torch.get_num_threads()
+        cpu_tile = statistics.median(c for _, c in tiled_runs)
+        cpu_raw = statistics.median(c for _, c in raw_runs)
+        res |= {
+            "openmp_passive_waiting": passive_waiting(),
+            "tile_cpu_seconds": round(cpu_tile, 2),
+            "raw_cpu_seconds": round(cpu_raw, 2),
+            "tiler_own_cpu_seconds": round(cpu_tile - cpu_raw, 2),
+            "raw_cores_busy": round(cpu_raw / t_raw, 2),
+            "ratio_bound_cores": round(min(1.0, t_raw / (cpu_tile / cores)), 3),
+        }
+    return res
 
 
 # Peak RSS from VmHWM (this process's own peak; ru_maxrss would inherit the parent's across exec).
