@@ -71,6 +71,7 @@ from harness import ROOT, add_common_args, pick_device
 from segnet_domains import Segmenter, SegNet, save_checkpoint
 from segnet_domains._openmp import passive_waiting
 from segnet_domains.geo.tiler import TileOptions, tile_scene
+from segnet_domains.runtime import usable_cores
 from segnet_domains.synthetic.layouts import geotiff_profile as profile
 from segnet_domains.tiling import TileGrid, tile_batches
 from tests.data.geo import BAND_NAMES, CLASS_NAMES, make_scene
@@ -157,8 +158,10 @@ def throughput(ckpt: Path, scene: Path, out: Path, repeats: int, device: str = "
     tiled run's CPU seconds beyond the raw run's are the tiler's own work
     (reading, normalising, blending, encoding, writing), and
     ``ratio_bound_cores`` is the ratio a tiler with that much extra work would
-    reach if all of it ran in core time the model leaves idle (raw wall over
-    the tiled CPU time spread over the cores, at most 1). Meaningful with
+    reach if all of it ran in core time the model leaves idle (the raw time
+    over the tiled CPU time spread over the cores the process may use, at
+    most 1); ``raw_cores_busy`` is the raw run's CPU time over the model's
+    own time. Meaningful with
     passive OpenMP waits (``openmp_passive_waiting``), where idle threads
     sleep instead of burning CPU time.
     """
@@ -201,7 +204,7 @@ def throughput(ckpt: Path, scene: Path, out: Path, repeats: int, device: str = "
         "ratio_of_medians": round(t_raw / t_tile, 3),
     }
     if seg.device.type == "cpu":
-        cores = torch.get_num_threads()
+        cores = usable_cores()
         cpu_tile = statistics.median(c for _, c in tiled_runs)
         cpu_raw = statistics.median(c for _, c in raw_runs)
         res |= {
