@@ -177,13 +177,16 @@ def throughput(ckpt: Path, scene: Path, out: Path, repeats: int, device: str = "
             f.unlink()
         tile_scene(seg, scene, out, TileOptions(tile_size=TILE, overlap=OVERLAP, batch_size=BATCH))
 
+    def raw() -> float:
+        return raw_model_seconds(seg, grid, tiles)
+
     seg.forward(tiles)  # warm-up of the raw side
     first, _ = timed_with_cpu(tiled)  # warm-up of the tiled side
-    raw_runs = [timed_with_cpu(lambda: raw_model_seconds(seg, grid, tiles))]
+    raw_runs = [timed_with_cpu(raw)]
     tiled_runs: list[tuple[float, float]] = []
     for _ in range(repeats):  # raw, tile, raw, tile, …, raw: each tiled run between two raw ones
         tiled_runs.append(timed_with_cpu(tiled))
-        raw_runs.append(timed_with_cpu(lambda: raw_model_seconds(seg, grid, tiles)))
+        raw_runs.append(timed_with_cpu(raw))
     tiled_s, raw_s = [t for t, _ in tiled_runs], [t for t, _ in raw_runs]
     t_tile, t_raw = statistics.median(tiled_s), statistics.median(raw_s)
     # this machine's speed drifts over seconds (shared host): each tiled run against the raw runs beside it
